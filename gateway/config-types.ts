@@ -1,0 +1,44 @@
+// The validated, typed configuration every other module receives. Built by config.ts from the
+// environment and the optional GATEWAY_CONFIG file; nothing else reads process.env.
+import type { Encoding } from '../recorder/sidecar.js';
+
+export type PauseBehavior = 'silence' | 'skip';
+
+/** Settings a data source (one Twilio account) may carry; unset ones inherit the global value. */
+export interface SourceSettings {
+  recordingFormat: Encoding;
+  enablePauseResume: boolean;
+  pauseBehavior: PauseBehavior;
+  minSessionLengthS: number;
+  longCallDurationMin: number;
+  longHoldDurationMin: number;
+  defaultEmployeeId: string | null;
+  segmentMaxS: number;
+}
+
+export interface DataSource extends SourceSettings {
+  accountSid: string;
+  /** null: the source accepts unsigned streams (a warning is logged at start) */
+  authToken: string | null;
+}
+
+export interface GatewayConfig {
+  port: number;
+  host: string;
+  recordingsDir: string;
+  redisUrl: string | null;
+  nodeId: string;
+  /** e.g. wss://lb.example.com/twilio/v1; null = derived from the request */
+  websocketTargetUrl: string | null;
+  drainTimeoutS: number;
+  streamIdleTimeoutS: number;
+  maintenanceIntervalS: number;
+  apiKeys: string[];
+  recordingWebhookUrl: string | null;
+  recordingWebhookSecret: string | null;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** the global values, used for streams of an account when no source is configured */
+  defaults: SourceSettings;
+  /** configured accounts; empty = the embedded default (any accountSid is recorded) */
+  sources: DataSource[];
+}

@@ -1,0 +1,64 @@
+// Prometheus metrics. The recorder keeps plain counters on the hot path; prom-client reads them
+// when scraped (collect), so a frame costs an integer increment, not a label lookup.
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import type { Recorder, RecorderCounters } from '../recorder/recorder.js';
+import { PROTOCOL_ERROR_KINDS, type ProtocolErrorKind } from './twilio-protocol.js';
+
+export interface GatewayMetrics {
+  registry: Registry;
+  protocolError(kind: ProtocolErrorKind | 'unknown_event'): void;
+  observeWriteLag(lagMs: number): void;
+  upgradeRefused(reason: string): void;
+}
+
+/** A counter mirrored from a plain number the recorder increments. */
+function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
+  let last = 0;
+  new Counter({
+    name, help, registers: [registry],
+    collect() {
+      const now = read();
+      if (now > last) this.inc(now - last);
+      last = now;
+    },
+  });
+}
+
+export function createMetrics(recorder: () => Recorder | null): GatewayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const c = (k: keyof RecorderCounters) => () => recorder()?.counters[k] ?? 0;
+  new Gauge({
+    name: 'gateway_streams_active', help: 'Twilio streams being recorded on this node', registers: [registry],
+    collect() { this.set(recorder()?.activeStreams ?? 0); },
+  });
+  mirroredCounter(registry, 'gateway_frames_received_total', 'media frames placed on a timeline (late ones included)', c('framesReceived'));
+  mirroredCounter(registry, 'gateway_frames_missing_total', '20 ms frames that never arrived, written as silence (counted when a segment is published)', c('framesMissing'));
+  mirroredCounter(registry, 'gateway_frames_duplicate_total', 'media frames dropped because their audio was already there', c('framesDuplicate'));
+  mirroredCounter(registry, 'gateway_frames_late_total', 'media frames that arrived out of order and were put in place', c('framesLate'));
+  mirroredCounter(registry, 'gateway_frames_dropped_total', 'media frames that arrived after their audio was written (too late)', c('framesTooLate'));
+  mirroredCounter(registry, 'gateway_bytes_written_total', 'audio bytes written to disk', c('bytesWritten'));
+  mirroredCounter(registry, 'gateway_recordings_published_total', 'segments published with their sidecar', c('recordingsPublished'));
+  mirroredCounter(registry, 'gateway_segment_errors_total', 'segments that could not be published', c('segmentErrors'));
+  const protocolErrors = new Counter({
+    name: 'gateway_protocol_errors_total', help: 'malformed or out-of-place Twilio messages, by kind',
+    labelNames: ['kind'], registers: [registry],
+  });
+  for (const kind of [...PROTOCOL_ERROR_KINDS, 'unknown_event']) protocolErrors.inc({ kind }, 0);
+  const refused = new Counter({
+    name: 'gateway_upgrades_refused_total', help: 'WebSocket upgrades refused before opening, by reason',
+    labelNames: ['reason'], registers: [registry],
+  });
+  const lag = new Histogram({
+    name: 'gateway_frame_to_disk_lag_seconds',
+    help: 'time from the oldest frame of a write arriving to that write reaching the file',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30],
+    registers: [registry],
+  });
+  return {
+    registry,
+    protocolError: (kind) => protocolErrors.inc({ kind }),
+    observeWriteLag: (ms) => { if (!Number.isNaN(ms)) lag.observe(ms / 1000); },
+    upgradeRefused: (reason) => refused.inc({ reason }),
+  };
+}

@@ -1,0 +1,131 @@
+// Assembles one gateway node: recorder, index, metrics, the Twilio edge and the HTTP API, as
+// fastify plugins, plus the node's lifecycle (idle sweep, drain). main.ts only adds process
+// concerns (config from the environment, signals, exit codes).
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
+import pino, { type Logger } from 'pino';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { GatewayConfig, SourceSettings } from './config-types.js';
+import { Recorder } from '../recorder/recorder.js';
+import { RecordingIndex } from '../recorder/recording-index.js';
+import { IN_PROGRESS_DIR, sidecarPathOf } from '../recorder/storage-layout.js';
+import { createMetrics, type GatewayMetrics } from './metrics.js';
+import { registerTwilioRoute } from './twilio-route.js';
+import { registerHealthRoutes } from './health-routes.js';
+import { installErrorHandling } from './api/errors.js';
+import { installApiAuth } from './api/api-auth.js';
+import { registerRecordingRoutes } from './api/recordings-routes.js';
+import type { TwilioStreamHandler } from './twilio-stream.js';
+
+/** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+
+export interface GatewayOptions {
+  logger?: Logger;
+  /** jitter window and emission chunk, ms (tests shorten nothing else) */
+  windowMs?: number;
+  chunkMs?: number;
+  now?: () => number;
+  wallNow?: () => Date;
+}
+
+export interface Gateway {
+  app: FastifyInstance;
+  config: GatewayConfig;
+  recorder: Recorder;
+  index: RecordingIndex;
+  metrics: GatewayMetrics;
+  log: Logger;
+  handlers: Set<TwilioStreamHandler>;
+  /** listen on config.host:config.port; resolves with the bound port */
+  listen(): Promise<number>;
+  /** stop taking streams, let live ones run up to DRAIN_TIMEOUT_S, finalise the rest, close */
+  drain(): Promise<void>;
+  /** close at once, finalising live streams as `shutdown` */
+  close(): Promise<void>;
+}
+
+export function settingsResolver(config: GatewayConfig): (accountSid: string) => SourceSettings {
+  const bySid = new Map(config.sources.map((s) => [s.accountSid, s] as const));
+  return (sid) => bySid.get(sid) ?? config.defaults;
+}
+
+export async function buildGateway(config: GatewayConfig, opts: GatewayOptions = {}): Promise<Gateway> {
+  const log = opts.logger ?? pino({
+    level: config.logLevel,
+    base: { nodeId: config.nodeId },
+    redact: ['req.headers.authorization', 'req.headers["x-twilio-signature"]'],
+  });
+  await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
+
+  let recorder: Recorder | null = null;
+  const metrics = createMetrics(() => recorder);
+  const index = new RecordingIndex(config.recordingsDir);
+  const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
+  log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
+
+  recorder = new Recorder({
+    recordingsDir: config.recordingsDir,
+    nodeId: config.nodeId,
+    settingsFor: settingsResolver(config),
+    idleTimeoutMs: config.streamIdleTimeoutS * 1000,
+    windowMs: opts.windowMs,
+    chunkMs: opts.chunkMs,
+    now: opts.now,
+    wallNow: opts.wallNow,
+    onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
+    onRecording: (s) => index.add(s, sidecarPathOf(config.recordingsDir, s)),
+    onSegmentError: (recordingId, err) => log.error({ recordingId, err: err.message }, 'segment could not be published'),
+  });
+  const rec = recorder;
+
+  let draining = false;
+  const handlers = new Set<TwilioStreamHandler>();
+  const app: FastifyInstance = Fastify({
+    loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 1024 * 1024,
+  });
+  await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
+  installErrorHandling(app);
+  installApiAuth(app, { apiKeys: config.apiKeys });
+  registerHealthRoutes(app, { metrics, notReadyReason: () => (draining ? 'draining: this node is shutting down' : null) });
+  registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
+  registerRecordingRoutes(app, { index });
+
+  // One sweep for the whole node instead of a timer per stream.
+  const sweepMs = Math.min(1000, (config.streamIdleTimeoutS * 1000) / 4);
+  const sweeper = setInterval(() => rec.sweepIdle(), sweepMs);
+  sweeper.unref();
+
+  let closed: Promise<void> | null = null;
+  const shutdown = async (graceMs: number): Promise<void> => {
+    draining = true;
+    const deadline = performance.now() + graceMs;
+    while (rec.activeStreams > 0 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - performance.now()))));
+    }
+    const left = rec.activeStreams;
+    if (left > 0) log.info({ streams: left }, 'drain timeout: finalising live streams');
+    await rec.endAll('shutdown');
+    clearInterval(sweeper);
+    await app.close();
+    await rec.settled();
+  };
+
+  return {
+    app, config, recorder: rec, index, metrics, log, handlers,
+    async listen() {
+      await app.listen({ port: config.port, host: config.host });
+      const addr = app.server.address();
+      return typeof addr === 'object' && addr !== null ? addr.port : config.port;
+    },
+    drain() {
+      return (closed ??= shutdown(config.drainTimeoutS * 1000));
+    },
+    close() {
+      return (closed ??= shutdown(0));
+    },
+  };
+}

@@ -1,0 +1,87 @@
+// GET /twilio/v1: the WebSocket edge Twilio dials. The upgrade is checked before any WebSocket
+// exists (draining, query string, X-Twilio-Signature against the public URL); an accepted
+// socket gets its protocol handler attached synchronously, so no early message is missed.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { GatewayConfig } from './config-types.js';
+import type { Recorder } from '../recorder/recorder.js';
+import type { GatewayMetrics } from './metrics.js';
+import { candidateUrls, derivePublicUrl, matchTwilioSignature } from './twilio-signature.js';
+import { TwilioStreamHandler } from './twilio-stream.js';
+
+export const TWILIO_STREAM_PATH = '/twilio/v1';
+
+export interface TwilioRouteDeps {
+  config: GatewayConfig;
+  recorder: Recorder;
+  metrics: GatewayMetrics;
+  log: Logger;
+  isDraining: () => boolean;
+  /** live handlers, for drain and tests */
+  handlers: Set<TwilioStreamHandler>;
+}
+
+type AccountCheck = (accountSid: string) => boolean;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    twilioAccountCheck?: AccountCheck;
+  }
+}
+
+export function registerTwilioRoute(app: FastifyInstance, deps: TwilioRouteDeps): void {
+  const { config, metrics } = deps;
+  const signed = config.sources.filter((s) => s.authToken !== null);
+  const tokens = signed.map((s) => s.authToken as string);
+  const configured = new Set(config.sources.map((s) => s.accountSid));
+  const fixedUrls = config.websocketTargetUrl ? candidateUrls(config.websocketTargetUrl) : null;
+
+  const refuse = (reply: FastifyReply, status: number, code: string, message: string) => {
+    metrics.upgradeRefused(code);
+    return reply.code(status).send({ error: code, message });
+  };
+
+  async function checkUpgrade(req: FastifyRequest, reply: FastifyReply) {
+    if (deps.isDraining()) return refuse(reply, 503, 'draining', 'this node is shutting down; connect to another node');
+    if (req.raw.url !== undefined && req.raw.url.includes('?')) {
+      return refuse(reply, 400, 'query_not_allowed', 'Twilio strips query strings from stream URLs; pass values as <Parameter> instead');
+    }
+    let check: AccountCheck;
+    if (tokens.length > 0) {
+      const urls = fixedUrls ?? candidateUrls(derivePublicUrl(req.headers, TWILIO_STREAM_PATH, false));
+      const header = req.headers['x-twilio-signature'];
+      const index = matchTwilioSignature(tokens, typeof header === 'string' ? header : undefined, urls);
+      if (index < 0) {
+        return refuse(reply, 403, 'forbidden', `X-Twilio-Signature is missing or does not match ${urls[0]} for any configured account`);
+      }
+      const account = signed[index].accountSid;
+      check = (sid) => sid === account;
+    } else if (configured.size > 0) {
+      check = (sid) => configured.has(sid);
+    } else {
+      check = () => true; // embedded default: no account configured, record any
+    }
+    req.twilioAccountCheck = check;
+  }
+
+  app.get(TWILIO_STREAM_PATH, { websocket: true, preValidation: checkUpgrade }, (socket, req) => {
+    const handler = new TwilioStreamHandler({ close: (code, reason) => socket.close(code, reason) }, {
+      recorder: deps.recorder,
+      acceptAccount: req.twilioAccountCheck ?? (() => false),
+      log: deps.log,
+      onProtocolError: metrics.protocolError,
+      maxConsecutiveErrors: 20,
+      maxJumpMs: 10 * 60 * 1000,
+    });
+    deps.handlers.add(handler);
+    socket.on('message', (data, isBinary) => handler.onMessage(data as Buffer, isBinary));
+    socket.on('error', (err: Error & { code?: string }) => {
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') handler.onTooLarge();
+      else deps.log.warn({ err: err.message }, 'stream socket error');
+    });
+    socket.on('close', (code) => {
+      handler.onClose(code);
+      void handler.finished.finally(() => deps.handlers.delete(handler));
+    });
+  });
+}

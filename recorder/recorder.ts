@@ -1,0 +1,181 @@
+// The node's registry of live stream sessions: creates them, finds them by streamSid and
+// callSid, ends them (stop, hang-up, idle, shutdown) and keeps the node-wide frame counters that
+// /metrics reads. Counters are plain numbers bumped per frame; prom-client reads them on scrape.
+import { StreamSession, type Attribution, type StreamIdentity } from './stream-session.js';
+import type { PlaceResult } from './timeline.js';
+import type { CloseReason, RecordingSidecar } from './sidecar.js';
+import type { SourceSettings } from '../gateway/config-types.js';
+
+export interface RecorderCounters {
+  framesReceived: number;
+  framesLate: number;
+  framesDuplicate: number;
+  framesTooLate: number;
+  /** summed from sidecars as segments are published */
+  framesMissing: number;
+  bytesWritten: number;
+  recordingsPublished: number;
+  segmentErrors: number;
+}
+
+/** Whoever holds the stream's connection: asked to end it when the node decides to. */
+export interface StreamOwner {
+  endByServer(reason: CloseReason): void;
+}
+
+export interface RecorderOptions {
+  recordingsDir: string;
+  nodeId: string;
+  settingsFor: (accountSid: string) => SourceSettings;
+  idleTimeoutMs: number;
+  windowMs?: number;
+  chunkMs?: number;
+  now?: () => number;
+  wallNow?: () => Date;
+  onWritten?: (bytes: number, lagMs: number) => void;
+  onRecording?: (sidecar: RecordingSidecar) => void;
+  onSegmentError?: (recordingId: string, err: Error) => void;
+}
+
+interface Live {
+  session: StreamSession;
+  owner: StreamOwner;
+}
+
+export class Recorder {
+  readonly counters: RecorderCounters = {
+    framesReceived: 0, framesLate: 0, framesDuplicate: 0, framesTooLate: 0, framesMissing: 0,
+    bytesWritten: 0, recordingsPublished: 0, segmentErrors: 0,
+  };
+  private readonly opts: Required<Pick<RecorderOptions, 'windowMs' | 'chunkMs' | 'now' | 'wallNow'>> & RecorderOptions;
+  private readonly live = new Map<string, Live>();
+  private readonly byCall = new Map<string, Set<string>>();
+  /** sessions ended but not yet published, for drain */
+  private readonly pending = new Set<Promise<RecordingSidecar[]>>();
+  private readonly countFrame: (r: PlaceResult) => void;
+  private readonly countWritten: (bytes: number, lagMs: number) => void;
+
+  constructor(opts: RecorderOptions) {
+    this.opts = {
+      windowMs: 1000, chunkMs: 200, now: () => performance.now(), wallNow: () => new Date(), ...opts,
+    };
+    const c = this.counters;
+    this.countFrame = (r) => {
+      switch (r) {
+        case 'placed': c.framesReceived++; break;
+        case 'late': c.framesReceived++; c.framesLate++; break;
+        case 'duplicate': c.framesDuplicate++; break;
+        case 'too_late': c.framesTooLate++; break;
+      }
+    };
+    this.countWritten = (bytes, lagMs) => {
+      c.bytesWritten += bytes;
+      this.opts.onWritten?.(bytes, lagMs);
+    };
+  }
+
+  get activeStreams(): number {
+    return this.live.size;
+  }
+
+  get(streamSid: string): StreamSession | undefined {
+    return this.live.get(streamSid)?.session;
+  }
+
+  streamsOfCall(callSid: string): StreamSession[] {
+    const sids = this.byCall.get(callSid);
+    if (!sids) return [];
+    const out: StreamSession[] = [];
+    for (const sid of sids) {
+      const l = this.live.get(sid);
+      if (l) out.push(l.session);
+    }
+    return out;
+  }
+
+  sessions(): IterableIterator<StreamSession> {
+    return [...this.live.values()].map((l) => l.session)[Symbol.iterator]();
+  }
+
+  /** Begin recording a stream; null when that streamSid is already live on this node. */
+  start(id: StreamIdentity, owner: StreamOwner): StreamSession | null {
+    if (this.live.has(id.streamSid)) return null;
+    const settings = this.opts.settingsFor(id.accountSid);
+    const attribution: Attribution = {
+      ctiSessionId: id.customParameters.ctiSessionId ?? null,
+      employeeId: id.customParameters.employeeId ?? settings.defaultEmployeeId,
+    };
+    const session = new StreamSession(id, attribution, {
+      recordingsDir: this.opts.recordingsDir,
+      nodeId: this.opts.nodeId,
+      encoding: settings.recordingFormat,
+      segmentMaxS: settings.segmentMaxS,
+      windowMs: this.opts.windowMs,
+      chunkMs: this.opts.chunkMs,
+      now: this.opts.now,
+      wallNow: this.opts.wallNow,
+      onFrame: this.countFrame,
+      onWritten: this.countWritten,
+      onSegmentError: (rid, err) => {
+        this.counters.segmentErrors++;
+        this.opts.onSegmentError?.(rid, err);
+      },
+    });
+    this.live.set(id.streamSid, { session, owner });
+    let set = this.byCall.get(id.callSid);
+    if (!set) this.byCall.set(id.callSid, (set = new Set()));
+    set.add(id.streamSid);
+    return session;
+  }
+
+  /** End a stream and publish its segments. Idempotent. */
+  finish(session: StreamSession, reason: CloseReason): Promise<RecordingSidecar[]> {
+    const sid = session.id.streamSid;
+    if (this.live.get(sid)?.session === session) {
+      this.live.delete(sid);
+      const set = this.byCall.get(session.id.callSid);
+      set?.delete(sid);
+      if (set && set.size === 0) this.byCall.delete(session.id.callSid);
+    }
+    const wasClosed = session.closed;
+    const done = session.close(reason);
+    if (!wasClosed) {
+      const tracked = done.then((sidecars) => {
+        for (const s of sidecars) {
+          this.counters.recordingsPublished++;
+          this.counters.framesMissing += s.framesMissing;
+          this.opts.onRecording?.(s);
+        }
+        return sidecars;
+      });
+      this.pending.add(tracked);
+      void tracked.finally(() => this.pending.delete(tracked));
+      return tracked;
+    }
+    return done;
+  }
+
+  /** End every stream that sent nothing for the idle timeout (called by a periodic sweep). */
+  sweepIdle(): number {
+    const cutoff = this.opts.now() - this.opts.idleTimeoutMs;
+    let n = 0;
+    for (const { session, owner } of [...this.live.values()]) {
+      if (session.lastActivity <= cutoff) {
+        owner.endByServer('idle');
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Ask every owner to end its stream with `reason`, then wait for all publishing. */
+  async endAll(reason: CloseReason): Promise<void> {
+    for (const { owner } of [...this.live.values()]) owner.endByServer(reason);
+    await this.settled();
+  }
+
+  /** Resolves when every ended session has been published. */
+  async settled(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+}

@@ -1,0 +1,61 @@
+// Where recordings live on disk (contract section 3). Every path is built from ids that were
+// checked by shape first, so nothing a client sends can point outside RECORDINGS_DIR.
+import path from 'node:path';
+
+export const ACCOUNT_SID_RE = /^AC[0-9a-f]{32}$/;
+export const CALL_SID_RE = /^CA[0-9a-f]{32}$/;
+export const STREAM_SID_RE = /^MZ[0-9a-f]{32}$/;
+/** `<streamSid>-<segment index, 4 digits>`: unique, and stable across a restart of the node. */
+export const RECORDING_ID_RE = /^MZ[0-9a-f]{32}-\d{4}$/;
+
+/** In-progress segments live here (same filesystem, so the final rename is atomic). */
+export const IN_PROGRESS_DIR = '.inprogress';
+
+export function recordingIdFor(streamSid: string, segmentIndex: number): string {
+  return `${streamSid}-${String(segmentIndex).padStart(4, '0')}`;
+}
+
+export function streamSidOfRecordingId(recordingId: string): string {
+  return recordingId.slice(0, 34);
+}
+
+/** `<accountSid>/<YYYY>/<MM>/<DD>/<callSid>`, relative to RECORDINGS_DIR, dated by UTC stream start. */
+export function callDir(accountSid: string, callSid: string, streamStartedAt: Date): string {
+  if (!ACCOUNT_SID_RE.test(accountSid)) throw new Error(`invalid accountSid ${JSON.stringify(accountSid)}`);
+  if (!CALL_SID_RE.test(callSid)) throw new Error(`invalid callSid ${JSON.stringify(callSid)}`);
+  const y = String(streamStartedAt.getUTCFullYear());
+  const m = String(streamStartedAt.getUTCMonth() + 1).padStart(2, '0');
+  const d = String(streamStartedAt.getUTCDate()).padStart(2, '0');
+  return path.join(accountSid, y, m, d, callSid);
+}
+
+export interface SegmentPaths {
+  /** final audio file, absolute */
+  audio: string;
+  /** final sidecar, absolute */
+  sidecar: string;
+  /** audio while being written, absolute */
+  partial: string;
+  /** what the in-progress segment is (ids, start time), for crash recovery; absolute */
+  partialMeta: string;
+}
+
+export function segmentPaths(
+  recordingsDir: string, accountSid: string, callSid: string, streamStartedAt: Date, recordingId: string,
+): SegmentPaths {
+  if (!RECORDING_ID_RE.test(recordingId)) throw new Error(`invalid recordingId ${JSON.stringify(recordingId)}`);
+  const dir = path.join(recordingsDir, callDir(accountSid, callSid, streamStartedAt));
+  const inprogress = path.join(recordingsDir, IN_PROGRESS_DIR);
+  return {
+    audio: path.join(dir, `${recordingId}.wav`),
+    sidecar: path.join(dir, `${recordingId}.json`),
+    partial: path.join(inprogress, `${recordingId}.wav`),
+    partialMeta: path.join(inprogress, `${recordingId}.json`),
+  };
+}
+
+/** Where a published sidecar lives (its folder is dated by the stream's start, not the segment's). */
+export function sidecarPathOf(recordingsDir: string, s: { accountSid: string; callSid: string; recordingId: string; startedAt: string; offsetMs: number }): string {
+  const streamStart = new Date(Date.parse(s.startedAt) - s.offsetMs);
+  return segmentPaths(recordingsDir, s.accountSid, s.callSid, streamStart, s.recordingId).sidecar;
+}
