@@ -84,7 +84,6 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const handlers = new Set<TwilioStreamHandler>();
   const app: FastifyInstance = Fastify({
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
     bodyLimit: 1024 * 1024,
   });
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });

@@ -57,7 +57,11 @@ export class Recorder {
 
   constructor(opts: RecorderOptions) {
     this.opts = {
-      windowMs: 1000, chunkMs: 200, now: () => performance.now(), wallNow: () => new Date(), ...opts,
+      ...opts,
+      windowMs: opts.windowMs ?? 1000,
+      chunkMs: opts.chunkMs ?? 200,
+      now: opts.now ?? (() => performance.now()),
+      wallNow: opts.wallNow ?? (() => new Date()),
     };
     const c = this.counters;
     this.countFrame = (r) => {

@@ -114,11 +114,13 @@ export class SegmentWriter {
         const bufs = batch.map((p) => p.buf);
         let total = 0;
         for (const b of bufs) total += b.length;
-        let done = (await fh.writev(bufs)).bytesWritten;
+        // Positional writes: the header went in with pwrite, which leaves the file offset alone.
+        const at = this.headerLength + this.writtenBytes;
+        let done = (await fh.writev(bufs, at)).bytesWritten;
         // Regular files take whole writes; finish a short one rather than corrupt the order.
         while (done < total) {
           const rest = Buffer.concat(bufs).subarray(done);
-          done += (await fh.write(rest, 0, rest.length, null)).bytesWritten;
+          done += (await fh.write(rest, 0, rest.length, at + done)).bytesWritten;
         }
         this.writtenBytes += total;
         this.queuedBytes -= total;
@@ -152,14 +154,17 @@ export class SegmentWriter {
         dataBytes: this.writtenBytes,
       });
       await fh.write(header, 0, header.length, 0);
-      if (this.error) await fh.truncate(this.headerLength + this.writtenBytes);
+      const end = this.headerLength + this.writtenBytes;
+      if (this.error) await fh.truncate(end);
+      // RIFF chunks are word-aligned: an odd data size gets a pad byte after it (as sox writes).
+      if (this.writtenBytes % 2 === 1) await fh.write(Buffer.alloc(1), 0, 1, end);
       await fh.sync();
     } finally {
       await fh.close();
     }
     const sha256 = await hashFile(paths.partial);
     await publishFile(paths.partial, paths.audio);
-    return { audioBytes: this.headerLength + this.writtenBytes, sha256, writeError: this.error ? this.error.message : null };
+    return { audioBytes: this.headerLength + this.writtenBytes + (this.writtenBytes % 2), sha256, writeError: this.error ? this.error.message : null };
   }
 
   /** Throw the segment away (a rule deleted the call, or nothing was ever written). */
