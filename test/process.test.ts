@@ -1,0 +1,120 @@
+// The gateway as a process, started the way containers start it (`node` directly): the
+// embedded default records out of the box, a bad setting stops start-up with one line and
+// exit 78, SIGTERM drains (readyz 503, new streams refused, live ones finalised as shutdown).
+import t from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import os from 'node:os';
+import path from 'node:path';
+import { TwilioStreamClient, UpgradeRefusedError } from '../loadtest/twilio-stream-client.js';
+import { runStream } from '../loadtest/stream-runner.js';
+import { frameFor, trackAudio } from '../loadtest/audio-fixtures.js';
+import { waitForRecordings, fetchAudio, decodeWav } from './fixtures/harness.js';
+import { globSidecars } from './fixtures/disk.js';
+
+const MAIN = fileURLToPath(new URL('../gateway/main.ts', import.meta.url));
+const TSX = import.meta.resolve('tsx');
+
+interface Running { child: ChildProcess; port: number; http: string; ws: string; exited: Promise<{ code: number | null; stderr: string }> }
+
+function spawnGateway(cwd: string, env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, ['--import', TSX, MAIN], {
+    cwd, env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+function exitOf(child: ChildProcess): Promise<{ code: number | null; stderr: string }> {
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
+}
+
+async function startProcess(t: Tap, cwd: string, env: Record<string, string>): Promise<Running> {
+  const child = spawnGateway(cwd, { HOST: '127.0.0.1', PORT: '0', ...env });
+  const exited = exitOf(child);
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = out.match(/"port":(\d+)[^\n]*"msg":"gateway listening"/);
+      if (m) resolve(Number(m[1]));
+    });
+    void exited.then((e) => reject(new Error(`gateway exited ${e.code}: ${e.stderr}`)));
+  });
+  return { child, port, http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/twilio/v1`, exited };
+}
+
+type Tap = { teardown(fn: () => unknown): void };
+
+async function tempDir(t: Tap): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-proc-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('a bad setting stops start-up with one line naming it, exit 78', async (t) => {
+  const cwd = await tempDir(t);
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ RECORDING_FORMAT: 'wav' }, /^config error: RECORDING_FORMAT="wav" is not allowed: expected one of mulaw, pcm16\n$/],
+    [{ MIN_SESSION_LENGTH_S: '4000' }, /^config error: MIN_SESSION_LENGTH_S="4000" is out of range: [^\n]*0\.\.3600[^\n]*\n$/],
+    [{ TWILIO_ACCOUNT_SID: 'AC123' }, /^config error: TWILIO_ACCOUNT_SID="AC123" [^\n]+\n$/],
+    [{ TWILIO_ACCOUNT_SID: `AC${'a'.repeat(32)}`, TWILIO_AUTH_TOKEN: 'short secret' }, /^config error: TWILIO_AUTH_TOKEN="<redacted>" [^\n]+\n$/],
+    [{ GATEWAY_CONFIG: path.join(cwd, 'missing.json') }, /^config error: GATEWAY_CONFIG[^\n]+\n$/],
+  ];
+  for (const [env, expected] of cases) {
+    const child = spawnGateway(cwd, env);
+    const { code, stderr } = await exitOf(child);
+    t.equal(code, 78, `${Object.keys(env).join(',')}: exit 78`);
+    t.match(stderr, expected, 'one clear line');
+    t.notMatch(stderr, /short secret/, 'the secret never appears');
+  }
+});
+
+t.test('with no configuration the process records a call under ./recordings', async (t) => {
+  const cwd = await tempDir(t);
+  const gw = await startProcess(t, cwd, {});
+  const health = await fetch(`${gw.http}/healthz`);
+  t.equal(health.status, 200);
+  t.equal((await fetch(`${gw.http}/readyz`)).status, 200);
+  const res = await runStream({ url: gw.ws, tracks: ['inbound', 'outbound'], seed: 4, frames: 100, realtime: false });
+  const [rec] = await waitForRecordings(gw.http, res.callSid, 1);
+  const d = decodeWav(await fetchAudio(gw.http, rec.recordingId));
+  t.ok(Buffer.from(d.channel[0]).equals(trackAudio(4, 'inbound', 100)), 'recorded bit-exact');
+  t.same(await readdir(path.join(cwd, 'recordings')), ['.inprogress', res.accountSid], 'under ./recordings by default');
+  gw.child.kill('SIGTERM');
+  t.equal((await gw.exited).code, 0, 'exits 0 after SIGTERM');
+});
+
+t.test('SIGTERM drains: not ready, new streams refused, live streams finalised as shutdown, nothing lost', async (t) => {
+  const cwd = await tempDir(t);
+  const gw = await startProcess(t, cwd, { DRAIN_TIMEOUT_S: '2' });
+  const c = await TwilioStreamClient.connect(gw.ws);
+  c.sendConnected();
+  c.sendStart({ tracks: ['inbound'] });
+  let sent = 0;
+  const pump = setInterval(() => {
+    if (c.isOpen) c.sendMedia('inbound', frameFor(8, 'inbound', sent), sent * 20), sent++;
+  }, 20);
+  await new Promise((r) => setTimeout(r, 600));
+  gw.child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal((await fetch(`${gw.http}/readyz`)).status, 503, 'readyz 503 while draining');
+  const refused = await TwilioStreamClient.connect(gw.ws).then(() => 101, (e: unknown) => (e instanceof UpgradeRefusedError ? e.status : -1));
+  t.equal(refused, 503, 'a new stream is refused during the drain');
+  const closed = await c.closed;
+  clearInterval(pump);
+  t.equal(closed.code, 1001, 'the live stream is closed as going away after DRAIN_TIMEOUT_S');
+  const sentBeforeClose = sent;
+  const { code } = await gw.exited;
+  t.equal(code, 0);
+  // The process is gone: read the published sidecar and audio from disk.
+  const [sidecarPath] = await globSidecars(path.join(cwd, 'recordings'));
+  const sidecar = JSON.parse(await readFile(sidecarPath, 'utf8'));
+  t.equal(sidecar.closeReason, 'shutdown');
+  t.ok(sidecar.framesReceived >= sentBeforeClose - 2 && sidecar.framesReceived <= sentBeforeClose, `frames received ${sidecar.framesReceived} of ${sentBeforeClose} sent`);
+  const wav = decodeWav(await readFile(sidecarPath.replace(/\.json$/, '.wav')));
+  t.ok(Buffer.from(wav.channel[0]).equals(trackAudio(8, 'inbound', sidecar.framesReceived)), 'every received frame is in the file');
+  t.equal(sidecar.framesMissing, 0);
+});
