@@ -13,7 +13,7 @@ import { IN_PROGRESS_DIR, sidecarPathOf } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
-import { installErrorHandling } from './api/errors.js';
+import { installErrorHandling, frameworkErrors } from './api/errors.js';
 import { installApiAuth } from './api/api-auth.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
@@ -85,6 +85,9 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const app: FastifyInstance = Fastify({
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
+    frameworkErrors,
+    // CTI session ids in paths may be longer than fastify's default of 100
+    routerOptions: { maxParamLength: 300 },
   });
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
   installErrorHandling(app);

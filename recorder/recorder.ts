@@ -59,7 +59,8 @@ export class Recorder {
     this.opts = {
       ...opts,
       windowMs: opts.windowMs ?? 1000,
-      chunkMs: opts.chunkMs ?? 200,
+      // 500 ms per write: few syscalls per stream, and at most the 1 s window is lost on a crash.
+      chunkMs: opts.chunkMs ?? 500,
       now: opts.now ?? (() => performance.now()),
       wallNow: opts.wallNow ?? (() => new Date()),
     };

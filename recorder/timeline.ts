@@ -98,13 +98,17 @@ export class Timeline {
     // first and last sample is enough for Twilio's aligned frames; partial overlaps overwrite.
     if (cov[from % w] === 1 && cov[(end - 1) % w] === 1) return 'duplicate';
     const late = end <= this.channelEnd[channel] || start < this.flushed;
-    const ch = this.channels;
-    const ring = this.ring;
+    // Copy in at most two runs (the ring may wrap), without a modulo per sample.
     let src = from - start;
-    for (let i = from; i < end; i++, src++) {
-      const pos = i % w;
-      ring[pos * ch + channel] = payload[src];
-      cov[pos] = 1;
+    let pos = from % w;
+    let left = end - from;
+    while (left > 0) {
+      const run = Math.min(left, w - pos);
+      this.copyIn(channel, pos, payload, src, run);
+      cov.fill(1, pos, pos + run);
+      src += run;
+      left -= run;
+      pos = 0;
     }
     const slotFirst = Math.floor((from % w) / this.chunk);
     const slotLast = Math.floor(((end - 1) % w) / this.chunk);
@@ -113,6 +117,14 @@ export class Timeline {
     if (end > this.channelEnd[channel]) this.channelEnd[channel] = end;
     if (end > this.frontier) this.frontier = end;
     return late ? 'late' : 'placed';
+  }
+
+  private copyIn(channel: number, pos: number, payload: Uint8Array, src: number, n: number): void {
+    const ring = this.ring;
+    const step = this.channels;
+    let o = pos * step + channel;
+    const endSrc = src + n;
+    for (let i = src; i < endSrc; i++, o += step) ring[o] = payload[i];
   }
 
   /** Emit everything up to the newest sample (end of stream or segment close). */

@@ -1,0 +1,329 @@
+// Playback API over the recording index (contract section 4): list and fetch sidecars, stream
+// the audio with Range support, convert the encoding on the fly.
+import { open, type FileHandle } from 'node:fs/promises';
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { buildWavHeader, parseWavHeader, type WavEncoding } from '../../codecs/wav.js';
+import { bytesPerSample, transcode } from '../../codecs/transcode.js';
+import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../recorder/recording-index.js';
+import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
+import { ApiError } from './errors.js';
+
+export interface RecordingRoutesOptions {
+  index: RecordingIndex;
+}
+
+const MAX_LIMIT = 1000;
+const DEFAULT_LIMIT = 100;
+/** How much of a WAV file is read to find its data chunk (ours are 44 or 58 bytes). */
+const HEADER_PROBE_BYTES = 64 * 1024;
+const AUDIO_FORMATS = ['pcm16', 'mulaw'] as const;
+type AudioFormat = (typeof AUDIO_FORMATS)[number];
+
+const ListQuery = Type.Object({
+  callSid: Type.Optional(Type.String({ pattern: CALL_SID_RE.source })),
+  ctiSessionId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  employeeId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  from: Type.Optional(Type.String({ format: 'date-time' })),
+  to: Type.Optional(Type.String({ format: 'date-time' })),
+  limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT }),
+  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+});
+type ListQuery = Static<typeof ListQuery>;
+
+const IdParams = Type.Object({ id: Type.String() });
+type IdParams = Static<typeof IdParams>;
+
+const AudioQuery = Type.Object({ format: Type.Optional(Type.String()) });
+type AudioQuery = Static<typeof AudioQuery>;
+
+const CtiParams = Type.Object({ ctiSessionId: Type.String({ minLength: 1, maxLength: 256 }) });
+type CtiParams = Static<typeof CtiParams>;
+
+/**
+ * A preValidation hook refusing query parameters the route does not know: a misspelt filter
+ * (`?employee=`) must not quietly return every recording.
+ */
+function onlyQueryParams(allowed: readonly string[]) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const unknown = Object.keys(request.query as object).filter((k) => !allowed.includes(k));
+    if (unknown.length > 0) {
+      throw new ApiError(400, 'bad_request', `unknown query parameter(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; allowed: ${allowed.join(', ')}`);
+    }
+  };
+}
+
+function parseDate(name: string, value: string | undefined): Date | undefined {
+  if (value === undefined) return undefined;
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) throw new ApiError(400, 'bad_request', `${name} ${JSON.stringify(value)} is not a valid date-time`);
+  return d;
+}
+
+function lookup(index: RecordingIndex, id: string): IndexedRecording {
+  if (!RECORDING_ID_RE.test(id)) {
+    throw new ApiError(400, 'bad_request', `recording id ${JSON.stringify(id.slice(0, 80))} is malformed: expected MZ followed by 32 hex digits, "-" and a 4-digit segment index`);
+  }
+  const rec = index.get(id);
+  if (!rec) throw new ApiError(404, 'not_found', `no recording with id ${id}`);
+  return rec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Range (RFC 9110 section 14)
+
+export interface ByteRange {
+  /** first byte, inclusive */
+  start: number;
+  /** last byte, inclusive */
+  end: number;
+}
+
+/**
+ * A single `bytes=` range against a representation of `size` bytes. Returns null when the header
+ * is to be ignored (absent, malformed, another unit, several ranges: the whole body is sent) and
+ * 'unsatisfiable' when it is well formed but selects nothing.
+ */
+export function parseRange(header: string | undefined, size: number): ByteRange | 'unsatisfiable' | null {
+  if (header === undefined) return null;
+  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header);
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0 || size === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const last = m[2] === '' ? Infinity : Number(m[2]);
+  if (last < start) return null; // invalid: the header is ignored
+  if (start >= size) return 'unsatisfiable';
+  return { start, end: Math.min(last, size - 1) };
+}
+
+/** Strong comparison of an ETag list (If-None-Match) against ours. */
+function etagListMatches(header: string, etag: string): boolean {
+  return header.trim() === '*' || header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Representations of a recording's audio: the file as stored, or converted to another encoding.
+
+interface Representation {
+  size: number;
+  etag: string;
+  /**
+   * The bytes start..end (inclusive). A returned stream owns `fh` and closes it when it ends or
+   * is destroyed; with a Buffer the caller still owns `fh`.
+   */
+  body(fh: FileHandle, range: ByteRange): Readable | Buffer;
+}
+
+function storedFile(size: number, etag: string): Representation {
+  return {
+    size,
+    etag,
+    body: (fh, { start, end }) => fh.createReadStream({ start, end }),
+  };
+}
+
+/**
+ * Converts the samples of a source byte range (which starts and ends on sample boundaries),
+ * drops `skip` leading output bytes, passes on exactly `length` bytes, and wraps the result in
+ * `prefix` (part of the new header) and `suffix` (the RIFF pad byte).
+ */
+export class TranscodeSlice extends Transform {
+  #carry: Buffer | null = null;
+  #skip: number;
+  #remaining: number;
+  readonly #from: WavEncoding;
+  readonly #to: WavEncoding;
+  readonly #suffix: Buffer;
+
+  constructor(from: WavEncoding, to: WavEncoding, skip: number, length: number, prefix: Buffer, suffix: Buffer) {
+    super();
+    this.#from = from;
+    this.#to = to;
+    this.#skip = skip;
+    this.#remaining = length;
+    this.#suffix = suffix;
+    if (prefix.length > 0) this.push(prefix);
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const buf = this.#carry ? Buffer.concat([this.#carry, chunk]) : chunk;
+    const usable = buf.length - (buf.length % bytesPerSample(this.#from));
+    this.#carry = usable < buf.length ? buf.subarray(usable) : null;
+    let out = transcode(buf.subarray(0, usable), this.#from, this.#to);
+    const skip = Math.min(this.#skip, out.length);
+    this.#skip -= skip;
+    out = out.subarray(skip, skip + this.#remaining);
+    this.#remaining -= out.length;
+    callback(null, out.length > 0 ? out : undefined);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#remaining !== 0) {
+      callback(new Error(`audio file ended ${this.#remaining} converted bytes early`));
+      return;
+    }
+    callback(null, this.#suffix.length > 0 ? this.#suffix : undefined);
+  }
+}
+
+function converted(source: ReturnType<typeof parseWavHeader>, fileSize: number, to: AudioFormat, etag: string): Representation {
+  const from = source.encoding;
+  const srcBps = bytesPerSample(from);
+  const dstBps = bytesPerSample(to);
+  // the header's size may exceed the file (a writer that died before patching it): trust the file
+  const srcData = Math.max(0, Math.min(source.dataBytes, fileSize - source.dataOffset));
+  const samples = Math.floor(srcData / source.blockAlign) * source.channels;
+  const dataBytes = samples * dstBps;
+  const header = buildWavHeader({ encoding: to, channels: source.channels, sampleRate: source.sampleRate, dataBytes });
+  const h = header.length;
+  const pad = Buffer.alloc(dataBytes & 1);
+  return {
+    size: h + dataBytes + pad.length,
+    etag,
+    body(fh, { start, end }) {
+      const prefix = start < h ? header.subarray(start, Math.min(end + 1, h)) : Buffer.alloc(0);
+      const suffix = end >= h + dataBytes ? pad : Buffer.alloc(0);
+      const dStart = Math.max(start, h) - h;
+      const dEnd = Math.min(end, h + dataBytes - 1) - h;
+      if (dStart > dEnd) {
+        // only header and/or pad byte requested: nothing to read
+        return Buffer.concat([prefix, suffix]);
+      }
+      const firstSample = Math.floor(dStart / dstBps);
+      const lastSample = Math.floor(dEnd / dstBps);
+      const src = fh.createReadStream({
+        start: source.dataOffset + firstSample * srcBps,
+        end: source.dataOffset + (lastSample + 1) * srcBps - 1,
+      });
+      const slice = new TranscodeSlice(from, to, dStart - firstSample * dstBps, dEnd - dStart + 1, prefix, suffix);
+      // errors reach `slice`, which fastify is reading; a client going away destroys both
+      return pipeline(src, slice, () => {});
+    },
+  };
+}
+
+async function readHead(fh: FileHandle, fileSize: number): Promise<Buffer> {
+  const buf = Buffer.alloc(Math.min(fileSize, HEADER_PROBE_BYTES));
+  const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+  return buf.subarray(0, bytesRead);
+}
+
+async function representation(rec: IndexedRecording, fh: FileHandle, format: AudioFormat | undefined): Promise<Representation> {
+  const { size } = await fh.stat();
+  const stored = `"${rec.sidecar.sha256}"`;
+  if (format === undefined) return storedFile(size, stored);
+  const head = await readHead(fh, size);
+  let info;
+  try {
+    info = parseWavHeader(head);
+  } catch (err) {
+    // parseWavHeader throws only WavFormatError
+    throw new ApiError(500, 'internal', `the audio file of recording ${rec.sidecar.recordingId} is not a readable WAV (${(err as Error).message}); it cannot be converted`);
+  }
+  if (info.encoding === format) return storedFile(size, stored);
+  return converted(info, size, format, `"${rec.sidecar.sha256}-${format}"`);
+}
+
+async function sendAudio(request: FastifyRequest<{ Params: IdParams; Querystring: AudioQuery }>, reply: FastifyReply, index: RecordingIndex) {
+  const rec = lookup(index, request.params.id);
+  const { format } = request.query;
+  if (format !== undefined && !(AUDIO_FORMATS as readonly string[]).includes(format)) {
+    throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported; use ${AUDIO_FORMATS.join(' or ')}, or leave it out for the file as stored`);
+  }
+
+  let fh: FileHandle;
+  try {
+    fh = await open(rec.audioPath, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    throw new ApiError(404, 'not_found', `recording ${rec.sidecar.recordingId} is indexed but its audio file is no longer on disk`);
+  }
+  let owned = false;
+  try {
+    const rep = await representation(rec, fh, format as AudioFormat | undefined);
+    const name = `${rec.sidecar.recordingId}${format ? `-${format}` : ''}.wav`;
+    reply.headers({
+      'accept-ranges': 'bytes',
+      etag: rep.etag,
+      'content-type': 'audio/wav',
+      'content-disposition': `inline; filename="${name}"`,
+    });
+
+    const ifNoneMatch = request.headers['if-none-match'];
+    if (ifNoneMatch !== undefined && etagListMatches(ifNoneMatch, rep.etag)) return reply.code(304).send();
+
+    // If-Range: the Range applies only to the representation the client already has a part of
+    const ifRange = request.headers['if-range'];
+    const rangeHeader = ifRange === undefined || String(ifRange).trim() === rep.etag ? request.headers.range : undefined;
+    const range = parseRange(rangeHeader, rep.size);
+    if (range === 'unsatisfiable') {
+      throw new ApiError(416, 'range_not_satisfiable', `range ${JSON.stringify(rangeHeader)} selects nothing of the ${rep.size} bytes of this audio`, {
+        'content-range': `bytes */${rep.size}`,
+      });
+    }
+    const part = range ?? { start: 0, end: rep.size - 1 };
+    if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${rep.size}`);
+    reply.header('content-length', String(part.end - part.start + 1));
+    if (request.method === 'HEAD' || rep.size === 0) return reply.send();
+    const payload = rep.body(fh, part);
+    owned = !Buffer.isBuffer(payload);
+    return reply.send(payload);
+  } finally {
+    if (!owned) await fh.close();
+  }
+}
+
+export function registerRecordingRoutes(app: FastifyInstance, options: RecordingRoutesOptions): void {
+  const { index } = options;
+
+  app.get<{ Querystring: ListQuery }>('/v1/recordings', {
+    schema: { querystring: ListQuery },
+    preValidation: onlyQueryParams(Object.keys(ListQuery.properties)),
+  }, async (request) => {
+    const q = request.query;
+    const from = parseDate('from', q.from);
+    const to = parseDate('to', q.to);
+    if (from && to && from.getTime() > to.getTime()) {
+      throw new ApiError(400, 'bad_request', `from (${q.from}) is after to (${q.to})`);
+    }
+    if (q.cursor !== undefined) {
+      try {
+        decodeCursor(q.cursor);
+      } catch (err) {
+        // decodeCursor throws only InvalidCursorError, whose message says what is wrong
+        throw new ApiError(400, 'bad_request', (err as Error).message);
+      }
+    }
+    return index.query({
+      callSid: q.callSid, ctiSessionId: q.ctiSessionId, employeeId: q.employeeId, from, to, limit: q.limit, cursor: q.cursor,
+    });
+  });
+
+  app.get<{ Params: IdParams }>('/v1/recordings/:id', {
+    schema: { params: IdParams },
+    preValidation: onlyQueryParams([]),
+  }, async (request) => lookup(index, request.params.id).sidecar);
+
+  app.route<{ Params: IdParams; Querystring: AudioQuery }>({
+    method: ['GET', 'HEAD'],
+    url: '/v1/recordings/:id/audio',
+    schema: { params: IdParams, querystring: AudioQuery },
+    preValidation: onlyQueryParams(Object.keys(AudioQuery.properties)),
+    handler: (request, reply) => sendAudio(request, reply, index),
+  });
+
+  app.get<{ Params: CtiParams }>('/v1/cti-sessions/:ctiSessionId', {
+    schema: { params: CtiParams },
+    preValidation: onlyQueryParams([]),
+  }, async (request) => {
+    const { ctiSessionId } = request.params;
+    const recordings = index.byCtiSession(ctiSessionId);
+    if (recordings.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
+    return { ctiSessionId, recordings };
+  });
+}
