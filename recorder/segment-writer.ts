@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { buildWavHeader, wavHeaderLength } from '../codecs/wav.js';
-import { decodeMulaw } from '../codecs/g711.js';
+import { MULAW_TO_PCM16 } from '../codecs/g711.js';
 import { publishFile, writeFileAtomic } from './atomic-file.js';
 import type { SegmentPaths } from './storage-layout.js';
 import type { Encoding } from './sidecar.js';
@@ -18,6 +18,8 @@ export interface SegmentWriterOptions {
   encoding: Encoding;
   channels: 1 | 2;
   sampleRate: number;
+  /** samples per channel of a usual append (sizes the buffer pool) */
+  chunkSamples: number;
   /** what recovery needs to know about this segment, written beside the partial file */
   meta: unknown;
   /** monotonic clock in ms, same clock as the arrival times given to append() */
@@ -39,6 +41,8 @@ const SILENCE_PCM16 = Buffer.alloc(16000 * 4, 0);
 
 interface Pending {
   buf: Buffer;
+  /** the pool buffer `buf` is a view of, returned to the pool after the write */
+  owner: Buffer | null;
   arrival: number;
 }
 
@@ -47,6 +51,9 @@ export class SegmentWriter {
   private readonly headerLength: number;
   private readonly opened: Promise<FileHandle>;
   private queue: Pending[] = [];
+  private readonly pool: Buffer[] = [];
+  /** size of pooled buffers: one emission chunk of every channel */
+  private readonly poolBufferBytes: number;
   private pumping: Promise<void> | null = null;
   private error: Error | null = null;
   /** audio bytes accepted so far (what the header will say when all is written) */
@@ -59,6 +66,7 @@ export class SegmentWriter {
   constructor(opts: SegmentWriterOptions) {
     this.opts = opts;
     this.headerLength = wavHeaderLength(opts.encoding);
+    this.poolBufferBytes = opts.chunkSamples * opts.channels * (opts.encoding === 'pcm16' ? 2 : 1);
     this.opened = this.openFile();
     // An open failure surfaces through finalize(); keep it from being an unhandled rejection.
     this.opened.catch((err: Error) => this.fail(err));
@@ -81,28 +89,37 @@ export class SegmentWriter {
   }
 
   /**
-   * Queue interleaved mu-law samples. `data` may be reused by the caller after this returns.
-   * `silent`: the region holds no audio at all (shared silence buffers, no copy).
+   * Queue `n` samples of every channel: channel c is mu-law `planes[c][offset .. offset + n)`.
+   * They are interleaved (and decoded for pcm16) into a pooled buffer in one pass, so the
+   * caller may reuse its planes at once. `silent`: no audio at all (shared silence, no copy).
    */
-  append(data: Uint8Array, silent: boolean, arrival: number): void {
+  append(planes: readonly Buffer[], offset: number, n: number, silent: boolean, arrival: number): void {
+    const pcm = this.opts.encoding === 'pcm16';
+    const bytes = n * this.opts.channels * (pcm ? 2 : 1);
     let buf: Buffer;
-    if (this.opts.encoding === 'pcm16') {
-      const bytes = data.length * 2;
-      if (silent && bytes <= SILENCE_PCM16.length) buf = SILENCE_PCM16.subarray(0, bytes);
-      else {
-        buf = Buffer.allocUnsafe(bytes);
-        decodeMulaw(data, new Int16Array(buf.buffer, buf.byteOffset, data.length));
-      }
-    } else if (silent && data.length <= SILENCE_MULAW.length) {
-      buf = SILENCE_MULAW.subarray(0, data.length);
+    let owner: Buffer | null = null;
+    if (silent && bytes <= SILENCE_PCM16.length) {
+      buf = (pcm ? SILENCE_PCM16 : SILENCE_MULAW).subarray(0, bytes);
     } else {
-      buf = Buffer.from(data); // copy: the timeline reuses its ring
+      owner = this.take(bytes);
+      buf = owner.length === bytes ? owner : owner.subarray(0, bytes);
+      if (pcm) interleavePcm16(planes, offset, n, buf);
+      else interleaveMulaw(planes, offset, n, buf);
     }
     this.dataBytes += buf.length;
     if (this.error) return; // after a write error nothing more reaches the disk
-    this.queue.push({ buf, arrival });
+    this.queue.push({ buf, owner, arrival });
     this.queuedBytes += buf.length;
     if (!this.pumping) this.pumping = this.pump();
+  }
+
+  /** A pool buffer (reused once its write is done) of at least `bytes`, or a new one. */
+  private take(bytes: number): Buffer {
+    if (bytes <= this.poolBufferBytes) {
+      // allocUnsafeSlow: never a slice of Node's shared slab, so it is ours to reuse.
+      return this.pool.pop() ?? Buffer.allocUnsafeSlow(this.poolBufferBytes);
+    }
+    return Buffer.allocUnsafeSlow(bytes);
   }
 
   private async pump(): Promise<void> {
@@ -125,8 +142,9 @@ export class SegmentWriter {
         this.writtenBytes += total;
         this.queuedBytes -= total;
         const now = this.opts.now();
-        if (this.opts.onWritten) {
-          for (const p of batch) this.opts.onWritten(p.buf.length, Number.isNaN(p.arrival) ? NaN : now - p.arrival);
+        for (const p of batch) {
+          this.opts.onWritten?.(p.buf.length, Number.isNaN(p.arrival) ? NaN : now - p.arrival);
+          if (p.owner !== null && p.owner.length === this.poolBufferBytes && this.pool.length < 4) this.pool.push(p.owner);
         }
       }
     } catch (err) {
@@ -178,6 +196,27 @@ export class SegmentWriter {
     }
     await unlink(this.opts.paths.partial).catch(() => undefined);
     await unlink(this.opts.paths.partialMeta).catch(() => undefined);
+  }
+}
+
+function interleaveMulaw(planes: readonly Buffer[], offset: number, n: number, out: Buffer): void {
+  if (planes.length === 1) {
+    planes[0].copy(out, 0, offset, offset + n);
+    return;
+  }
+  const l = planes[0];
+  const r = planes[1];
+  for (let i = 0, o = 0; i < n; i++, o += 2) {
+    out[o] = l[offset + i];
+    out[o + 1] = r[offset + i];
+  }
+}
+
+function interleavePcm16(planes: readonly Buffer[], offset: number, n: number, out: Buffer): void {
+  const ch = planes.length;
+  for (let c = 0; c < ch; c++) {
+    const p = planes[c];
+    for (let i = 0, o = c * 2; i < n; i++, o += ch * 2) out.writeInt16LE(MULAW_TO_PCM16[p[offset + i]], o);
   }
 }
 

@@ -116,7 +116,7 @@ export class StreamSession implements TimelineSink {
   }
 
   /** Place one frame. `start` is its sample position on the stream clock. */
-  media(channel: number, start: number, payload: Uint8Array, length: number): PlaceResult {
+  media(channel: number, start: number, payload: Buffer, length: number): PlaceResult {
     const arrival = this.opts.now();
     this.lastActivity = arrival;
     const result = this.timeline.place(channel, start, payload, length, arrival);
@@ -150,7 +150,7 @@ export class StreamSession implements TimelineSink {
   }
 
   /** TimelineSink: a finished region of audio, in order, never crossing a segment boundary. */
-  emit(data: Uint8Array, from: number, _samples: number, cov: RegionCoverage): void {
+  emit(planes: readonly Buffer[], offset: number, samples: number, from: number, cov: RegionCoverage): void {
     const index = Math.floor(from / this.segmentSamples);
     if (index !== this.current.index) {
       this.finishSegment(this.current, 'rotate');
@@ -166,7 +166,7 @@ export class StreamSession implements TimelineSink {
       seg.lastCoveredEnd[c] = cov.lastCoveredEnd[c];
     }
     if (!seg.writer) seg.writer = this.openWriter(seg);
-    seg.writer.append(data, silent, cov.oldestArrival);
+    seg.writer.append(planes, offset, samples, silent, cov.oldestArrival);
   }
 
   private openWriter(seg: SegmentState): SegmentWriter {
@@ -177,6 +177,7 @@ export class StreamSession implements TimelineSink {
       encoding: this.opts.encoding,
       channels: this.channels,
       sampleRate: SAMPLE_RATE,
+      chunkSamples: this.opts.chunkMs * SAMPLES_PER_MS,
       meta: this.baseSidecar(seg, recordingId),
       now: this.opts.now,
       onWritten: this.opts.onWritten,

@@ -1,6 +1,6 @@
-// The jitter window: places mu-law frames by their sample position (media.timestamp * 8) per
-// channel into a small ring of interleaved samples, and hands finished regions to a sink in
-// order. Everything here is arithmetic on preallocated arrays: no I/O, no clock, no allocation
+// The jitter window: places mu-law frames by their sample position (media.timestamp * 8) into
+// one small ring per channel, and hands finished regions to a sink in order (the sink
+// interleaves them once per region, not per frame: a frame is one memcpy). Everything here is arithmetic on preallocated arrays: no I/O, no clock, no allocation
 // per frame. Holes left when a region is emitted are mu-law silence (0xFF).
 //
 // Positions are absolute sample indexes on the stream's clock; `flushed` is the first sample
@@ -26,11 +26,11 @@ export interface RegionCoverage {
 
 export interface TimelineSink {
   /**
-   * Audio for absolute samples [from, from + samples) of every channel, interleaved. `data` is a
-   * view into the ring and is overwritten after the call returns: copy what you keep.
-   * Regions never cross a multiple of `boundarySamples`.
+   * Audio for absolute samples [from, from + samples): channel c is
+   * `planes[c][offset .. offset + samples)`. The planes are the ring itself and are overwritten
+   * after the call returns: copy what you keep. Regions never cross a multiple of `boundarySamples`.
    */
-  emit(data: Uint8Array, from: number, samples: number, coverage: RegionCoverage): void;
+  emit(planes: readonly Buffer[], offset: number, samples: number, from: number, coverage: RegionCoverage): void;
 }
 
 export interface TimelineOptions {
@@ -48,7 +48,7 @@ export class Timeline {
   private readonly window: number;
   private readonly chunk: number;
   private readonly boundary: number;
-  private readonly ring: Uint8Array;
+  private readonly planes: Buffer[];
   private readonly covered: Uint8Array[];
   /** earliest arrival (clock units) of a frame per chunk slot of the ring */
   private readonly slotArrival: Float64Array;
@@ -69,9 +69,12 @@ export class Timeline {
     this.chunk = opts.chunkSamples;
     this.boundary = opts.boundarySamples;
     this.sink = sink;
-    this.ring = new Uint8Array(this.window * this.channels).fill(MULAW_SILENCE);
+    this.planes = [];
     this.covered = [];
-    for (let c = 0; c < this.channels; c++) this.covered.push(new Uint8Array(this.window));
+    for (let c = 0; c < this.channels; c++) {
+      this.planes.push(Buffer.alloc(this.window, MULAW_SILENCE));
+      this.covered.push(new Uint8Array(this.window));
+    }
     this.slotArrival = new Float64Array(this.window / this.chunk).fill(NaN);
     this.channelEnd = new Array<number>(this.channels).fill(0);
     this.coverage = {
@@ -86,7 +89,7 @@ export class Timeline {
    * Put `payload[0..length)` of channel `channel` at absolute sample `start`.
    * `arrival` is the caller's clock reading for this frame (for frame-to-disk lag).
    */
-  place(channel: number, start: number, payload: Uint8Array, length: number, arrival: number): PlaceResult {
+  place(channel: number, start: number, payload: Buffer, length: number, arrival: number): PlaceResult {
     const end = start + length;
     if (end <= this.flushed) return 'too_late';
     if (end > this.flushed + this.window) this.advanceTo(end - this.window);
@@ -102,9 +105,10 @@ export class Timeline {
     let src = from - start;
     let pos = from % w;
     let left = end - from;
+    const plane = this.planes[channel];
     while (left > 0) {
       const run = Math.min(left, w - pos);
-      this.copyIn(channel, pos, payload, src, run);
+      payload.copy(plane, pos, src, src + run);
       cov.fill(1, pos, pos + run);
       src += run;
       left -= run;
@@ -117,14 +121,6 @@ export class Timeline {
     if (end > this.channelEnd[channel]) this.channelEnd[channel] = end;
     if (end > this.frontier) this.frontier = end;
     return late ? 'late' : 'placed';
-  }
-
-  private copyIn(channel: number, pos: number, payload: Uint8Array, src: number, n: number): void {
-    const ring = this.ring;
-    const step = this.channels;
-    let o = pos * step + channel;
-    const endSrc = src + n;
-    for (let i = src; i < endSrc; i++, o += step) ring[o] = payload[i];
   }
 
   /** Emit everything up to the newest sample (end of stream or segment close). */
@@ -186,10 +182,12 @@ export class Timeline {
       const t = this.slotArrival[s];
       if (!(cv.oldestArrival <= t) && !Number.isNaN(t)) cv.oldestArrival = t;
     }
-    this.sink.emit(this.ring.subarray(a * ch, (a + n) * ch), from, n, cv);
+    this.sink.emit(this.planes, a, n, from, cv);
     // Reset what was emitted so the ring slots start as silence for the next lap.
-    this.ring.fill(MULAW_SILENCE, a * ch, (a + n) * ch);
-    for (let c = 0; c < ch; c++) this.covered[c].fill(0, a, a + n);
+    for (let c = 0; c < ch; c++) {
+      this.planes[c].fill(MULAW_SILENCE, a, a + n);
+      this.covered[c].fill(0, a, a + n);
+    }
     // A slot's arrival is cleared only when the region ends on its end (slots are shared).
     for (let s = slotA; s <= slotB; s++) {
       const slotEnd = (s + 1) * this.chunk;

@@ -7,15 +7,15 @@ interface Region { from: number; samples: number; covered: number[]; first: numb
 class Collector implements TimelineSink {
   out: number[] = [];
   regions: Region[] = [];
-  emit(data: Uint8Array, from: number, samples: number, cov: RegionCoverage): void {
-    this.out.push(...data);
+  emit(planes: readonly Buffer[], offset: number, samples: number, from: number, cov: RegionCoverage): void {
+    for (let i = 0; i < samples; i++) for (const p of planes) this.out.push(p[offset + i]);
     this.regions.push({
       from, samples, covered: [...cov.covered], first: [...cov.firstCovered], lastEnd: [...cov.lastCoveredEnd], arrival: cov.oldestArrival,
     });
   }
 }
 
-const frame = (value: number, n = 160) => new Uint8Array(n).fill(value);
+const frame = (value: number, n = 160) => Buffer.alloc(n, value);
 
 function make(channels: 1 | 2, windowSamples = 800, chunkSamples = 160, boundarySamples = 8000) {
   const sink = new Collector();
