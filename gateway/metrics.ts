@@ -2,6 +2,7 @@
 // when scraped (collect), so a frame costs an integer increment, not a label lookup.
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import type { Recorder, RecorderCounters } from '../recorder/recorder.js';
+import type { Alarms } from '../recorder/alarms.js';
 import { PROTOCOL_ERROR_KINDS, type ProtocolErrorKind } from './twilio-protocol.js';
 
 export interface GatewayMetrics {
@@ -24,7 +25,7 @@ function mirroredCounter(registry: Registry, name: string, help: string, read: (
   });
 }
 
-export function createMetrics(recorder: () => Recorder | null): GatewayMetrics {
+export function createMetrics(recorder: () => Recorder | null, alarms: () => Alarms | null = () => null): GatewayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const c = (k: keyof RecorderCounters) => () => recorder()?.counters[k] ?? 0;
@@ -48,6 +49,17 @@ export function createMetrics(recorder: () => Recorder | null): GatewayMetrics {
   const refused = new Counter({
     name: 'gateway_upgrades_refused_total', help: 'WebSocket upgrades refused before opening, by reason',
     labelNames: ['reason'], registers: [registry],
+  });
+  const alarmCounts = new Map<string, number>();
+  new Counter({
+    name: 'gateway_alarms_total', help: 'alarms raised, by kind', labelNames: ['kind'], registers: [registry],
+    collect() {
+      for (const [kind, n] of alarms()?.countsByKind() ?? []) {
+        const last = alarmCounts.get(kind) ?? 0;
+        if (n > last) this.inc({ kind }, n - last);
+        alarmCounts.set(kind, n);
+      }
+    },
   });
   const lag = new Histogram({
     name: 'gateway_frame_to_disk_lag_seconds',

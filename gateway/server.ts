@@ -16,6 +16,8 @@ import { registerHealthRoutes } from './health-routes.js';
 import { installErrorHandling, frameworkErrors } from './api/errors.js';
 import { installApiAuth } from './api/api-auth.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
+import { registerAlarmRoutes } from './api/alarms-routes.js';
+import { Alarms } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
 
 /** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
@@ -33,6 +35,7 @@ export interface GatewayOptions {
 export interface Gateway {
   app: FastifyInstance;
   config: GatewayConfig;
+  alarms: Alarms;
   recorder: Recorder;
   index: RecordingIndex;
   metrics: GatewayMetrics;
@@ -60,7 +63,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
 
   let recorder: Recorder | null = null;
-  const metrics = createMetrics(() => recorder);
+  const alarms = new Alarms(log, config.nodeId);
+  const metrics = createMetrics(() => recorder, () => alarms);
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
@@ -76,7 +80,9 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
     onRecording: (s) => index.add(s, sidecarPathOf(config.recordingsDir, s)),
-    onSegmentError: (recordingId, err) => log.error({ recordingId, err: err.message }, 'segment could not be published'),
+    onSegmentError: (recordingId, err) => alarms.raise('segment_publish_failed', {
+      message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
+    }),
   });
   const rec = recorder;
 
@@ -95,6 +101,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   registerHealthRoutes(app, { metrics, notReadyReason: () => (draining ? 'draining: this node is shutting down' : null) });
   registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
   registerRecordingRoutes(app, { index });
+  registerAlarmRoutes(app, { alarms });
 
   // One sweep for the whole node instead of a timer per stream.
   const sweepMs = Math.min(1000, (config.streamIdleTimeoutS * 1000) / 4);
@@ -117,7 +124,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   };
 
   return {
-    app, config, recorder: rec, index, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, metrics, log, handlers,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();
