@@ -23,6 +23,7 @@ import { CallStates } from '../recorder/call-states.js';
 import { CallControl } from '../recorder/call-control.js';
 import { Maintenance } from '../recorder/maintenance.js';
 import { registerCallRoutes } from './api/calls-routes.js';
+import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
@@ -131,6 +132,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   registerRecordingRoutes(app, { index });
   registerAlarmRoutes(app, { alarms });
   registerCallRoutes(app, { control, recorder: rec, nodeId: config.nodeId });
+  registerTaskRouterRoute(app, { config, control });
 
   const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
   maintenance.start(config.maintenanceIntervalS * 1000);
