@@ -24,6 +24,7 @@ import { CallControl } from '../recorder/call-control.js';
 import { Maintenance } from '../recorder/maintenance.js';
 import { registerCallRoutes } from './api/calls-routes.js';
 import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
+import { WebhookOutbox } from '../recorder/webhook-outbox.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
@@ -38,6 +39,9 @@ export interface GatewayOptions {
   chunkMs?: number;
   now?: () => number;
   wallNow?: () => Date;
+  /** first webhook retry delay (doubles per failure); default 1 s */
+  webhookBaseDelayMs?: number;
+  webhookMaxDelayMs?: number;
 }
 
 export interface Gateway {
@@ -48,6 +52,8 @@ export interface Gateway {
   index: RecordingIndex;
   control: CallControl;
   maintenance: Maintenance;
+  /** null when RECORDING_WEBHOOK_URL is unset */
+  outbox: WebhookOutbox | null;
   metrics: GatewayMetrics;
   log: Logger;
   handlers: Set<TwilioStreamHandler>;
@@ -81,6 +87,22 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
 
   const settingsFor = settingsResolver(config);
+  const outbox = config.recordingWebhookUrl === null ? null : new WebhookOutbox({
+    recordingsDir: config.recordingsDir,
+    url: config.recordingWebhookUrl,
+    secret: config.recordingWebhookSecret as string,
+    log: log.child({ component: 'webhook' }),
+    baseDelayMs: opts.webhookBaseDelayMs,
+    maxDelayMs: opts.webhookMaxDelayMs,
+    onFailing: (eventId, attempts, lastError) => alarms.raise('webhook_failing', {
+      message: `recording webhook ${eventId} not acknowledged after ${attempts} attempts (${lastError}); still retrying`,
+      details: { eventId, attempts },
+    }),
+  });
+  if (outbox) {
+    const left = await outbox.start();
+    if (left > 0) log.info({ events: left }, 'recording webhooks left from the last run: resending');
+  }
   const states = new CallStates(CALL_STATE_TTL_MS, wallNow);
   const control: CallControl = new CallControl({
     recorder: (): Recorder => rec,
@@ -91,6 +113,9 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     settingsFor,
     wallNow,
     onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
+    // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
+    announce: outbox === null ? undefined : (event, body) =>
+      outbox.enqueue(`${String(body.recordingId)}.${event}`, { event, ...body }),
   });
 
   recorder = new Recorder({
@@ -156,10 +181,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     maintenance.stop();
     await app.close();
     await rec.settled();
+    await outbox?.stop();
   };
 
   return {
-    app, config, alarms, recorder: rec, index, control, maintenance, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, control, maintenance, outbox, metrics, log, handlers,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();
