@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { GatewayConfig, SourceSettings } from './config-types.js';
 import { Recorder } from '../recorder/recorder.js';
 import { RecordingIndex } from '../recorder/recording-index.js';
-import { IN_PROGRESS_DIR, sidecarPathOf } from '../recorder/storage-layout.js';
+import { IN_PROGRESS_DIR } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
@@ -19,6 +19,15 @@ import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
 import { Alarms } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
+import { CallStates } from '../recorder/call-states.js';
+import { CallControl } from '../recorder/call-control.js';
+import { Maintenance } from '../recorder/maintenance.js';
+import { registerCallRoutes } from './api/calls-routes.js';
+import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
+import { WebhookOutbox } from '../recorder/webhook-outbox.js';
+
+/** CTI state of a call is forgotten this long after its last event (and never while it streams). */
+const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
 
 /** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -30,6 +39,9 @@ export interface GatewayOptions {
   chunkMs?: number;
   now?: () => number;
   wallNow?: () => Date;
+  /** first webhook retry delay (doubles per failure); default 1 s */
+  webhookBaseDelayMs?: number;
+  webhookMaxDelayMs?: number;
 }
 
 export interface Gateway {
@@ -38,6 +50,10 @@ export interface Gateway {
   alarms: Alarms;
   recorder: Recorder;
   index: RecordingIndex;
+  control: CallControl;
+  maintenance: Maintenance;
+  /** null when RECORDING_WEBHOOK_URL is unset */
+  outbox: WebhookOutbox | null;
   metrics: GatewayMetrics;
   log: Logger;
   handlers: Set<TwilioStreamHandler>;
@@ -63,28 +79,66 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
 
   let recorder: Recorder | null = null;
-  const alarms = new Alarms(log, config.nodeId);
+  const wallNow = opts.wallNow ?? (() => new Date());
+  const alarms = new Alarms(log, config.nodeId, 1000, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
 
+  const settingsFor = settingsResolver(config);
+  const outbox = config.recordingWebhookUrl === null ? null : new WebhookOutbox({
+    recordingsDir: config.recordingsDir,
+    url: config.recordingWebhookUrl,
+    secret: config.recordingWebhookSecret as string,
+    log: log.child({ component: 'webhook' }),
+    baseDelayMs: opts.webhookBaseDelayMs,
+    maxDelayMs: opts.webhookMaxDelayMs,
+    onFailing: (eventId, attempts, lastError) => alarms.raise('webhook_failing', {
+      message: `recording webhook ${eventId} not acknowledged after ${attempts} attempts (${lastError}); still retrying`,
+      details: { eventId, attempts },
+    }),
+  });
+  if (outbox) {
+    const left = await outbox.start();
+    if (left > 0) log.info({ events: left }, 'recording webhooks left from the last run: resending');
+  }
+  const states = new CallStates(CALL_STATE_TTL_MS, wallNow);
+  const control: CallControl = new CallControl({
+    recorder: (): Recorder => rec,
+    index,
+    states,
+    alarms,
+    recordingsDir: config.recordingsDir,
+    settingsFor,
+    wallNow,
+    onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
+    // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
+    announce: outbox === null ? undefined : (event, body) =>
+      outbox.enqueue(`${String(body.recordingId)}.${event}`, { event, ...body }),
+  });
+
   recorder = new Recorder({
     recordingsDir: config.recordingsDir,
     nodeId: config.nodeId,
-    settingsFor: settingsResolver(config),
+    settingsFor,
     idleTimeoutMs: config.streamIdleTimeoutS * 1000,
     windowMs: opts.windowMs,
     chunkMs: opts.chunkMs,
     now: opts.now,
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
-    onRecording: (s) => index.add(s, sidecarPathOf(config.recordingsDir, s)),
-    onSegmentError: (recordingId, err) => alarms.raise('segment_publish_failed', {
-      message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
-    }),
+    onRecording: (s, all) => control.onRecording(s, all),
+    onSegmentError: (recordingId, err, id) => {
+      alarms.raise('segment_publish_failed', {
+        message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
+      });
+      void control.onSegmentError(recordingId, err, id);
+    },
+    onStart: (session) => control.onStart(session),
+    isCallPaused: (callSid) => control.isPaused(callSid),
   });
-  const rec = recorder;
+  const rec: Recorder = recorder;
 
   let draining = false;
   const handlers = new Set<TwilioStreamHandler>();
@@ -102,6 +156,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
   registerRecordingRoutes(app, { index });
   registerAlarmRoutes(app, { alarms });
+  registerCallRoutes(app, { control, recorder: rec, nodeId: config.nodeId });
+  registerTaskRouterRoute(app, { config, control });
+
+  const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
+  maintenance.start(config.maintenanceIntervalS * 1000);
 
   // One sweep for the whole node instead of a timer per stream.
   const sweepMs = Math.min(1000, (config.streamIdleTimeoutS * 1000) / 4);
@@ -119,12 +178,14 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     if (left > 0) log.info({ streams: left }, 'drain timeout: finalising live streams');
     await rec.endAll('shutdown');
     clearInterval(sweeper);
+    maintenance.stop();
     await app.close();
     await rec.settled();
+    await outbox?.stop();
   };
 
   return {
-    app, config, alarms, recorder: rec, index, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, control, maintenance, outbox, metrics, log, handlers,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();

@@ -33,14 +33,21 @@ export interface RecorderOptions {
   now?: () => number;
   wallNow?: () => Date;
   onWritten?: (bytes: number, lagMs: number) => void;
-  onRecording?: (sidecar: RecordingSidecar) => void;
-  onSegmentError?: (recordingId: string, err: Error) => void;
+  /** a published segment; the session's end waits for the returned promise (policy, index) */
+  onRecording?: (sidecar: RecordingSidecar, all: readonly RecordingSidecar[]) => void | Promise<void>;
+  onSegmentError?: (recordingId: string, err: Error, id: StreamIdentity) => void;
+  /** a stream began: the CTI layer applies what it already knows of the call */
+  onStart?: (session: StreamSession) => void;
+  /** was this call paused before the stream started? */
+  isCallPaused?: (callSid: string) => boolean;
 }
 
-interface Live {
+export interface LiveStream {
   session: StreamSession;
   owner: StreamOwner;
 }
+
+type Live = LiveStream;
 
 export class Recorder {
   readonly counters: RecorderCounters = {
@@ -98,6 +105,11 @@ export class Recorder {
     return out;
   }
 
+  /** every live stream with the owner that can end it (maintenance sweep) */
+  liveStreams(): LiveStream[] {
+    return [...this.live.values()];
+  }
+
   sessions(): IterableIterator<StreamSession> {
     return [...this.live.values()].map((l) => l.session)[Symbol.iterator]();
   }
@@ -123,13 +135,16 @@ export class Recorder {
       onWritten: this.countWritten,
       onSegmentError: (rid, err) => {
         this.counters.segmentErrors++;
-        this.opts.onSegmentError?.(rid, err);
+        this.opts.onSegmentError?.(rid, err, id);
       },
+      pauseBehavior: settings.pauseBehavior,
+      startPaused: this.opts.isCallPaused?.(id.callSid) ?? false,
     });
     this.live.set(id.streamSid, { session, owner });
     let set = this.byCall.get(id.callSid);
     if (!set) this.byCall.set(id.callSid, (set = new Set()));
     set.add(id.streamSid);
+    this.opts.onStart?.(session);
     return session;
   }
 
@@ -145,11 +160,11 @@ export class Recorder {
     const wasClosed = session.closed;
     const done = session.close(reason);
     if (!wasClosed) {
-      const tracked = done.then((sidecars) => {
+      const tracked = done.then(async (sidecars) => {
         for (const s of sidecars) {
           this.counters.recordingsPublished++;
           this.counters.framesMissing += s.framesMissing;
-          this.opts.onRecording?.(s);
+          await this.opts.onRecording?.(s, sidecars);
         }
         return sidecars;
       });

@@ -57,6 +57,8 @@ export interface RecordingSidecar {
   audioBytes: number;
   sha256: string;
   nodeId: string;
+  /** media frames dropped because the call was paused (present when > 0) */
+  framesPaused?: number;
   /** set when the disk refused a write: the audio before it is kept, after it is lost */
   writeError?: string;
 }

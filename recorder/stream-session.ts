@@ -46,7 +46,14 @@ export interface StreamSessionOptions {
   onFrame: (result: PlaceResult) => void;
   onWritten: (bytes: number, lagMs: number) => void;
   onSegmentError: (recordingId: string, err: Error) => void;
+  /** `skip`: paused spans are cut out of the file; `silence`: they stay as silence (aligned) */
+  pauseBehavior?: 'silence' | 'skip';
+  /** the call was paused before this stream started: drop from its first frame */
+  startPaused?: boolean;
 }
+
+/** A frame that arrived while its call time was paused: dropped before the timeline. */
+export type MediaResult = PlaceResult | 'paused';
 
 interface SegmentState {
   index: number;
@@ -75,6 +82,15 @@ export class StreamSession implements TimelineSink {
   private readonly finalizing: Promise<RecordingSidecar | null>[] = [];
   private closing: Promise<RecordingSidecar[]> | null = null;
   readonly pausedIntervals: PausedInterval[] = [];
+  /** closed pauses in call-time samples, [from, to), in order */
+  private readonly pausedSpans: { from: number; to: number }[] = [];
+  /** call-time sample where the open pause began; null = not paused */
+  private pauseFrom: number | null = null;
+  /** one past the newest call-time sample seen, paused frames included: the pause/resume instant */
+  private seen = 0;
+  private readonly skip: boolean;
+  /** frames dropped because they were paused */
+  framesPaused = 0;
   /** monotonic ms of the last message of any kind (idle detection) */
   lastActivity: number;
 
@@ -93,6 +109,56 @@ export class StreamSession implements TimelineSink {
       boundarySamples: this.segmentSamples,
     }, this);
     this.current = this.segment(0);
+    this.skip = opts.pauseBehavior === 'skip';
+    if (opts.startPaused) this.pauseFrom = 0;
+  }
+
+  get paused(): boolean {
+    return this.pauseFrom !== null;
+  }
+
+  /**
+   * Stop keeping audio from the newest call time seen so far (frames still in flight from
+   * before it are kept). Idempotent. Returns the pause instant in call-time ms.
+   */
+  pause(): number {
+    if (this.pauseFrom === null && !this.closed) this.pauseFrom = this.seen;
+    return (this.pauseFrom ?? this.seen) / SAMPLES_PER_MS;
+  }
+
+  /** Keep audio again from the newest call time seen. Idempotent. Returns the instant in ms. */
+  resume(): number {
+    const from = this.pauseFrom;
+    if (from !== null) {
+      this.pauseFrom = null;
+      const to = Math.max(from, this.seen);
+      if (to > from) {
+        this.pausedSpans.push({ from, to });
+        this.pausedIntervals.push({ from: from / SAMPLES_PER_MS, to: to / SAMPLES_PER_MS });
+      }
+    }
+    return this.seen / SAMPLES_PER_MS;
+  }
+
+  /** Is a frame starting at call-time sample `start` paused? */
+  private isPaused(start: number): boolean {
+    if (this.pauseFrom !== null && start >= this.pauseFrom) return true;
+    for (let i = this.pausedSpans.length - 1; i >= 0; i--) {
+      const p = this.pausedSpans[i];
+      if (start >= p.to) return false; // spans are ordered: nothing earlier can contain it
+      if (start >= p.from) return true;
+    }
+    return false;
+  }
+
+  /** With `skip`, samples cut out before call-time sample `start`. */
+  private cutBefore(start: number): number {
+    let cut = 0;
+    for (const p of this.pausedSpans) {
+      if (p.to > start) break;
+      cut += p.to - p.from;
+    }
+    return cut;
   }
 
   /** Channel of a track: left/0 = inbound (caller), right/1 = outbound (agent); -1 = not in this stream. */
@@ -101,9 +167,9 @@ export class StreamSession implements TimelineSink {
     return this.id.tracks[0] === track ? 0 : -1;
   }
 
-  /** Newest sample position placed on any channel (call time × 8). */
+  /** Newest sample position seen on any channel, paused frames included (call time × 8). */
   get frontier(): number {
-    return this.timeline.frontier;
+    return Math.max(this.seen, this.timeline.frontier);
   }
 
   get closed(): boolean {
@@ -116,9 +182,16 @@ export class StreamSession implements TimelineSink {
   }
 
   /** Place one frame. `start` is its sample position on the stream clock. */
-  media(channel: number, start: number, payload: Buffer, length: number): PlaceResult {
+  media(channel: number, start: number, payload: Buffer, length: number): MediaResult {
     const arrival = this.opts.now();
     this.lastActivity = arrival;
+    if (start + length > this.seen) this.seen = start + length;
+    // PCI: paused audio never reaches the ring (nor anything the ring is written to).
+    if (this.isPaused(start)) {
+      this.framesPaused++;
+      return 'paused';
+    }
+    if (this.skip && this.pausedSpans.length > 0) start -= this.cutBefore(start);
     const result = this.timeline.place(channel, start, payload, length, arrival);
     const segIndex = Math.floor(start / this.segmentSamples);
     const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
@@ -226,7 +299,9 @@ export class StreamSession implements TimelineSink {
       for (let c = 0; c < this.channels; c++) {
         const s = seg.stats[c];
         const span = seg.firstCovered[c] < 0 ? 0 : seg.lastCoveredEnd[c] - seg.firstCovered[c];
-        s.missing = Math.round((span - seg.covered[c]) / NOMINAL_FRAME_SAMPLES);
+        // a paused span is silence on purpose, not missing audio
+        const paused = this.skip ? 0 : this.pausedWithin(seg.firstCovered[c], seg.lastCoveredEnd[c]);
+        s.missing = Math.max(0, Math.round((span - seg.covered[c] - paused) / NOMINAL_FRAME_SAMPLES));
         frames[this.trackOfChannel(c)] = s;
         received += s.received; missing += s.missing; duplicate += s.duplicate; late += s.late; tooLate += s.tooLate;
       }
@@ -243,7 +318,8 @@ export class StreamSession implements TimelineSink {
         framesLate: late,
         framesTooLate: tooLate,
         frames,
-        pausedIntervals: this.pausedIntervals.filter((p) => p.to > base.offsetMs && p.from < base.offsetMs + durationMs),
+        pausedIntervals: this.pausesOfSegment(base.offsetMs, durationMs),
+        ...(this.framesPaused > 0 ? { framesPaused: this.framesPaused } : {}),
         closeReason: reason,
         audioBytes: result.audioBytes,
         sha256: result.sha256,
@@ -259,6 +335,30 @@ export class StreamSession implements TimelineSink {
     }
   }
 
+  /** Paused samples inside [a, b) of the file (silence mode: file position = call time). */
+  private pausedWithin(a: number, b: number): number {
+    if (a < 0) return 0;
+    let n = 0;
+    for (const p of this.pausedSpans) n += Math.max(0, Math.min(b, p.to) - Math.max(a, p.from));
+    return n;
+  }
+
+  /**
+   * The pauses (call-time ms) that touch a segment spanning file time [offsetMs, +durationMs).
+   * With skip, a pause sits at one file position (where it was cut out).
+   */
+  private pausesOfSegment(offsetMs: number, durationMs: number): PausedInterval[] {
+    const out: PausedInterval[] = [];
+    let cutMs = 0;
+    for (const p of this.pausedIntervals) {
+      const at = this.skip ? p.from - cutMs : p.from;
+      const end = this.skip ? at : p.to;
+      if (end >= offsetMs && at <= offsetMs + durationMs) out.push({ ...p });
+      cutMs += p.to - p.from;
+    }
+    return out;
+  }
+
   private trackOfChannel(c: number): Track {
     if (this.channels === 2) return c === 0 ? 'inbound' : 'outbound';
     return this.id.tracks[0];
@@ -270,7 +370,10 @@ export class StreamSession implements TimelineSink {
    */
   close(reason: CloseReason): Promise<RecordingSidecar[]> {
     if (this.closing) return this.closing;
+    this.resume(); // an open pause ends with the stream
     this.timeline.flushAll();
+    // silence: a pause running to the end of the call stays in the file as silence
+    if (!this.skip && this.pausedSpans.length > 0) this.timeline.emitUpTo(this.seen);
     for (const seg of [...this.segments.values()].sort((a, b) => a.index - b.index)) {
       if (seg.writer) this.finishSegment(seg, reason);
     }

@@ -9,6 +9,7 @@ import { bytesPerSample, transcode } from '../../codecs/transcode.js';
 import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../recorder/recording-index.js';
 import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
+import { contactAudio } from './contact-audio.js';
 
 export interface RecordingRoutesOptions {
   index: RecordingIndex;
@@ -325,5 +326,19 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     const recordings = index.byCtiSession(ctiSessionId);
     if (recordings.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
     return { ctiSessionId, recordings };
+  });
+
+  app.get<{ Params: CtiParams }>('/v1/cti-sessions/:ctiSessionId/audio', {
+    schema: { params: CtiParams },
+    preValidation: onlyQueryParams([]),
+  }, async (request, reply) => {
+    const { ctiSessionId } = request.params;
+    const { size, body } = await contactAudio(index, ctiSessionId);
+    reply.headers({
+      'content-type': 'audio/wav',
+      'content-length': String(size),
+      'content-disposition': `inline; filename="contact-${ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_')}.wav"`,
+    });
+    return reply.send(body);
   });
 }

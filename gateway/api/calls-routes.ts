@@ -1,0 +1,74 @@
+// Call control API (contract sections 4 and 5): CTI events, the list of live streams, and
+// PCI pause/resume. The policy itself is recorder/call-control.ts.
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import {
+  PauseDisabledError, UnknownCallError, type CallControl, type PauseResult,
+} from '../../recorder/call-control.js';
+import { CTI_EVENT_TYPES, type CtiEvent } from '../../recorder/call-states.js';
+import type { Recorder } from '../../recorder/recorder.js';
+import { CALL_SID_RE } from '../../recorder/storage-layout.js';
+import { ApiError } from './errors.js';
+
+export interface CallRoutesDeps {
+  control: CallControl;
+  recorder: Recorder;
+  nodeId: string;
+}
+
+const Id = Type.String({ minLength: 1, maxLength: 256 });
+
+export const CtiEventBody = Type.Object({
+  type: Type.Union(CTI_EVENT_TYPES.map((t) => Type.Literal(t))),
+  callSid: Type.String({ pattern: CALL_SID_RE.source }),
+  ctiSessionId: Type.Optional(Id),
+  employeeId: Type.Optional(Id),
+  at: Type.Optional(Type.String({ format: 'date-time' })),
+  // unknown fields are dropped (CTI integrations add their own), not refused
+}, { additionalProperties: false });
+type CtiEventBody = Static<typeof CtiEventBody>;
+
+const CallParams = Type.Object({ callSid: Type.String({ pattern: CALL_SID_RE.source }) });
+type CallParams = Static<typeof CallParams>;
+
+export async function applyCtiEvent(control: CallControl, ev: CtiEvent) {
+  try {
+    return await control.applyEvent(ev);
+  } catch (err) {
+    if (err instanceof RangeError) throw new ApiError(400, 'bad_request', err.message);
+    throw err;
+  }
+}
+
+function pauseCall(control: CallControl, callSid: string, paused: boolean): PauseResult {
+  try {
+    return paused ? control.pause(callSid) : control.resume(callSid);
+  } catch (err) {
+    if (err instanceof UnknownCallError) throw new ApiError(404, 'not_found', err.message);
+    if (err instanceof PauseDisabledError) throw new ApiError(409, 'pause_disabled', err.message);
+    throw err;
+  }
+}
+
+export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): void {
+  const { control, recorder } = deps;
+
+  app.post<{ Body: CtiEventBody }>('/v1/cti/events', { schema: { body: CtiEventBody } }, async (req) =>
+    applyCtiEvent(control, req.body));
+
+  // Active streams of this node (cluster mode widens this to the whole cluster).
+  app.get('/v1/calls', async () => ({
+    items: recorder.liveStreams().map(({ session }) => ({
+      callSid: session.id.callSid,
+      streamSid: session.id.streamSid,
+      nodeId: deps.nodeId,
+      paused: session.paused,
+      startedAt: session.startedAt.toISOString(),
+    })),
+  }));
+
+  for (const action of ['pause', 'resume'] as const) {
+    app.post<{ Params: CallParams }>(`/v1/calls/:callSid/${action}`, { schema: { params: CallParams } }, async (req) =>
+      pauseCall(control, req.params.callSid, action === 'pause'));
+  }
+}
