@@ -19,6 +19,9 @@ import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
 import { Alarms } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
+import { registerCallsRoutes } from './api/calls-routes.js';
+import { Cluster, entryOf } from './cluster/cluster.js';
+import { localLease, type LeaseRunner } from './cluster/lease.js';
 
 /** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -30,6 +33,8 @@ export interface GatewayOptions {
   chunkMs?: number;
   now?: () => number;
   wallNow?: () => Date;
+  /** Redis key prefix in cluster mode (tests isolate runs) */
+  redisPrefix?: string;
 }
 
 export interface Gateway {
@@ -41,6 +46,10 @@ export interface Gateway {
   metrics: GatewayMetrics;
   log: Logger;
   handlers: Set<TwilioStreamHandler>;
+  /** cluster mode (REDIS_URL set), else null */
+  cluster: Cluster | null;
+  /** run `fn` every `intervalMs` once in the whole cluster (single node: on this node) */
+  runUnderLease: LeaseRunner;
   /** listen on config.host:config.port; resolves with the bound port */
   listen(): Promise<number>;
   /** stop taking streams, let live ones run up to DRAIN_TIMEOUT_S, finalise the rest, close */
@@ -63,6 +72,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
 
   let recorder: Recorder | null = null;
+  let cluster: Cluster | null = null;
   const alarms = new Alarms(log, config.nodeId);
   const metrics = createMetrics(() => recorder, () => alarms);
   const index = new RecordingIndex(config.recordingsDir);
@@ -79,7 +89,10 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     now: opts.now,
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
-    onRecording: (s) => index.add(s, sidecarPathOf(config.recordingsDir, s)),
+    onRecording: (s) => {
+      index.add(s, sidecarPathOf(config.recordingsDir, s));
+      cluster?.recordingPublished(s);
+    },
     onSegmentError: (recordingId, err) => alarms.raise('segment_publish_failed', {
       message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
     }),
@@ -98,10 +111,27 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
   installErrorHandling(app);
   installApiAuth(app, { apiKeys: config.apiKeys });
-  registerHealthRoutes(app, { metrics, notReadyReason: () => (draining ? 'draining: this node is shutting down' : null) });
+  if (config.redisUrl !== null) {
+    cluster = new Cluster({
+      redisUrl: config.redisUrl, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
+      app, recorder: rec, index, alarms, log: log.child({ component: 'cluster' }),
+      internalApiKey: config.apiKeys[0], prefix: opts.redisPrefix,
+    });
+  }
+  const clusterNode = cluster;
+  registerHealthRoutes(app, {
+    metrics,
+    notReadyReason: () => (draining ? 'draining: this node is shutting down' : clusterNode?.notReadyReason() ?? null),
+  });
   registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
   registerRecordingRoutes(app, { index });
-  registerAlarmRoutes(app, { alarms });
+  registerAlarmRoutes(app, { alarms, clusterAlarms: clusterNode ? () => clusterNode.shared.alarms() : undefined });
+  registerCallsRoutes(app, {
+    calls: clusterNode
+      ? () => clusterNode.calls()
+      : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
+  });
+  if (clusterNode) await clusterNode.start();
 
   // One sweep for the whole node instead of a timer per stream.
   const sweepMs = Math.min(1000, (config.streamIdleTimeoutS * 1000) / 4);
@@ -121,10 +151,13 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     clearInterval(sweeper);
     await app.close();
     await rec.settled();
+    await clusterNode?.close();
   };
 
   return {
     app, config, alarms, recorder: rec, index, metrics, log, handlers,
+    cluster: clusterNode,
+    runUnderLease: clusterNode ? clusterNode.runUnderLease : localLease,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();

@@ -1,0 +1,188 @@
+// Cluster mode in one process: two real gateways on the machine's real Redis (127.0.0.1:6379),
+// isolated by a key prefix per run. Registry, GET /v1/calls from any node, command routing to
+// the owner (and 404/503 when there is none), queued CTI events, shared recordings and alarms,
+// the lease. Process-level failures (SIGKILL, Redis restart, HAProxy) are in cluster-e2e.test.ts.
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { startTestGateway, waitForRecordings, getJson, type TestGateway } from './fixtures/harness.js';
+import { TwilioStreamClient } from '../loadtest/twilio-stream-client.js';
+import { frameFor } from '../loadtest/audio-fixtures.js';
+import { ApiError } from '../gateway/api/errors.js';
+import type { StreamEntry } from '../gateway/cluster/keys.js';
+
+const REDIS_URL = 'redis://127.0.0.1:6379';
+const prefix = `gwtest:${randomBytes(4).toString('hex')}:`;
+const redis = new Redis(REDIS_URL);
+t.teardown(async () => {
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+/** ping: the probe command (see loadtest/cluster-node.ts); pause will be the same shape */
+function addPing(g: TestGateway): void {
+  g.gw.app.post('/v1/calls/:callSid/ping', async (req) => {
+    const { callSid } = req.params as { callSid: string };
+    if (g.gw.recorder.streamsOfCall(callSid).length === 0) throw new ApiError(404, 'not_found', `no live stream of ${callSid}`);
+    return { nodeId: g.gw.config.nodeId };
+  });
+  g.gw.app.post('/v1/cti/events', async (req) => {
+    const body = req.body as { callSid: string };
+    ctiSeen.push({ nodeId: g.gw.config.nodeId, body, live: g.gw.recorder.streamsOfCall(body.callSid).length > 0 });
+    return { status: 'accepted' };
+  });
+}
+const ctiSeen: { nodeId: string; body: unknown; live: boolean }[] = [];
+
+async function node(t: Tap, nodeId: string): Promise<TestGateway> {
+  // routes must exist before listen: build, add the probe, then listen
+  const { loadConfig } = await import('../gateway/config.js');
+  const { buildGateway } = await import('../gateway/server.js');
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = shared ??= await mkdtemp(path.join(os.tmpdir(), 'gw-cluster-'));
+  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir, LOG_LEVEL: 'silent', REDIS_URL, NODE_ID: nodeId, MAINTENANCE_INTERVAL_S: '1' });
+  const gw = await buildGateway(config, { redisPrefix: prefix });
+  const g = { gw, dir, port: 0, wsUrl: '', http: '' } as TestGateway;
+  addPing(g);
+  g.port = await gw.listen();
+  g.wsUrl = `ws://127.0.0.1:${g.port}/twilio/v1`;
+  g.http = `http://127.0.0.1:${g.port}`;
+  t.teardown(async () => {
+    await gw.close();
+    if (--open === 0) await rm(dir, { recursive: true, force: true });
+  });
+  open++;
+  return g;
+}
+let shared: string | undefined;
+let open = 0;
+type Tap = { teardown(fn: () => unknown): void };
+void startTestGateway;
+
+async function post(url: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 10000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function openStream(url: string, frames = 10): Promise<TwilioStreamClient> {
+  const c = await TwilioStreamClient.connect(url);
+  c.sendConnected();
+  c.sendStart({ tracks: ['inbound'] });
+  for (let i = 0; i < frames; i++) c.sendMedia('inbound', frameFor(1, 'inbound', i), i * 20);
+  return c;
+}
+
+t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings, alarms, lease', async (t) => {
+  const a = await node(t, 'node-a');
+  const b = await node(t, 'node-b');
+  t.equal((await fetch(`${a.http}/readyz`)).status, 200, 'a ready');
+  t.equal((await fetch(`${b.http}/readyz`)).status, 200, 'b ready');
+
+  // a CTI event before any stream exists waits in Redis
+  const c = await TwilioStreamClient.connect(b.wsUrl);
+  const early = await post(`${a.http}/v1/cti/events`, { type: 'connected', callSid: c.callSid, ctiSessionId: 'S-1' });
+  t.equal(early.status, 200, 'accepted by the local route');
+  t.equal(await redis.llen(`${prefix}cti-pending:${c.callSid}`), 1, 'queued in Redis for whichever node gets the stream');
+
+  c.sendConnected();
+  c.sendStart({ tracks: ['inbound'] });
+  for (let i = 0; i < 10; i++) c.sendMedia('inbound', frameFor(1, 'inbound', i), i * 20);
+
+  const listed = await until('stream listed on a', async () => {
+    const { body } = await getJson<{ items: StreamEntry[]; lost: StreamEntry[] }>(`${a.http}/v1/calls`);
+    return body.items.find((e) => e.streamSid === c.streamSid);
+  });
+  t.match(listed, { callSid: c.callSid, nodeId: 'node-b', paused: false }, 'node a lists the stream held by b');
+  t.ok(Date.parse(listed.startedAt) > 0);
+
+  const replayed = await until('queued CTI event replayed on b', async () => ctiSeen.find((e) => e.nodeId === 'node-b' && e.live));
+  t.match(replayed.body, { type: 'connected', callSid: c.callSid, ctiSessionId: 'S-1' }, 'b replays the queued event through its own route');
+  t.ok((replayed.body as { at?: string }).at, 'with the time it was first received');
+  t.equal(await redis.exists(`${prefix}cti-pending:${c.callSid}`), 0, 'taken off the queue');
+
+  // a command sent to a (which does not hold the call) runs on b
+  const ping = await post(`${a.http}/v1/calls/${c.callSid}/ping`);
+  t.equal(ping.status, 200);
+  t.equal(ping.body.nodeId, 'node-b', 'executed by the owner');
+  const direct = await post(`${b.http}/v1/calls/${c.callSid}/ping`);
+  t.equal(direct.body.nodeId, 'node-b', 'the owner runs it locally');
+  const cti = await post(`${a.http}/v1/cti/events`, { type: 'hold', callSid: c.callSid });
+  t.equal(cti.status, 200);
+  t.ok(ctiSeen.some((e) => e.nodeId === 'node-b' && (e.body as { type: string }).type === 'hold'), 'a CTI event for a live call reaches its owner');
+  t.notOk(ctiSeen.some((e) => e.nodeId === 'node-a' && (e.body as { type: string }).type === 'hold'), 'and is not applied on a');
+
+  const unknown = await post(`${a.http}/v1/calls/CA${'0'.repeat(32)}/ping`);
+  t.equal(unknown.status, 404, 'a call held nowhere: the local route answers 404');
+
+  // a holder that is registered but dead: 503, never a false 200
+  const ghostCall = `CA${'1'.repeat(32)}`;
+  await redis.hset(`${prefix}call:${ghostCall}`, `MZ${'1'.repeat(32)}`, 'node-ghost');
+  const ghost = await post(`${a.http}/v1/calls/${ghostCall}/ping`);
+  t.equal(ghost.status, 503);
+  t.match(ghost.body, { error: 'owner_lost', message: /node-ghost/ });
+  await redis.del(`${prefix}call:${ghostCall}`);
+
+  // recordings: published by b, listed by a
+  c.sendStop();
+  await c.close(1000);
+  const recs = await waitForRecordings(a.http, c.callSid, 1);
+  t.equal(recs[0].nodeId, 'node-b', 'a lists the recording b published');
+  await until('stream unlisted', async () => {
+    const { body } = await getJson<{ items: StreamEntry[] }>(`${a.http}/v1/calls`);
+    return !body.items.some((e) => e.streamSid === c.streamSid);
+  });
+  t.equal(await redis.exists(`${prefix}call:${c.callSid}`), 0, 'the call index is cleaned up');
+
+  // alarms raised on b are listed by a
+  b.gw.alarms.raise('long_call', { message: 'test alarm from b' });
+  const alarms = await until('alarm shared', async () => {
+    const { body } = await getJson<{ items: { kind: string; nodeId: string }[]; scope: string }>(`${a.http}/v1/alarms`);
+    return body.items.some((x) => x.nodeId === 'node-b') ? body : null;
+  });
+  t.equal(alarms.scope, 'cluster');
+
+  // the lease: two nodes, one run per interval
+  const runs: string[] = [];
+  const stopA = a.gw.runUnderLease('test-sweep', 400, () => { runs.push('a'); });
+  const stopB = b.gw.runUnderLease('test-sweep', 400, () => { runs.push('b'); });
+  await new Promise((r) => setTimeout(r, 2100));
+  stopA(); stopB();
+  t.ok(runs.length >= 3 && runs.length <= 6, `${runs.length} runs in 2.1 s at a 400 ms interval over two nodes (${runs.join('')})`);
+});
+
+t.test('a node that leaves cleanly is not reported lost; a dead node is', async (t) => {
+  const a = await node(t, 'node-c');
+  // a node that died holding a stream: registered streams, no heartbeat
+  const entry: StreamEntry = { callSid: `CA${'2'.repeat(32)}`, streamSid: `MZ${'2'.repeat(32)}`, nodeId: 'node-dead', paused: false, startedAt: new Date().toISOString() };
+  await redis.multi().sadd(`${prefix}nodes`, 'node-dead')
+    .hset(`${prefix}node:node-dead:streams`, entry.streamSid, JSON.stringify(entry))
+    .hset(`${prefix}call:${entry.callSid}`, entry.streamSid, 'node-dead').exec();
+  const lost = await until('listed as lost', async () => {
+    const { body } = await getJson<{ items: StreamEntry[]; lost: (StreamEntry & { lostSince: string })[] }>(`${a.http}/v1/calls`);
+    return body.lost.find((e) => e.streamSid === entry.streamSid);
+  });
+  t.match(lost, { nodeId: 'node-dead', callSid: entry.callSid });
+  await until('node_lost alarm', async () => a.gw.alarms.recent().some((x) => x.kind === 'node_lost' && x.message.includes('node-dead')));
+  t.equal(a.gw.alarms.count('node_lost'), 1, 'raised once');
+  await new Promise((r) => setTimeout(r, 2500));
+  t.equal(a.gw.alarms.count('node_lost'), 1, 'still once after more watch rounds');
+  const cmd = await post(`${a.http}/v1/calls/${entry.callSid}/ping`);
+  t.equal(cmd.status, 503, 'a command for a lost call: 503');
+  await redis.del(`${prefix}node:node-dead:streams`, `${prefix}call:${entry.callSid}`, `${prefix}nodes`);
+});
