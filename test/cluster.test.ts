@@ -60,7 +60,7 @@ async function node(t: Tap, nodeId: string): Promise<TestGateway> {
 let shared: string | undefined;
 let open = 0;
 type Tap = { teardown(fn: () => unknown): void };
-void startTestGateway;
+
 
 async function post(url: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(url, {
@@ -185,4 +185,79 @@ t.test('a node that leaves cleanly is not reported lost; a dead node is', async 
   const cmd = await post(`${a.http}/v1/calls/${entry.callSid}/ping`);
   t.equal(cmd.status, 503, 'a command for a lost call: 503');
   await redis.del(`${prefix}node:node-dead:streams`, `${prefix}call:${entry.callSid}`, `${prefix}nodes`);
+});
+
+t.test('Redis lost and back: not ready, node-scoped alarms, recordings published meanwhile reach every node', async (t) => {
+  const { startRedis } = await import('./fixtures/cluster-procs.js');
+  const own = await startRedis(t);
+  const { loadConfig } = await import('../gateway/config.js');
+  const { buildGateway } = await import('../gateway/server.js');
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-cluster-redis-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const mk = async (id: string) => {
+    const gw = await buildGateway(loadConfig({ PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir, LOG_LEVEL: 'silent', REDIS_URL: own.url, NODE_ID: id }));
+    const port = await gw.listen();
+    t.teardown(() => gw.close());
+    return { gw, http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/twilio/v1` };
+  };
+  const a = await mk('r-a');
+  const b = await mk('r-b');
+  // a stream that spans the outage, on b
+  const long = await openStream(b.ws, 5);
+  await until('listed', async () => (await getJson<{ items: unknown[] }>(`${a.http}/v1/calls`)).body.items.length === 1);
+
+  await own.stop();
+  await until('a not ready', async () => (await fetch(`${a.http}/readyz`)).status === 503);
+  const why = await getJson<{ message: string }>(`${b.http}/readyz`);
+  t.match(why.body.message, /lost Redis/, 'readyz says why');
+  // a stream recorded and finished entirely during the outage
+  const during = await openStream(b.ws, 25);
+  during.sendStop();
+  await during.close(1000);
+  for (let i = 5; i < 50; i++) long.sendMedia('inbound', frameFor(1, 'inbound', i), i * 20);
+  await until('redis_unavailable', async () => b.gw.alarms.count('redis_unavailable') === 1, 8000);
+  const nodeAlarms = await getJson<{ scope: string; items: { kind: string }[] }>(`${b.http}/v1/alarms`);
+  t.equal(nodeAlarms.body.scope, 'node', 'alarms answer with this node only while Redis is away');
+  t.ok(nodeAlarms.body.items.some((x) => x.kind === 'redis_unavailable'));
+
+  await startRedis(t, own.port);
+  await until('ready again', async () => (await fetch(`${a.http}/readyz`)).status === 200 && (await fetch(`${b.http}/readyz`)).status === 200, 10000);
+  const [rec] = await waitForRecordings(a.http, during.callSid, 1);
+  t.equal(rec.framesReceived, 25, 'a lists what b recorded during the outage');
+  const calls = await getJson<{ items: StreamEntry[] }>(`${a.http}/v1/calls`);
+  t.same(calls.body.items.map((e) => e.streamSid), [long.streamSid], 'b re-listed the stream that spans the outage, not the finished one');
+  const alarms = await until('alarm shared after reconnect', async () => {
+    const { body } = await getJson<{ scope: string; items: { kind: string; nodeId: string }[] }>(`${a.http}/v1/alarms?kind=redis_unavailable`);
+    return body.items.some((x) => x.nodeId === 'r-b') ? body : null;
+  });
+  t.equal(alarms.scope, 'cluster');
+  long.sendStop();
+  await long.close(1000);
+  const [lr] = await waitForRecordings(a.http, long.callSid, 1);
+  t.equal(lr.framesReceived, 50, 'nothing lost across the outage');
+  t.equal(lr.framesMissing, 0);
+});
+
+t.test('single node: GET /v1/calls lists this node\'s live streams, nothing lost', async (t) => {
+  const g = await startTestGateway(t, { NODE_ID: 'solo' });
+  t.equal(g.gw.cluster, null, 'no REDIS_URL: no cluster');
+  const c = await openStream(g.wsUrl, 3);
+  const { body } = await until('listed', async () => {
+    const r = await getJson<{ items: StreamEntry[]; lost: unknown[] }>(`${g.http}/v1/calls`);
+    return r.body.items.length === 1 ? r : null;
+  });
+  t.match(body.items[0], { callSid: c.callSid, streamSid: c.streamSid, nodeId: 'solo', paused: false });
+  t.same(body.lost, []);
+  const filtered = await getJson<{ items: StreamEntry[] }>(`${g.http}/v1/calls?callSid=CA${'9'.repeat(32)}`);
+  t.same(filtered.body.items, []);
+  const runs: number[] = [];
+  const stop = g.gw.runUnderLease('solo-job', 100, () => { runs.push(1); });
+  await new Promise((r) => setTimeout(r, 350));
+  stop();
+  t.ok(runs.length >= 2, 'a single node runs leased jobs on a plain interval');
+  c.sendStop();
+  await c.close(1000);
 });

@@ -2,6 +2,20 @@
 // recorder's per-stream hooks to the registry, routes per-call commands, shares recordings and
 // alarms, watches for dead nodes and offers leases for cluster-wide periodic jobs. Nothing here
 // is on the per-frame path; nothing a stream does waits for Redis.
+//
+// Plugging features in (they need no cluster code of their own):
+// - per-call commands: register them as POST /v1/calls/:callSid/<verb> (or POST /v1/cti/events
+//   with `callSid` in the JSON body); the router forwards them to the holder, which runs the same
+//   route with the `x-gateway-forwarded-by` header. Answer 404 for a call not held locally.
+// - a listed field of a stream changes (pause/resume sets `session.paused`): call
+//   `recorder.streamChanged(session)`; GET /v1/calls shows it cluster-wide.
+// - CTI events for a call with no stream anywhere are queued here and replayed, when the stream
+//   starts, through POST /v1/cti/events on its node, `at` set to when they were first received.
+//   The node that received an event also ran its local route then (keep it as pending state, as
+//   on a single node), so it does not get it replayed if the stream lands on it.
+//   `cluster.pendingCti.push/take(callSid, …)` is there for direct use.
+// - a periodic cluster-wide job (long-call sweep): `gateway.runUnderLease('long-call-sweep',
+//   config.maintenanceIntervalS * 1000, () => sweep.runOnce())` (a plain interval on one node).
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Recorder } from '../../recorder/recorder.js';
@@ -121,6 +135,7 @@ export class Cluster {
     // registered first (same connection, in order), then take: see pending-cti.ts
     void this.pendingCti.take(e.callSid).then(async (events) => {
       for (const p of events) {
+        if (p.receivedBy === this.o.nodeId) continue; // our own route already applied it
         const replay = { ...p.event, at: p.event.at ?? p.receivedAt };
         const r = await this.router.runLocally('POST', '/v1/cti/events', replay);
         if (r.status >= 300) this.o.log.warn({ callSid: e.callSid, status: r.status, body: r.body.slice(0, 200) }, 'cluster: queued CTI event refused');

@@ -12,6 +12,8 @@ import type { Keys } from './keys.js';
 import type { RedisLink } from './redis-link.js';
 
 export const ALARMS_KEPT = 1000;
+/** beyond this many, a long outage's announcements are dropped: a node's rescan on its own reconnect still finds the files */
+const ANNOUNCEMENTS_KEPT = 10000;
 
 type Announcement =
   | { kind: 'published'; nodeId: string; sidecar: RecordingSidecar }
@@ -28,6 +30,8 @@ export interface SharedStateOptions {
 
 export class SharedState {
   private unsent: Alarm[] = [];
+  /** announcements made while Redis was away (or before the first connect: start-up recovery) */
+  private unannounced: Announcement[] = [];
 
   constructor(private readonly o: SharedStateOptions) {}
 
@@ -58,8 +62,13 @@ export class SharedState {
   }
 
   private announce(a: Announcement): void {
-    if (!this.o.link.ready) return; // the rescan after reconnect picks it up on every node
-    this.o.link.cmd.publish(this.o.keys.recordingsChannel(), JSON.stringify(a)).catch(() => undefined);
+    if (!this.o.link.ready) {
+      // other nodes rescan only when *they* reconnect: tell them once we are back
+      this.unannounced.push(a);
+      if (this.unannounced.length > ANNOUNCEMENTS_KEPT) this.unannounced.splice(0, this.unannounced.length - ANNOUNCEMENTS_KEPT);
+      return;
+    }
+    this.o.link.cmd.publish(this.o.keys.recordingsChannel(), JSON.stringify(a)).catch(() => this.unannounced.push(a));
   }
 
   recordingPublished(sidecar: RecordingSidecar): void {
@@ -76,6 +85,9 @@ export class SharedState {
     const unsent = this.unsent;
     this.unsent = [];
     for (const a of unsent) this.alarmRaised(a);
+    const unannounced = this.unannounced;
+    this.unannounced = [];
+    for (const a of unannounced) this.announce(a);
   }
 
   alarmRaised(a: Alarm): void {
