@@ -88,7 +88,7 @@ export class CommandRouter {
     this.o.app.addHook('preHandler', (req, reply) => this.route(req, reply));
   }
 
-  private async route(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  private async route(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     if (req.headers[FORWARDED_HEADER] !== undefined) return;
     const routed = routedCall(req);
     if (routed === null) return;
@@ -123,8 +123,8 @@ export class CommandRouter {
     // Several forks of one call may live on several nodes: every holder gets the command.
     const replies = await Promise.all(owners.alive.map((n) => this.sendTo(n, req)));
     const answer = replies.find((r) => r.status < 200 || r.status >= 300) ?? replies[0];
-    reply.code(answer.status).header('content-type', answer.contentType).header(FORWARDED_HEADER, owners.alive.join(','));
-    await reply.send(answer.body);
+    // returning the sent reply tells fastify to skip the local handler
+    return reply.code(answer.status).header('content-type', answer.contentType).header(FORWARDED_HEADER, owners.alive.join(',')).send(answer.body);
   }
 
   private message(req: FastifyRequest): CommandMessage {
