@@ -19,6 +19,7 @@ import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
 import { Alarms } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
+import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { registerCallsRoutes } from './api/calls-routes.js';
 import { Cluster, entryOf } from './cluster/cluster.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
@@ -73,6 +74,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
 
   let recorder: Recorder | null = null;
   let cluster: Cluster | null = null;
+  // recordings published before the cluster exists (start-up recovery) are announced once it does
+  const publishedEarly: RecordingSidecar[] = [];
   const alarms = new Alarms(log, config.nodeId);
   const metrics = createMetrics(() => recorder, () => alarms);
   const index = new RecordingIndex(config.recordingsDir);
@@ -91,7 +94,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
     onRecording: (s) => {
       index.add(s, sidecarPathOf(config.recordingsDir, s));
-      cluster?.recordingPublished(s);
+      if (cluster) cluster.recordingPublished(s);
+      else if (config.redisUrl !== null) publishedEarly.push(s);
     },
     onSegmentError: (recordingId, err) => alarms.raise('segment_publish_failed', {
       message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
@@ -117,6 +121,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       app, recorder: rec, index, alarms, log: log.child({ component: 'cluster' }),
       internalApiKey: config.apiKeys[0], prefix: opts.redisPrefix,
     });
+    for (const s of publishedEarly.splice(0)) cluster.recordingPublished(s);
   }
   const clusterNode = cluster;
   registerHealthRoutes(app, {
