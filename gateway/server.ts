@@ -23,8 +23,12 @@ import { CallStates } from '../recorder/call-states.js';
 import { CallControl } from '../recorder/call-control.js';
 import { Maintenance } from '../recorder/maintenance.js';
 import { registerCallRoutes } from './api/calls-routes.js';
+import { registerCallsRoutes } from './api/list-calls-routes.js';
 import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
 import { WebhookOutbox } from '../recorder/webhook-outbox.js';
+import type { RecordingSidecar } from '../recorder/sidecar.js';
+import { Cluster, entryOf } from './cluster/cluster.js';
+import { localLease, type LeaseRunner } from './cluster/lease.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
@@ -42,6 +46,8 @@ export interface GatewayOptions {
   /** first webhook retry delay (doubles per failure); default 1 s */
   webhookBaseDelayMs?: number;
   webhookMaxDelayMs?: number;
+  /** Redis key prefix in cluster mode (tests isolate runs) */
+  redisPrefix?: string;
 }
 
 export interface Gateway {
@@ -57,6 +63,10 @@ export interface Gateway {
   metrics: GatewayMetrics;
   log: Logger;
   handlers: Set<TwilioStreamHandler>;
+  /** cluster mode (REDIS_URL set), else null */
+  cluster: Cluster | null;
+  /** run `fn` every `intervalMs` once in the whole cluster (single node: on this node) */
+  runUnderLease: LeaseRunner;
   /** listen on config.host:config.port; resolves with the bound port */
   listen(): Promise<number>;
   /** stop taking streams, let live ones run up to DRAIN_TIMEOUT_S, finalise the rest, close */
@@ -79,6 +89,13 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
 
   let recorder: Recorder | null = null;
+  let cluster: Cluster | null = null;
+  // recordings published before the cluster exists (start-up recovery) are announced once it does
+  const publishedEarly: RecordingSidecar[] = [];
+  const announcePublished = (s: RecordingSidecar) => {
+    if (cluster) cluster.recordingPublished(s);
+    else if (config.redisUrl !== null) publishedEarly.push(s);
+  };
   const wallNow = opts.wallNow ?? (() => new Date());
   const alarms = new Alarms(log, config.nodeId, 1000, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
@@ -114,6 +131,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     wallNow,
     onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
     // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
+    onIndexed: announcePublished,
+    onRemoved: (id) => cluster?.recordingRemoved(id),
     announce: outbox === null ? undefined : (event, body) =>
       outbox.enqueue(`${String(body.recordingId)}.${event}`, { event, ...body }),
   });
@@ -152,15 +171,39 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
   installErrorHandling(app);
   installApiAuth(app, { apiKeys: config.apiKeys });
-  registerHealthRoutes(app, { metrics, notReadyReason: () => (draining ? 'draining: this node is shutting down' : null) });
+  if (config.redisUrl !== null) {
+    cluster = new Cluster({
+      redisUrl: config.redisUrl, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
+      app, recorder: rec, index, alarms, log: log.child({ component: 'cluster' }),
+      internalApiKey: config.apiKeys[0], prefix: opts.redisPrefix,
+    });
+    for (const s of publishedEarly.splice(0)) cluster.recordingPublished(s);
+  }
+  const clusterNode = cluster;
+  registerHealthRoutes(app, {
+    metrics,
+    notReadyReason: () => (draining ? 'draining: this node is shutting down' : clusterNode?.notReadyReason() ?? null),
+  });
   registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
   registerRecordingRoutes(app, { index });
-  registerAlarmRoutes(app, { alarms });
-  registerCallRoutes(app, { control, recorder: rec, nodeId: config.nodeId });
+  registerAlarmRoutes(app, { alarms, clusterAlarms: clusterNode ? () => clusterNode.shared.alarms() : undefined });
+  registerCallsRoutes(app, {
+    calls: clusterNode
+      ? () => clusterNode.calls()
+      : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
+  });
+  registerCallRoutes(app, { control });
   registerTaskRouterRoute(app, { config, control });
 
   const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
-  maintenance.start(config.maintenanceIntervalS * 1000);
+  const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease;
+  // Once per interval in the whole cluster: the lease holder asks every node to sweep its own
+  // streams (each stream lives on exactly one node, so each call is swept exactly once).
+  const stopSweep = clusterNode
+    ? runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, () => clusterNode.broadcastSweep())
+    : runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, () => { maintenance.runOnce(); });
+  clusterNode?.onSweep(() => maintenance.runOnce());
+  if (clusterNode) await clusterNode.start();
 
   // One sweep for the whole node instead of a timer per stream.
   const sweepMs = Math.min(1000, (config.streamIdleTimeoutS * 1000) / 4);
@@ -178,14 +221,17 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     if (left > 0) log.info({ streams: left }, 'drain timeout: finalising live streams');
     await rec.endAll('shutdown');
     clearInterval(sweeper);
-    maintenance.stop();
+    stopSweep();
     await app.close();
     await rec.settled();
     await outbox?.stop();
+    await clusterNode?.close();
   };
 
   return {
     app, config, alarms, recorder: rec, index, control, maintenance, outbox, metrics, log, handlers,
+    cluster: clusterNode,
+    runUnderLease,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();

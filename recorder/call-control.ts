@@ -27,6 +27,9 @@ export interface CallControlDeps {
   wallNow: () => Date;
   /** hand an outcome to the webhook outbox (absent when no webhook is configured) */
   announce?: (event: RecordingEvent, body: Record<string, unknown>) => Promise<void>;
+  /** a recording entered (or changed in) the index / left it: cluster mode tells the other nodes */
+  onIndexed?: (sidecar: RecordingSidecar) => void;
+  onRemoved?: (recordingId: string) => void;
   onError: (what: string, err: Error) => void;
 }
 
@@ -179,10 +182,11 @@ export class CallControl {
     const s = this.deps.states.getOrCreate(callSid);
     this.deps.states.touch(s);
     s.paused = paused;
-    const streams = live.map((session) => ({
-      streamSid: session.id.streamSid,
-      atMs: paused ? session.pause() : session.resume(),
-    }));
+    const streams = live.map((session) => {
+      const atMs = paused ? session.pause() : session.resume();
+      this.recorder.streamChanged(session); // cluster mode: GET /v1/calls shows `paused` everywhere
+      return { streamSid: session.id.streamSid, atMs };
+    });
     return { callSid, paused, streams };
   }
 
@@ -204,6 +208,7 @@ export class CallControl {
         return;
       }
       this.deps.index.add(sidecar, sidecarPathOf(this.deps.recordingsDir, sidecar));
+      this.deps.onIndexed?.(sidecar);
       await this.announce(sidecar.writeError === undefined ? 'finished' : 'failed', { ...sidecar });
     } catch (err) {
       this.deps.onError(`handling recording ${sidecar.recordingId}`, err as Error);
@@ -239,6 +244,7 @@ export class CallControl {
     const { items } = this.deps.index.query({ callSid, limit: 100_000 });
     for (const sidecar of items) {
       this.deps.index.remove(sidecar.recordingId);
+      this.deps.onRemoved?.(sidecar.recordingId);
       await this.deleteFiles(sidecar);
       await this.announce('deleted', { ...sidecar, deleteReason: reason });
     }
@@ -257,6 +263,7 @@ export class CallControl {
       const file = sidecarPathOf(this.deps.recordingsDir, updated);
       await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
       this.deps.index.add(updated, file);
+      this.deps.onIndexed?.(updated);
     }
   }
 }

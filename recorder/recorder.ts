@@ -42,6 +42,9 @@ export interface RecorderOptions {
   isCallPaused?: (callSid: string) => boolean;
 }
 
+/** Per-stream (never per-frame) notifications, e.g. for the cluster's stream registry. */
+export type StreamListener = (session: StreamSession) => void;
+
 export interface LiveStream {
   session: StreamSession;
   owner: StreamOwner;
@@ -61,6 +64,9 @@ export class Recorder {
   private readonly pending = new Set<Promise<RecordingSidecar[]>>();
   private readonly countFrame: (r: PlaceResult) => void;
   private readonly countWritten: (bytes: number, lagMs: number) => void;
+  private readonly startedListeners: StreamListener[] = [];
+  private readonly endedListeners: StreamListener[] = [];
+  private readonly changedListeners: StreamListener[] = [];
 
   constructor(opts: RecorderOptions) {
     this.opts = {
@@ -145,6 +151,7 @@ export class Recorder {
     if (!set) this.byCall.set(id.callSid, (set = new Set()));
     set.add(id.streamSid);
     this.opts.onStart?.(session);
+    for (const l of this.startedListeners) l(session);
     return session;
   }
 
@@ -156,6 +163,7 @@ export class Recorder {
       const set = this.byCall.get(session.id.callSid);
       set?.delete(sid);
       if (set && set.size === 0) this.byCall.delete(session.id.callSid);
+      for (const l of this.endedListeners) l(session);
     }
     const wasClosed = session.closed;
     const done = session.close(reason);
@@ -173,6 +181,27 @@ export class Recorder {
       return tracked;
     }
     return done;
+  }
+
+  /** A stream began recording on this node (called after it is registered as live). */
+  onStreamStarted(l: StreamListener): void {
+    this.startedListeners.push(l);
+  }
+
+  /** A stream stopped being live on this node (its segments may still be publishing). */
+  onStreamEnded(l: StreamListener): void {
+    this.endedListeners.push(l);
+  }
+
+  /** Something others list about a live stream changed (e.g. paused): call `streamChanged`. */
+  onStreamChanged(l: StreamListener): void {
+    this.changedListeners.push(l);
+  }
+
+  /** Whoever changes a live stream's listed state (pause/resume) calls this once per change. */
+  streamChanged(session: StreamSession): void {
+    if (this.live.get(session.id.streamSid)?.session !== session) return;
+    for (const l of this.changedListeners) l(session);
   }
 
   /** End every stream that sent nothing for the idle timeout (called by a periodic sweep). */

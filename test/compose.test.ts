@@ -1,15 +1,46 @@
-// docker-compose.yml must validate (no Docker engine here: `docker-compose config` checks it).
+// docker-compose.yml must validate (no Docker engine here: `docker-compose config` checks it),
+// describe the cluster (Redis, three nodes on one volume, HAProxy on 8080) and haproxy.cfg must
+// pass HAProxy's own check (the Debian haproxy binary).
 import t from 'tap';
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
+const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 t.test('docker-compose.yml validates and runs node directly', async (t) => {
-  const { stdout } = await promisify(execFile)('docker-compose', ['config'], { cwd: root });
+  const { stdout } = await run('docker-compose', ['config'], { cwd: root });
   t.match(stdout, /gateway/);
-  const { readFile } = await import('node:fs/promises');
   const dockerfile = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
   t.match(dockerfile, /CMD \["node", "--import", "tsx", "gateway\/main.ts"\]/, 'SIGTERM reaches node: no npm in between');
+});
+
+t.test('the cluster: Redis, three gateway nodes sharing recordings, HAProxy on 8080', async (t) => {
+  const { stdout: services } = await run('docker-compose', ['config', '--services'], { cwd: root });
+  t.same(services.trim().split('\n').sort(), ['gateway-1', 'gateway-2', 'gateway-3', 'haproxy', 'redis']);
+  const { stdout } = await run('docker-compose', ['config'], { cwd: root });
+  for (const n of [1, 2, 3]) {
+    const block = stdout.split(/\n  (?=\S)/).find((b) => b.startsWith(`gateway-${n}:`)) ?? '';
+    t.match(block, new RegExp(`NODE_ID: gateway-${n}\\n`), `gateway-${n} has its own NODE_ID`);
+    t.match(block, /REDIS_URL: redis:\/\/redis:6379/, 'cluster mode');
+    t.match(block, /- recordings:\/recordings/, 'the shared recordings volume');
+    t.notMatch(block, /ports:/, 'reached only through the balancer');
+  }
+  const lb = stdout.split(/\n  (?=\S)/).find((b) => b.startsWith('haproxy:')) ?? '';
+  t.match(lb, /published: 8080|8080:8080/, 'the balancer on port 8080');
+  t.match(lb, /haproxy\.cfg/, 'configured by the haproxy.cfg of the repository');
+});
+
+t.test('haproxy.cfg passes haproxy -c and is WebSocket-aware with readiness checks', async (t) => {
+  const cfg = await readFile(new URL('../haproxy.cfg', import.meta.url), 'utf8');
+  // exit 0 = valid (the compose host names do not resolve here: init-addr none tolerates it)
+  await run('haproxy', ['-c', '-f', fileURLToPath(new URL('../haproxy.cfg', import.meta.url))]);
+  t.match(cfg, /http-check send meth GET uri \/readyz/, 'health checks on /readyz');
+  t.match(cfg, /option forwardfor/, 'X-Forwarded-For');
+  t.match(cfg, /X-Forwarded-Proto/, 'X-Forwarded-Proto');
+  t.match(cfg, /timeout tunnel/, 'long-lived WebSockets');
+  t.notMatch(cfg.replace(/#.*$/gm, ''), /shutdown-sessions/, 'a node marked down keeps its live streams');
+  for (const n of [1, 2, 3]) t.match(cfg, new RegExp(`server gateway-${n} gateway-${n}:8080 check`));
 });

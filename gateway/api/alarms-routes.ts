@@ -1,9 +1,16 @@
-// GET /v1/alarms: the recent alarms of this node (cluster mode adds the other nodes').
+// GET /v1/alarms: the recent alarms, newest first. Cluster mode reads every node's from Redis;
+// `scope` says whether the answer is cluster-wide or (Redis away) only this node's.
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import type { Alarms } from '../../recorder/alarms.js';
+import type { Alarm, Alarms } from '../../recorder/alarms.js';
 
-export function registerAlarmRoutes(app: FastifyInstance, deps: { alarms: Alarms }): void {
+export interface AlarmRoutesDeps {
+  alarms: Alarms;
+  /** cluster mode: every node's recent alarms, newest first (throws when unreadable) */
+  clusterAlarms?: () => Promise<Alarm[]>;
+}
+
+export function registerAlarmRoutes(app: FastifyInstance, deps: AlarmRoutesDeps): void {
   app.get('/v1/alarms', {
     schema: {
       querystring: Type.Object({
@@ -13,8 +20,16 @@ export function registerAlarmRoutes(app: FastifyInstance, deps: { alarms: Alarms
     },
   }, async (req) => {
     const q = req.query as { kind?: string; limit: number };
+    if (deps.clusterAlarms) {
+      try {
+        const all = (await deps.clusterAlarms()).filter((a) => q.kind === undefined || a.kind === q.kind);
+        return { items: all.slice(0, q.limit), scope: 'cluster' };
+      } catch {
+        // Redis away: this node's own alarms are still worth seeing (redis_unavailable among them)
+      }
+    }
     const all = deps.alarms.recent().filter((a) => q.kind === undefined || a.kind === q.kind);
     // newest first, as an operator reads them
-    return { items: all.slice(-q.limit).reverse() };
+    return { items: all.slice(-q.limit).reverse(), scope: deps.clusterAlarms ? 'node' : 'cluster' };
   });
 }

@@ -1,19 +1,16 @@
-// Call control API (contract sections 4 and 5): CTI events, the list of live streams, and
-// PCI pause/resume. The policy itself is recorder/call-control.ts.
+// Call control API (contract sections 4 and 5): CTI events and PCI pause/resume (the list of
+// live streams is list-calls-routes.ts). The policy itself is recorder/call-control.ts.
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import {
   PauseDisabledError, UnknownCallError, type CallControl, type PauseResult,
 } from '../../recorder/call-control.js';
 import { CTI_EVENT_TYPES, type CtiEvent } from '../../recorder/call-states.js';
-import type { Recorder } from '../../recorder/recorder.js';
 import { CALL_SID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
 
 export interface CallRoutesDeps {
   control: CallControl;
-  recorder: Recorder;
-  nodeId: string;
 }
 
 const Id = Type.String({ minLength: 1, maxLength: 256 });
@@ -51,21 +48,10 @@ function pauseCall(control: CallControl, callSid: string, paused: boolean): Paus
 }
 
 export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): void {
-  const { control, recorder } = deps;
+  const { control } = deps;
 
   app.post<{ Body: CtiEventBody }>('/v1/cti/events', { schema: { body: CtiEventBody } }, async (req) =>
     applyCtiEvent(control, req.body));
-
-  // Active streams of this node (cluster mode widens this to the whole cluster).
-  app.get('/v1/calls', async () => ({
-    items: recorder.liveStreams().map(({ session }) => ({
-      callSid: session.id.callSid,
-      streamSid: session.id.streamSid,
-      nodeId: deps.nodeId,
-      paused: session.paused,
-      startedAt: session.startedAt.toISOString(),
-    })),
-  }));
 
   for (const action of ['pause', 'resume'] as const) {
     app.post<{ Params: CallParams }>(`/v1/calls/:callSid/${action}`, { schema: { params: CallParams } }, async (req) =>

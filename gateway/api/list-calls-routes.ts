@@ -1,0 +1,33 @@
+// GET /v1/calls: the streams being recorded. Single node: this node's live sessions. Cluster
+// mode: every node's, from the registry in Redis, plus `lost`: streams of nodes whose heartbeat
+// stopped (they stay listed until the node restarts and cleans up). Both modes answer
+// `{ items, lost }` so clients need not know which mode they talk to.
+import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import { ApiError } from './errors.js';
+import type { CallsSnapshot } from '../cluster/cluster-view.js';
+
+export interface CallsRoutesDeps {
+  /** the snapshot; throws when the cluster-wide truth cannot be read */
+  calls: () => Promise<CallsSnapshot>;
+}
+
+export function registerCallsRoutes(app: FastifyInstance, deps: CallsRoutesDeps): void {
+  app.get('/v1/calls', {
+    schema: {
+      querystring: Type.Object({
+        callSid: Type.Optional(Type.String({ pattern: '^CA[0-9a-f]{32}$' })),
+      }, { additionalProperties: false }),
+    },
+  }, async (req) => {
+    const { callSid } = req.query as { callSid?: string };
+    let snap: CallsSnapshot;
+    try {
+      snap = await deps.calls();
+    } catch (err) {
+      throw new ApiError(503, 'cluster_unavailable', `cannot read the cluster's streams from Redis (${(err as Error).message}); retry shortly`);
+    }
+    if (callSid === undefined) return snap;
+    return { items: snap.items.filter((e) => e.callSid === callSid), lost: snap.lost.filter((e) => e.callSid === callSid) };
+  });
+}

@@ -1,0 +1,185 @@
+// Cluster mode (contract section 6), assembled: a node joins when REDIS_URL is set. It wires the
+// recorder's per-stream hooks to the registry, routes per-call commands, shares recordings and
+// alarms, watches for dead nodes and offers leases for cluster-wide periodic jobs. Nothing here
+// is on the per-frame path; nothing a stream does waits for Redis.
+//
+// Plugging features in (they need no cluster code of their own):
+// - per-call commands: register them as POST /v1/calls/:callSid/<verb> (or POST /v1/cti/events
+//   with `callSid` in the JSON body); the router forwards them to the holder, which runs the same
+//   route with the `x-gateway-forwarded-by` header. Answer 404 for a call not held locally.
+// - a listed field of a stream changes (pause/resume sets `session.paused`): call
+//   `recorder.streamChanged(session)`; GET /v1/calls shows it cluster-wide.
+// - CTI events for a call with no stream anywhere are queued here and replayed, when the stream
+//   starts, through POST /v1/cti/events on its node, `at` set to when they were first received.
+//   The node that received an event also ran its local route then (keep it as pending state, as
+//   on a single node), so it does not get it replayed if the stream lands on it.
+//   `cluster.pendingCti.push/take(callSid, …)` is there for direct use.
+// - a periodic cluster-wide job (long-call sweep): `gateway.runUnderLease('long-call-sweep',
+//   config.maintenanceIntervalS * 1000, () => sweep.runOnce())` (a plain interval on one node).
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Recorder } from '../../recorder/recorder.js';
+import type { StreamSession } from '../../recorder/stream-session.js';
+import type { RecordingIndex } from '../../recorder/recording-index.js';
+import type { Alarm, Alarms } from '../../recorder/alarms.js';
+import type { RecordingSidecar } from '../../recorder/sidecar.js';
+import { Keys, type StreamEntry } from './keys.js';
+import { RedisLink } from './redis-link.js';
+import { NodeRegistry } from './node-registry.js';
+import { ClusterView, type CallsSnapshot } from './cluster-view.js';
+import { CommandRouter } from './command-router.js';
+import { PendingCti } from './pending-cti.js';
+import { SharedState } from './shared-state.js';
+import { redisLease, type LeaseRunner } from './lease.js';
+
+export interface ClusterOptions {
+  redisUrl: string;
+  nodeId: string;
+  recordingsDir: string;
+  app: FastifyInstance;
+  recorder: Recorder;
+  index: RecordingIndex;
+  alarms: Alarms;
+  log: Logger;
+  /** a configured API key, for in-process replays of queued CTI events */
+  internalApiKey?: string;
+  /** key prefix (tests isolate runs sharing one Redis) */
+  prefix?: string;
+}
+
+/** The stream as GET /v1/calls lists it. `paused` is read structurally: pause/resume owns it. */
+export function entryOf(session: StreamSession, nodeId: string): StreamEntry {
+  return {
+    callSid: session.id.callSid,
+    streamSid: session.id.streamSid,
+    nodeId,
+    paused: (session as unknown as { paused?: unknown }).paused === true,
+    startedAt: session.startedAt.toISOString(),
+  };
+}
+
+export class Cluster {
+  readonly keys: Keys;
+  readonly link: RedisLink;
+  readonly registry: NodeRegistry;
+  readonly view: ClusterView;
+  readonly router: CommandRouter;
+  readonly pendingCti: PendingCti;
+  readonly shared: SharedState;
+  readonly runUnderLease: LeaseRunner;
+  private redisLostAlarm: NodeJS.Timeout | null = null;
+  private readonly sweepListeners: (() => void)[] = [];
+
+  constructor(private readonly o: ClusterOptions) {
+    const { nodeId, log, recorder } = o;
+    this.keys = new Keys(o.prefix);
+    this.link = new RedisLink({ url: o.redisUrl, log });
+    this.shared = new SharedState({ link: this.link, keys: this.keys, nodeId, log, index: o.index, recordingsDir: o.recordingsDir });
+    this.registry = new NodeRegistry({
+      link: this.link, keys: this.keys, nodeId, log,
+      liveStreams: () => [...recorder.sessions()].map((s) => entryOf(s, nodeId)),
+      afterSync: () => this.afterSync(),
+    });
+    this.view = new ClusterView({
+      link: this.link, keys: this.keys, nodeId, log,
+      onNodeLost: (lost, streams) => o.alarms.raise('node_lost', {
+        message: `node ${lost} stopped its heartbeat with ${streams.length} live stream(s); they are listed as lost until it restarts`,
+        details: { lostNodeId: lost, streams: streams.map((s) => ({ callSid: s.callSid, streamSid: s.streamSid })) },
+      }),
+    });
+    this.pendingCti = new PendingCti(this.link.cmd, this.keys);
+    this.router = new CommandRouter({
+      app: o.app, link: this.link, keys: this.keys, nodeId, log, view: this.view, pendingCti: this.pendingCti,
+      holdsLocally: (callSid) => recorder.streamsOfCall(callSid).length > 0,
+      internalHeaders: o.internalApiKey ? { authorization: `Bearer ${o.internalApiKey}` } : {},
+    });
+    this.runUnderLease = redisLease(this.link.cmd, this.keys, nodeId, log, () => this.link.ready);
+
+    recorder.onStreamStarted((s) => this.streamStarted(s));
+    recorder.onStreamChanged((s) => this.registry.streamChanged(entryOf(s, nodeId)));
+    recorder.onStreamEnded((s) => this.registry.streamEnded(s.id));
+    o.alarms.onAlarm((a: Alarm) => this.shared.alarmRaised(a));
+    this.link.onLost(() => {
+      log.warn('cluster: Redis lost; not ready for new streams, live streams keep recording');
+      // one alarm per outage, and only if it lasts: a Redis failover of a second is not news
+      this.redisLostAlarm ??= setTimeout(() => o.alarms.raise('redis_unavailable', {
+        message: 'Redis is unreachable: this node takes no new streams and cannot route commands until it returns',
+      }), 3000);
+    });
+    this.link.onReady(() => {
+      if (this.redisLostAlarm) clearTimeout(this.redisLostAlarm);
+      this.redisLostAlarm = null;
+      this.link.sub.subscribe(this.keys.maintenanceChannel()).catch(() => undefined);
+    });
+    this.link.sub.on('message', (channel: string) => {
+      if (channel !== this.keys.maintenanceChannel()) return;
+      for (const fn of this.sweepListeners) fn();
+    });
+  }
+
+  /** Connects and waits (up to `timeoutMs`) for the first sync; the node starts either way. */
+  async start(timeoutMs = 3000): Promise<void> {
+    this.shared.start();
+    this.router.start();
+    this.registry.start();
+    this.view.start();
+    this.link.connect();
+    if (!(await this.registry.whenSynced(timeoutMs))) this.o.log.warn('cluster: Redis not reachable yet; starting not ready');
+  }
+
+  /** null when the node may take new streams. */
+  notReadyReason(): string | null {
+    if (!this.link.ready) return 'cluster mode has lost Redis: new streams must go to another node';
+    if (!this.registry.healthy) return 'cluster mode: re-registering with Redis';
+    return null;
+  }
+
+  private streamStarted(s: StreamSession): void {
+    const e = entryOf(s, this.o.nodeId);
+    this.registry.streamStarted(e);
+    if (!this.link.ready) return;
+    // registered first (same connection, in order), then take: see pending-cti.ts
+    void this.pendingCti.take(e.callSid).then(async (events) => {
+      for (const p of events) {
+        if (p.receivedBy === this.o.nodeId) continue; // our own route already applied it
+        const replay = { ...p.event, at: p.event.at ?? p.receivedAt };
+        const r = await this.router.runLocally('POST', '/v1/cti/events', replay);
+        if (r.status >= 300) this.o.log.warn({ callSid: e.callSid, status: r.status, body: r.body.slice(0, 200) }, 'cluster: queued CTI event refused');
+      }
+    }).catch((err: Error) => this.o.log.warn({ err: err.message, callSid: e.callSid }, 'cluster: could not take queued CTI events'));
+  }
+
+  private async afterSync(): Promise<void> {
+    await this.shared.resync();
+  }
+
+  recordingPublished(s: RecordingSidecar): void {
+    this.shared.recordingPublished(s);
+  }
+
+  recordingRemoved(recordingId: string): void {
+    this.shared.recordingRemoved(recordingId);
+  }
+
+  /** Every node runs `fn` when the lease holder of the maintenance sweep says so. */
+  onSweep(fn: () => void): void {
+    this.sweepListeners.push(fn);
+  }
+
+  /** Called by the lease holder once per MAINTENANCE_INTERVAL_S: every node sweeps its own streams. */
+  async broadcastSweep(): Promise<void> {
+    await this.link.cmd.publish(this.keys.maintenanceChannel(), this.o.nodeId);
+  }
+
+  calls(): Promise<CallsSnapshot> {
+    return this.view.calls();
+  }
+
+  /** After the drain: leave the registry (no false node_lost) and close the connections. */
+  async close(): Promise<void> {
+    this.view.stop();
+    if (this.redisLostAlarm) clearTimeout(this.redisLostAlarm);
+    await this.registry.leave();
+    await this.link.close();
+  }
+}

@@ -1,0 +1,153 @@
+// This node in Redis: its heartbeat and the streams it holds. Stream start/end are written
+// fire-and-forget (never awaited by the stream); if a write fails, or Redis was away, the node
+// re-syncs as a whole at the next heartbeat: its streams hash is replaced by what the recorder
+// really holds, and the call index entries of streams it no longer has (ended during the outage,
+// or lost in a crash before a restart) are removed.
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { HEARTBEAT_EVERY_MS, HEARTBEAT_TTL_MS, STREAMS_TTL_MS, type Keys, type StreamEntry } from './keys.js';
+import type { RedisLink } from './redis-link.js';
+
+export interface NodeRegistryOptions {
+  link: RedisLink;
+  keys: Keys;
+  nodeId: string;
+  log: Logger;
+  /** the streams live on this node right now */
+  liveStreams: () => StreamEntry[];
+  /** after every successful (re)sync, e.g. rescan the volume, flush queued alarms */
+  afterSync?: () => Promise<void>;
+}
+
+export class NodeRegistry {
+  private timer: NodeJS.Timeout | null = null;
+  private needsSync = true;
+  private syncing: Promise<void> | null = null;
+  private lastOk = 0;
+  private readonly startedAt = new Date().toISOString();
+
+  constructor(private readonly o: NodeRegistryOptions) {}
+
+  private get redis(): Redis {
+    return this.o.link.cmd;
+  }
+
+  /** In Redis, heartbeat fresh and state synced: the node may take new streams. */
+  get healthy(): boolean {
+    return this.o.link.ready && !this.needsSync && performance.now() - this.lastOk < HEARTBEAT_TTL_MS - HEARTBEAT_EVERY_MS;
+  }
+
+  start(): void {
+    this.o.link.onLost(() => { this.needsSync = true; });
+    this.o.link.onReady(() => { this.needsSync = true; void this.beat(); });
+    this.timer = setInterval(() => void this.beat(), HEARTBEAT_EVERY_MS);
+    this.timer.unref();
+  }
+
+  /** Resolves once the node is synced (or after `timeoutMs`, whichever is first). */
+  async whenSynced(timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    while (!this.healthy && performance.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    return this.healthy;
+  }
+
+  private async beat(): Promise<void> {
+    if (!this.o.link.ready) return;
+    if (this.needsSync) {
+      this.syncing ??= this.sync().finally(() => { this.syncing = null; });
+      return this.syncing;
+    }
+    try {
+      const k = this.o.keys;
+      await this.redis.multi()
+        .set(k.alive(this.o.nodeId), this.info(), 'PX', HEARTBEAT_TTL_MS)
+        .sadd(k.nodes(), this.o.nodeId)
+        .pexpire(k.streams(this.o.nodeId), STREAMS_TTL_MS)
+        .exec();
+      this.lastOk = performance.now();
+    } catch (err) {
+      this.needsSync = true;
+      this.o.log.warn({ err: (err as Error).message }, 'cluster heartbeat failed');
+    }
+  }
+
+  private info(): string {
+    return JSON.stringify({ startedAt: this.startedAt, pid: process.pid });
+  }
+
+  private async sync(): Promise<void> {
+    const k = this.o.keys;
+    const id = this.o.nodeId;
+    try {
+      this.needsSync = false;
+      const old = await this.redis.hgetall(k.streams(id));
+      const live = this.o.liveStreams();
+      const liveSids = new Set(live.map((e) => e.streamSid));
+      const m = this.redis.multi().del(k.streams(id));
+      let dropped = 0;
+      for (const [streamSid, json] of Object.entries(old)) {
+        if (liveSids.has(streamSid)) continue;
+        dropped++;
+        const callSid = (JSON.parse(json) as StreamEntry).callSid;
+        m.hdel(k.call(callSid), streamSid);
+      }
+      for (const e of live) {
+        m.hset(k.streams(id), e.streamSid, JSON.stringify(e));
+        m.hset(k.call(e.callSid), e.streamSid, id);
+      }
+      m.pexpire(k.streams(id), STREAMS_TTL_MS)
+        .set(k.alive(id), this.info(), 'PX', HEARTBEAT_TTL_MS)
+        .sadd(k.nodes(), id)
+        .del(k.lost(id));
+      await m.exec();
+      this.lastOk = performance.now();
+      this.o.log.info({ streams: live.length, dropped }, 'cluster: registered and synced');
+      await this.o.afterSync?.();
+    } catch (err) {
+      this.needsSync = true;
+      this.o.log.warn({ err: (err as Error).message }, 'cluster sync failed; retrying');
+    }
+  }
+
+  /** A stream began here (fire-and-forget; a failure re-syncs later). */
+  streamStarted(e: StreamEntry): void {
+    this.write((m) => m.hset(this.o.keys.streams(this.o.nodeId), e.streamSid, JSON.stringify(e))
+      .hset(this.o.keys.call(e.callSid), e.streamSid, this.o.nodeId));
+  }
+
+  /** A listed field (paused) changed. */
+  streamChanged(e: StreamEntry): void {
+    this.write((m) => m.hset(this.o.keys.streams(this.o.nodeId), e.streamSid, JSON.stringify(e)));
+  }
+
+  streamEnded(e: Pick<StreamEntry, 'callSid' | 'streamSid'>): void {
+    this.write((m) => m.hdel(this.o.keys.streams(this.o.nodeId), e.streamSid).hdel(this.o.keys.call(e.callSid), e.streamSid));
+  }
+
+  private write(build: (m: ReturnType<Redis['multi']>) => unknown): void {
+    if (!this.o.link.ready || this.needsSync) {
+      this.needsSync = true;
+      return;
+    }
+    const m = this.redis.multi();
+    build(m);
+    m.exec().catch(() => { this.needsSync = true; });
+  }
+
+  /** Leave the cluster cleanly (after a drain: no streams left), so no one reports us lost. */
+  async leave(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (!this.o.link.ready) return;
+    const k = this.o.keys;
+    const id = this.o.nodeId;
+    try {
+      const old = await this.redis.hgetall(k.streams(id));
+      const m = this.redis.multi();
+      for (const [streamSid, json] of Object.entries(old)) m.hdel(k.call((JSON.parse(json) as StreamEntry).callSid), streamSid);
+      await m.del(k.streams(id), k.alive(id), k.lost(id)).srem(k.nodes(), id).exec();
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'cluster: could not deregister');
+    }
+  }
+}
