@@ -19,6 +19,7 @@ import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
 import { Alarms } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
+import { recoverPartials, type RecoveryResult } from '../recorder/recovery.js';
 
 /** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -41,6 +42,8 @@ export interface Gateway {
   metrics: GatewayMetrics;
   log: Logger;
   handlers: Set<TwilioStreamHandler>;
+  /** crash recovery of partials left by a previous process; /readyz is 503 until it settles */
+  recovery: Promise<RecoveryResult>;
   /** listen on config.host:config.port; resolves with the bound port */
   listen(): Promise<number>;
   /** stop taking streams, let live ones run up to DRAIN_TIMEOUT_S, finalise the rest, close */
@@ -83,8 +86,33 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onSegmentError: (recordingId, err) => alarms.raise('segment_publish_failed', {
       message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
     }),
+    // The stream keeps running (its socket stays open, nothing else is touched); the audio
+    // written before the error is published with `writeError` in its sidecar.
+    onWriteError: (session, recordingId, err) => alarms.raise(err.code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
+      message: `${err.code === 'ENOSPC' ? 'disk full' : 'disk write failed'} for ${recordingId}: ${err.message}; audio after this point is not kept`,
+      recordingId, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
+    }),
   });
   const rec = recorder;
+
+  // Recover what a previous process left in .inprogress. It runs while the node already answers
+  // /healthz (a long recovery must not look like a dead process), but /readyz stays 503 until
+  // every partial is a published recording, so no load balancer sends streams before that.
+  let recovering = true;
+  const recovery = recoverPartials({
+    recordingsDir: config.recordingsDir,
+    nodeId: config.nodeId,
+    onlyOwn: config.redisUrl !== null,
+    raise: (kind, input) => alarms.raise(kind, input),
+    onRecovered: (s) => index.add(s, sidecarPathOf(config.recordingsDir, s)),
+    log,
+  }).then((r) => {
+    if (r.recovered + r.unattributed + r.failed > 0) log.info(r, 'crash recovery finished');
+    return r;
+  }, (err: Error) => {
+    alarms.raise('recovery_failed', { message: `crash recovery failed: ${err.message}` });
+    return { recovered: 0, unattributed: 0, failed: 1 };
+  }).finally(() => { recovering = false; });
 
   let draining = false;
   const handlers = new Set<TwilioStreamHandler>();
@@ -98,7 +126,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
   installErrorHandling(app);
   installApiAuth(app, { apiKeys: config.apiKeys });
-  registerHealthRoutes(app, { metrics, notReadyReason: () => (draining ? 'draining: this node is shutting down' : null) });
+  registerHealthRoutes(app, { metrics, notReadyReason: () => (draining ? 'draining: this node is shutting down'
+    : recovering ? 'recovering: finalising recordings left by the previous process' : null) });
   registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
   registerRecordingRoutes(app, { index });
   registerAlarmRoutes(app, { alarms });
@@ -121,10 +150,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     clearInterval(sweeper);
     await app.close();
     await rec.settled();
+    await recovery;
   };
 
   return {
-    app, config, alarms, recorder: rec, index, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, metrics, log, handlers, recovery,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();

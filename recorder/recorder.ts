@@ -16,6 +16,8 @@ export interface RecorderCounters {
   bytesWritten: number;
   recordingsPublished: number;
   segmentErrors: number;
+  /** 20 ms units of audio not kept because the disk fell behind (writer queue full) */
+  framesDroppedBackpressure: number;
 }
 
 /** Whoever holds the stream's connection: asked to end it when the node decides to. */
@@ -35,6 +37,10 @@ export interface RecorderOptions {
   onWritten?: (bytes: number, lagMs: number) => void;
   onRecording?: (sidecar: RecordingSidecar) => void;
   onSegmentError?: (recordingId: string, err: Error) => void;
+  /** a segment writer's first disk error (alarm) */
+  onWriteError?: (session: StreamSession, recordingId: string, err: NodeJS.ErrnoException) => void;
+  /** per segment writer, audio bytes that may wait for the disk */
+  maxQueueBytes?: number;
 }
 
 interface Live {
@@ -45,7 +51,7 @@ interface Live {
 export class Recorder {
   readonly counters: RecorderCounters = {
     framesReceived: 0, framesLate: 0, framesDuplicate: 0, framesTooLate: 0, framesMissing: 0,
-    bytesWritten: 0, recordingsPublished: 0, segmentErrors: 0,
+    bytesWritten: 0, recordingsPublished: 0, segmentErrors: 0, framesDroppedBackpressure: 0,
   };
   private readonly opts: Required<Pick<RecorderOptions, 'windowMs' | 'chunkMs' | 'now' | 'wallNow'>> & RecorderOptions;
   private readonly live = new Map<string, Live>();
@@ -77,6 +83,13 @@ export class Recorder {
       c.bytesWritten += bytes;
       this.opts.onWritten?.(bytes, lagMs);
     };
+  }
+
+  /** audio bytes waiting for the disk across live streams (sessions still publishing excluded) */
+  get queuedBytes(): number {
+    let n = 0;
+    for (const { session } of this.live.values()) n += session.queuedBytes;
+    return n;
   }
 
   get activeStreams(): number {
@@ -125,6 +138,9 @@ export class Recorder {
         this.counters.segmentErrors++;
         this.opts.onSegmentError?.(rid, err);
       },
+      onWriteError: (rid, err) => this.opts.onWriteError?.(session, rid, err),
+      maxQueueBytes: this.opts.maxQueueBytes,
+      onDropped: (frames) => { this.counters.framesDroppedBackpressure += frames; },
     });
     this.live.set(id.streamSid, { session, owner });
     let set = this.byCall.get(id.callSid);
