@@ -83,6 +83,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
     onRecording: (s) => index.add(s, sidecarPathOf(config.recordingsDir, s)),
+    maxQueueBytes: config.writeQueueMaxBytes,
     onSegmentError: (recordingId, err) => alarms.raise('segment_publish_failed', {
       message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
     }),

@@ -59,6 +59,6 @@ export interface RecordingSidecar {
   nodeId: string;
   /** set when the disk refused a write: the audio before it is kept, after it is lost */
   writeError?: string;
-  /** 20 ms units of audio not kept because the disk fell behind (silence in the file instead) */
+  /** 20 ms frames (all tracks, like framesReceived) not kept because the disk fell behind: silence in the file instead */
   framesDroppedDiskBackpressure?: number;
 }

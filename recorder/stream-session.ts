@@ -212,7 +212,8 @@ export class StreamSession implements TimelineSink {
       onWritten: this.opts.onWritten,
       onWriteError: (err) => this.opts.onWriteError?.(recordingId, err),
       maxQueueBytes: this.opts.maxQueueBytes,
-      onDropped: (bytes) => this.opts.onDropped?.(bytes / this.channels / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
+      // counted like received frames: per track, in 20 ms units
+      onDropped: (bytes) => this.opts.onDropped?.(bytes / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
     });
   }
 
@@ -265,7 +266,7 @@ export class StreamSession implements TimelineSink {
       const base = this.baseSidecar(seg, recordingId);
       // The audio in the file (after a write error, less than was accepted).
       const samples = writer.writtenBytes / this.channels / (this.opts.encoding === 'pcm16' ? 2 : 1);
-      const droppedSamples = writer.droppedBytes / this.channels / (this.opts.encoding === 'pcm16' ? 2 : 1);
+      const droppedSamples = writer.droppedBytes / (this.opts.encoding === 'pcm16' ? 2 : 1); // all tracks
       const durationMs = samples / SAMPLES_PER_MS;
       const sidecar: RecordingSidecar = {
         ...base,
