@@ -31,6 +31,8 @@ export interface GatewayConfig {
   /** e.g. wss://lb.example.com/twilio/v1; null = derived from the request */
   websocketTargetUrl: string | null;
   drainTimeoutS: number;
+  /** per segment writer, audio bytes that may wait for a slow disk before audio is dropped */
+  writeQueueMaxBytes: number;
   streamIdleTimeoutS: number;
   maintenanceIntervalS: number;
   apiKeys: string[];

@@ -31,6 +31,7 @@
 // | RECORDING_WEBHOOK_URL      | unset          | http:// or https:// URL with a host *; needs the secret      |
 // | RECORDING_WEBHOOK_SECRET   | unset          | 16..1024 chars, no control chars * (secret)                  |
 // | LOG_LEVEL                  | info           | fatal, error, warn, info, debug, trace, silent               |
+// | WRITE_QUEUE_MAX_KB         | 4096           | integer 16..1048576 * (audio per stream waiting for the disk) |
 //
 // Rules common to every setting:
 // - An environment variable that is set is a value, even when empty: "" is validated like any
@@ -231,6 +232,7 @@ interface Values {
   RECORDING_WEBHOOK_URL: string;
   RECORDING_WEBHOOK_SECRET: string;
   LOG_LEVEL: LogLevel;
+  WRITE_QUEUE_MAX_KB: number;
 }
 export type SettingName = keyof Values;
 
@@ -262,6 +264,7 @@ const SPECS: { [K in SettingName]: Spec<Values[K]> } = {
     s.length >= 1 && s.length <= 128 && s.trim() === s && !CONTROL_CHARS.test(s) ? ok(s) : invalid()),
   RECORDING_FORMAT: enumSpec(ENCODINGS),
   SEGMENT_MAX_S: intSpec(10, 86400),
+  WRITE_QUEUE_MAX_KB: intSpec(16, 1048576),
   API_KEYS: {
     allowed: 'comma-separated keys, each 16..256 printable ASCII characters without spaces, no empty entries',
     secret: true,
@@ -616,6 +619,7 @@ export function loadConfig(
     recordingWebhookUrl: webhookUrl,
     recordingWebhookSecret: webhookSecret,
     logLevel: v.LOG_LEVEL ?? 'info',
+    writeQueueMaxBytes: (v.WRITE_QUEUE_MAX_KB ?? 4096) * 1024,
     defaults,
     sources,
   };

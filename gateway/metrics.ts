@@ -37,7 +37,24 @@ export function createMetrics(recorder: () => Recorder | null, alarms: () => Ala
   mirroredCounter(registry, 'gateway_frames_missing_total', '20 ms frames that never arrived, written as silence (counted when a segment is published)', c('framesMissing'));
   mirroredCounter(registry, 'gateway_frames_duplicate_total', 'media frames dropped because their audio was already there', c('framesDuplicate'));
   mirroredCounter(registry, 'gateway_frames_late_total', 'media frames that arrived out of order and were put in place', c('framesLate'));
-  mirroredCounter(registry, 'gateway_frames_dropped_total', 'media frames that arrived after their audio was written (too late)', c('framesTooLate'));
+  // Two reasons a received frame is not kept: it came after its audio was written (too_late),
+  // or the disk fell behind by more than the writer's queue cap (disk_backpressure, 20 ms units).
+  const dropped: Record<string, number> = { too_late: 0, disk_backpressure: 0 };
+  new Counter({
+    name: 'gateway_frames_dropped_total', help: 'media frames not kept, by reason: too_late (arrived after their audio was written), disk_backpressure (20 ms units dropped because the disk fell behind)',
+    labelNames: ['reason'], registers: [registry],
+    collect() {
+      const now = { too_late: c('framesTooLate')(), disk_backpressure: c('framesDroppedBackpressure')() };
+      for (const [reason, v] of Object.entries(now)) {
+        this.inc({ reason }, Math.max(0, v - dropped[reason]));
+        dropped[reason] = v;
+      }
+    },
+  });
+  new Gauge({
+    name: 'gateway_write_queue_bytes', help: 'audio bytes received but not yet written to disk (bounded per stream)', registers: [registry],
+    collect() { this.set(recorder()?.queuedBytes ?? 0); },
+  });
   mirroredCounter(registry, 'gateway_bytes_written_total', 'audio bytes written to disk', c('bytesWritten'));
   mirroredCounter(registry, 'gateway_recordings_published_total', 'segments published with their sidecar', c('recordingsPublished'));
   mirroredCounter(registry, 'gateway_segment_errors_total', 'segments that could not be published', c('segmentErrors'));

@@ -32,6 +32,7 @@ import { localLease, type LeaseRunner } from './cluster/lease.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
+import { recoverPartials, type RecoveryResult } from '../recorder/recovery.js';
 
 /** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -67,6 +68,8 @@ export interface Gateway {
   cluster: Cluster | null;
   /** run `fn` every `intervalMs` once in the whole cluster (single node: on this node) */
   runUnderLease: LeaseRunner;
+  /** crash recovery of partials left by a previous process; /readyz is 503 until it settles */
+  recovery: Promise<RecoveryResult>;
   /** listen on config.host:config.port; resolves with the bound port */
   listen(): Promise<number>;
   /** stop taking streams, let live ones run up to DRAIN_TIMEOUT_S, finalise the rest, close */
@@ -156,8 +159,35 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     },
     onStart: (session) => control.onStart(session),
     isCallPaused: (callSid) => control.isPaused(callSid),
+    maxQueueBytes: config.writeQueueMaxBytes,
+    // The stream keeps running (its socket stays open, nothing else is touched); the audio
+    // written before the error is published with `writeError` in its sidecar.
+    onWriteError: (session, recordingId, err) => alarms.raise(err.code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
+      message: `${err.code === 'ENOSPC' ? 'disk full' : 'disk write failed'} for ${recordingId}: ${err.message}; audio after this point is not kept`,
+      recordingId, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
+    }),
   });
   const rec: Recorder = recorder;
+
+  // Recover what a previous process left in .inprogress. It runs while the node already answers
+  // /healthz (a long recovery must not look like a dead process), but /readyz stays 503 until
+  // every partial is a published recording, so no load balancer sends streams before that.
+  let recovering = true;
+  const recovery = recoverPartials({
+    recordingsDir: config.recordingsDir,
+    nodeId: config.nodeId,
+    onlyOwn: config.redisUrl !== null,
+    raise: (kind, input) => alarms.raise(kind, input),
+    // the same path as any finished recording: rules, index, cluster announcement, webhooks
+    onRecovered: (s) => control.onRecording(s, [s]),
+    log,
+  }).then((r) => {
+    if (r.recovered + r.unattributed + r.failed > 0) log.info(r, 'crash recovery finished');
+    return r;
+  }, (err: Error) => {
+    alarms.raise('recovery_failed', { message: `crash recovery failed: ${err.message}` });
+    return { recovered: 0, unattributed: 0, failed: 1 };
+  }).finally(() => { recovering = false; });
 
   let draining = false;
   const handlers = new Set<TwilioStreamHandler>();
@@ -182,7 +212,9 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const clusterNode = cluster;
   registerHealthRoutes(app, {
     metrics,
-    notReadyReason: () => (draining ? 'draining: this node is shutting down' : clusterNode?.notReadyReason() ?? null),
+    notReadyReason: () => (draining ? 'draining: this node is shutting down'
+      : recovering ? 'recovering: finalising recordings left by the previous process'
+        : clusterNode?.notReadyReason() ?? null),
   });
   registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
   registerRecordingRoutes(app, { index });
@@ -225,6 +257,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     await app.close();
     await rec.settled();
     await outbox?.stop();
+    await recovery;
     await clusterNode?.close();
   };
 
@@ -232,6 +265,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     app, config, alarms, recorder: rec, index, control, maintenance, outbox, metrics, log, handlers,
     cluster: clusterNode,
     runUnderLease,
+    recovery,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();

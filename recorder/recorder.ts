@@ -16,6 +16,8 @@ export interface RecorderCounters {
   bytesWritten: number;
   recordingsPublished: number;
   segmentErrors: number;
+  /** 20 ms units of audio not kept because the disk fell behind (writer queue full) */
+  framesDroppedBackpressure: number;
 }
 
 /** Whoever holds the stream's connection: asked to end it when the node decides to. */
@@ -40,6 +42,10 @@ export interface RecorderOptions {
   onStart?: (session: StreamSession) => void;
   /** was this call paused before the stream started? */
   isCallPaused?: (callSid: string) => boolean;
+  /** a segment writer's first disk error (alarm) */
+  onWriteError?: (session: StreamSession, recordingId: string, err: NodeJS.ErrnoException) => void;
+  /** per segment writer, audio bytes that may wait for the disk */
+  maxQueueBytes?: number;
 }
 
 /** Per-stream (never per-frame) notifications, e.g. for the cluster's stream registry. */
@@ -55,7 +61,7 @@ type Live = LiveStream;
 export class Recorder {
   readonly counters: RecorderCounters = {
     framesReceived: 0, framesLate: 0, framesDuplicate: 0, framesTooLate: 0, framesMissing: 0,
-    bytesWritten: 0, recordingsPublished: 0, segmentErrors: 0,
+    bytesWritten: 0, recordingsPublished: 0, segmentErrors: 0, framesDroppedBackpressure: 0,
   };
   private readonly opts: Required<Pick<RecorderOptions, 'windowMs' | 'chunkMs' | 'now' | 'wallNow'>> & RecorderOptions;
   private readonly live = new Map<string, Live>();
@@ -90,6 +96,13 @@ export class Recorder {
       c.bytesWritten += bytes;
       this.opts.onWritten?.(bytes, lagMs);
     };
+  }
+
+  /** audio bytes waiting for the disk across live streams (sessions still publishing excluded) */
+  get queuedBytes(): number {
+    let n = 0;
+    for (const { session } of this.live.values()) n += session.queuedBytes;
+    return n;
   }
 
   get activeStreams(): number {
@@ -145,6 +158,9 @@ export class Recorder {
       },
       pauseBehavior: settings.pauseBehavior,
       startPaused: this.opts.isCallPaused?.(id.callSid) ?? false,
+      onWriteError: (rid, err) => this.opts.onWriteError?.(session, rid, err),
+      maxQueueBytes: this.opts.maxQueueBytes,
+      onDropped: (frames) => { this.counters.framesDroppedBackpressure += frames; },
     });
     this.live.set(id.streamSid, { session, owner });
     let set = this.byCall.get(id.callSid);

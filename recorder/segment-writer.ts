@@ -22,10 +22,23 @@ export interface SegmentWriterOptions {
   chunkSamples: number;
   /** what recovery needs to know about this segment, written beside the partial file */
   meta: unknown;
+  /** where stats checkpoints go (recovery's frame counts); none when unset */
+  checkpointPath?: string;
   /** monotonic clock in ms, same clock as the arrival times given to append() */
   now: () => number;
   /** after each write reached the file: bytes, and ms since the oldest frame in it arrived */
   onWritten?: (bytes: number, lagMs: number) => void;
+  /** the first write (or open) error: the disk refused us; called once */
+  onWriteError?: (err: NodeJS.ErrnoException) => void;
+  /**
+   * Most audio bytes that may wait for the disk (default 4 MiB ≈ 4 min of one stereo mu-law
+   * stream). A slow disk must not grow memory without bound: audio beyond the cap is not kept
+   * but replaced by silence of the same length (shared, no memory), so the file stays aligned
+   * to call time, and the loss is counted (droppedBytes).
+   */
+  maxQueueBytes?: number;
+  /** audio bytes just dropped because the queue was full (once per append, not per frame) */
+  onDropped?: (bytes: number) => void;
 }
 
 export interface SegmentResult {
@@ -39,8 +52,12 @@ export interface SegmentResult {
 const SILENCE_MULAW = Buffer.alloc(16000 * 2, 0xff);
 const SILENCE_PCM16 = Buffer.alloc(16000 * 4, 0);
 
+export const DEFAULT_MAX_QUEUE_BYTES = 4 * 1024 * 1024;
+
 interface Pending {
-  buf: Buffer;
+  /** audio, or null for a run of `silence` bytes of dropped audio (shared silence, no memory) */
+  buf: Buffer | null;
+  silence: number;
   /** the pool buffer `buf` is a view of, returned to the pool after the write */
   owner: Buffer | null;
   arrival: number;
@@ -60,13 +77,21 @@ export class SegmentWriter {
   dataBytes = 0;
   /** audio bytes that reached the file */
   writtenBytes = 0;
-  /** bytes waiting for the disk */
+  /** bytes waiting for the disk (dropped-audio silence runs excluded: they take no memory) */
   queuedBytes = 0;
+  /** audio bytes not kept because the disk was too slow (written as silence instead) */
+  droppedBytes = 0;
+  private readonly maxQueueBytes: number;
+  /** latest stats checkpoint not yet written, and the data size it describes */
+  private checkpointData: string | null = null;
+  private checkpointAt = 0;
+  private checkpointFh: FileHandle | null = null;
 
   constructor(opts: SegmentWriterOptions) {
     this.opts = opts;
     this.headerLength = wavHeaderLength(opts.encoding);
     this.poolBufferBytes = opts.chunkSamples * opts.channels * (opts.encoding === 'pcm16' ? 2 : 1);
+    this.maxQueueBytes = opts.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES;
     this.opened = this.openFile();
     // An open failure surfaces through finalize(); keep it from being an unhandled rejection.
     this.opened.catch((err: Error) => this.fail(err));
@@ -96,6 +121,21 @@ export class SegmentWriter {
   append(planes: readonly Buffer[], offset: number, n: number, silent: boolean, arrival: number): void {
     const pcm = this.opts.encoding === 'pcm16';
     const bytes = n * this.opts.channels * (pcm ? 2 : 1);
+    if (this.error) {
+      this.dataBytes += bytes; // after a write error nothing more reaches the disk
+      return;
+    }
+    if (!silent && this.queuedBytes + bytes > this.maxQueueBytes) {
+      // The disk is behind by more than the cap: keep the timeline, not the audio.
+      this.dataBytes += bytes;
+      this.droppedBytes += bytes;
+      this.opts.onDropped?.(bytes);
+      const last = this.queue.length > 0 ? this.queue[this.queue.length - 1] : null;
+      if (last !== null && last.buf === null) last.silence += bytes;
+      else this.queue.push({ buf: null, silence: bytes, owner: null, arrival: NaN });
+      if (!this.pumping) this.pumping = this.pump();
+      return;
+    }
     let buf: Buffer;
     let owner: Buffer | null = null;
     if (silent && bytes <= SILENCE_PCM16.length) {
@@ -107,8 +147,7 @@ export class SegmentWriter {
       else interleaveMulaw(planes, offset, n, buf);
     }
     this.dataBytes += buf.length;
-    if (this.error) return; // after a write error nothing more reaches the disk
-    this.queue.push({ buf, owner, arrival });
+    this.queue.push({ buf, silence: 0, owner, arrival });
     this.queuedBytes += buf.length;
     if (!this.pumping) this.pumping = this.pump();
   }
@@ -128,9 +167,15 @@ export class SegmentWriter {
       while (this.queue.length > 0 && !this.error) {
         const batch = this.queue;
         this.queue = [];
-        const bufs = batch.map((p) => p.buf);
+        const bufs: Buffer[] = [];
+        for (const p of batch) {
+          if (p.buf !== null) bufs.push(p.buf);
+          else pushSilence(bufs, p.silence, this.opts.encoding === 'pcm16' ? SILENCE_PCM16 : SILENCE_MULAW);
+        }
         let total = 0;
+        let queued = 0;
         for (const b of bufs) total += b.length;
+        for (const p of batch) if (p.buf !== null) queued += p.buf.length;
         // Positional writes: the header went in with pwrite, which leaves the file offset alone.
         const at = this.headerLength + this.writtenBytes;
         let done = (await fh.writev(bufs, at)).bytesWritten;
@@ -140,12 +185,13 @@ export class SegmentWriter {
           done += (await fh.write(rest, 0, rest.length, at + done)).bytesWritten;
         }
         this.writtenBytes += total;
-        this.queuedBytes -= total;
+        this.queuedBytes -= queued;
         const now = this.opts.now();
         for (const p of batch) {
-          this.opts.onWritten?.(p.buf.length, Number.isNaN(p.arrival) ? NaN : now - p.arrival);
+          this.opts.onWritten?.(p.buf === null ? p.silence : p.buf.length, Number.isNaN(p.arrival) ? NaN : now - p.arrival);
           if (p.owner !== null && p.owner.length === this.poolBufferBytes && this.pool.length < 4) this.pool.push(p.owner);
         }
+        await this.writeCheckpoint();
       }
     } catch (err) {
       this.fail(err as Error);
@@ -159,23 +205,78 @@ export class SegmentWriter {
     this.error = err;
     this.queue = [];
     this.queuedBytes = 0;
+    this.opts.onWriteError?.(err as NodeJS.ErrnoException);
+  }
+
+  /**
+   * Offer a stats checkpoint (a small JSON) describing the audio accepted so far. It is written
+   * after the audio it describes has reached the file, by the write loop, at most once per
+   * CHECKPOINT_MS: crash recovery reads it for the frame counts of the sidecar.
+   */
+  checkpoint(stats: Record<string, unknown>): void {
+    if (this.opts.checkpointPath === undefined || this.error) return;
+    this.checkpointData = JSON.stringify({ ...stats, dataBytes: this.dataBytes });
+    this.checkpointAt = this.dataBytes;
+  }
+
+  /** is a checkpoint due? (the caller builds one only then: no per-emission JSON work) */
+  checkpointDue(now: number): boolean {
+    if (this.opts.checkpointPath === undefined || this.error) return false;
+    if (now - this.lastCheckpoint < CHECKPOINT_MS) return false;
+    this.lastCheckpoint = now;
+    return true;
+  }
+
+  private lastCheckpoint = -Infinity;
+
+  private async writeCheckpoint(): Promise<void> {
+    const data = this.checkpointData;
+    if (data === null || this.writtenBytes < this.checkpointAt || this.opts.checkpointPath === undefined) return;
+    this.checkpointData = null;
+    try {
+      this.checkpointFh ??= await open(this.opts.checkpointPath, 'w');
+      // Fixed-size record written in one pwrite at offset 0 (padded with spaces, which JSON
+      // ignores): a process killed at any moment leaves either the old or the new record.
+      const rec = Buffer.alloc(Math.max(CHECKPOINT_BYTES, Buffer.byteLength(data)), 0x20);
+      rec.write(data);
+      await this.checkpointFh.write(rec, 0, rec.length, 0);
+    } catch {
+      // Best effort: without a checkpoint recovery derives the counts from the audio.
+    }
+  }
+
+  private async closeCheckpoint(remove: boolean): Promise<void> {
+    const fh = this.checkpointFh;
+    this.checkpointFh = null;
+    if (fh) await fh.close().catch(() => undefined);
+    if (remove && this.opts.checkpointPath !== undefined) await unlink(this.opts.checkpointPath).catch(() => undefined);
   }
 
   /** Write what is queued, seal the WAV and publish it under its final name. */
   async finalize(): Promise<SegmentResult> {
     while (this.pumping) await this.pumping;
+    await this.closeCheckpoint(false);
     const { paths } = this.opts;
     const fh = await this.opened; // an open failure rejects here: nothing to keep
     try {
+      const end = this.headerLength + this.writtenBytes;
+      if (this.error) await fh.truncate(end);
+      // RIFF chunks are word-aligned: an odd data size gets a pad byte after it (as sox writes).
+      // On a full disk that byte may not fit: then the last sample goes instead.
+      if (this.writtenBytes % 2 === 1) {
+        try {
+          await fh.write(Buffer.alloc(1), 0, 1, end);
+        } catch (err) {
+          if (this.error === null) throw err;
+          this.writtenBytes -= 1;
+          await fh.truncate(end - 1);
+        }
+      }
       const header = buildWavHeader({
         encoding: this.opts.encoding, channels: this.opts.channels, sampleRate: this.opts.sampleRate,
         dataBytes: this.writtenBytes,
       });
       await fh.write(header, 0, header.length, 0);
-      const end = this.headerLength + this.writtenBytes;
-      if (this.error) await fh.truncate(end);
-      // RIFF chunks are word-aligned: an odd data size gets a pad byte after it (as sox writes).
-      if (this.writtenBytes % 2 === 1) await fh.write(Buffer.alloc(1), 0, 1, end);
       await fh.sync();
     } finally {
       await fh.close();
@@ -188,6 +289,7 @@ export class SegmentWriter {
   /** Throw the segment away (a rule deleted the call, or nothing was ever written). */
   async discard(): Promise<void> {
     while (this.pumping) await this.pumping;
+    await this.closeCheckpoint(true);
     try {
       const fh = await this.opened;
       await fh.close();
@@ -196,6 +298,20 @@ export class SegmentWriter {
     }
     await unlink(this.opts.paths.partial).catch(() => undefined);
     await unlink(this.opts.paths.partialMeta).catch(() => undefined);
+  }
+}
+
+/** How often a segment's stats checkpoint may be rewritten (never per frame). */
+export const CHECKPOINT_MS = 2000;
+/** checkpoint records are padded to this size so one pwrite replaces the whole record */
+const CHECKPOINT_BYTES = 1024;
+
+/** Dropped audio as views of the shared silence (no allocation per byte). */
+function pushSilence(bufs: Buffer[], bytes: number, silence: Buffer): void {
+  while (bytes > 0) {
+    const n = Math.min(bytes, silence.length);
+    bufs.push(silence.subarray(0, n));
+    bytes -= n;
   }
 }
 

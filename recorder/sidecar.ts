@@ -61,4 +61,6 @@ export interface RecordingSidecar {
   framesPaused?: number;
   /** set when the disk refused a write: the audio before it is kept, after it is lost */
   writeError?: string;
+  /** 20 ms frames (all tracks, like framesReceived) not kept because the disk fell behind: silence in the file instead */
+  framesDroppedDiskBackpressure?: number;
 }

@@ -38,7 +38,12 @@ export interface SegmentPaths {
   partial: string;
   /** what the in-progress segment is (ids, start time), for crash recovery; absolute */
   partialMeta: string;
+  /** periodic frame-count checkpoint of the in-progress segment, for crash recovery; absolute */
+  partialStats: string;
 }
+
+/** extension of the stats checkpoint beside a partial (not `.json`: it is no meta file) */
+export const CHECKPOINT_EXT = '.ckpt';
 
 export function segmentPaths(
   recordingsDir: string, accountSid: string, callSid: string, streamStartedAt: Date, recordingId: string,
@@ -51,6 +56,7 @@ export function segmentPaths(
     sidecar: path.join(dir, `${recordingId}.json`),
     partial: path.join(inprogress, `${recordingId}.wav`),
     partialMeta: path.join(inprogress, `${recordingId}.json`),
+    partialStats: path.join(inprogress, `${recordingId}${CHECKPOINT_EXT}`),
   };
 }
 

@@ -50,6 +50,12 @@ export interface StreamSessionOptions {
   pauseBehavior?: 'silence' | 'skip';
   /** the call was paused before this stream started: drop from its first frame */
   startPaused?: boolean;
+  /** the disk refused a write of this stream (first error of a segment) */
+  onWriteError?: (recordingId: string, err: NodeJS.ErrnoException) => void;
+  /** cap of audio waiting for the disk, per segment writer */
+  maxQueueBytes?: number;
+  /** 20 ms units of audio a published segment lost to disk backpressure */
+  onDropped?: (frames: number) => void;
 }
 
 /** A frame that arrived while its call time was paused: dropped before the timeline. */
@@ -240,6 +246,28 @@ export class StreamSession implements TimelineSink {
     }
     if (!seg.writer) seg.writer = this.openWriter(seg);
     seg.writer.append(planes, offset, samples, silent, cov.oldestArrival);
+    if (seg.writer.checkpointDue(this.opts.now())) seg.writer.checkpoint(this.checkpointOf(seg));
+  }
+
+  /**
+   * What crash recovery needs for the sidecar's frame counts, as of the audio accepted so far
+   * (see recorder/recovery.ts): coverage of the emitted audio and the per-track counters.
+   */
+  private checkpointOf(seg: SegmentState): Record<string, unknown> {
+    return {
+      stats: seg.stats,
+      covered: seg.covered,
+      firstCovered: seg.firstCovered,
+      lastCoveredEnd: seg.lastCoveredEnd,
+      pausedIntervals: this.pausedIntervals,
+    };
+  }
+
+  /** audio bytes of this stream waiting for the disk (for the write-queue gauge) */
+  get queuedBytes(): number {
+    let n = 0;
+    for (const seg of this.segments.values()) if (seg.writer) n += seg.writer.queuedBytes;
+    return n;
   }
 
   private openWriter(seg: SegmentState): SegmentWriter {
@@ -252,8 +280,13 @@ export class StreamSession implements TimelineSink {
       sampleRate: SAMPLE_RATE,
       chunkSamples: this.opts.chunkMs * SAMPLES_PER_MS,
       meta: this.baseSidecar(seg, recordingId),
+      checkpointPath: paths.partialStats,
       now: this.opts.now,
       onWritten: this.opts.onWritten,
+      onWriteError: (err) => this.opts.onWriteError?.(recordingId, err),
+      maxQueueBytes: this.opts.maxQueueBytes,
+      // counted like received frames: per track, in 20 ms units
+      onDropped: (bytes) => this.opts.onDropped?.(bytes / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
     });
   }
 
@@ -306,7 +339,9 @@ export class StreamSession implements TimelineSink {
         received += s.received; missing += s.missing; duplicate += s.duplicate; late += s.late; tooLate += s.tooLate;
       }
       const base = this.baseSidecar(seg, recordingId);
-      const samples = writer.dataBytes / this.channels / (this.opts.encoding === 'pcm16' ? 2 : 1);
+      // The audio in the file (after a write error, less than was accepted).
+      const samples = writer.writtenBytes / this.channels / (this.opts.encoding === 'pcm16' ? 2 : 1);
+      const droppedSamples = writer.droppedBytes / (this.opts.encoding === 'pcm16' ? 2 : 1); // all tracks
       const durationMs = samples / SAMPLES_PER_MS;
       const sidecar: RecordingSidecar = {
         ...base,
@@ -324,10 +359,12 @@ export class StreamSession implements TimelineSink {
         audioBytes: result.audioBytes,
         sha256: result.sha256,
         ...(result.writeError ? { writeError: result.writeError } : {}),
+        ...(droppedSamples > 0 ? { framesDroppedDiskBackpressure: Math.round(droppedSamples / NOMINAL_FRAME_SAMPLES) } : {}),
       };
       const paths = segmentPaths(this.opts.recordingsDir, this.id.accountSid, this.id.callSid, this.startedAt, recordingId);
       await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
       await unlink(paths.partialMeta).catch(() => undefined);
+      await unlink(paths.partialStats).catch(() => undefined);
       return sidecar;
     } catch (err) {
       this.opts.onSegmentError(recordingId, err as Error);

@@ -68,6 +68,7 @@ t.test('an empty environment gives the contract defaults', async (t) => {
     recordingWebhookUrl: null,
     recordingWebhookSecret: null,
     logLevel: 'info',
+    writeQueueMaxBytes: 4 * 1024 * 1024,
     defaults: DEFAULT_SOURCE,
     sources: [],
   });
@@ -182,6 +183,7 @@ const ALLOWED: Record<string, string> = {
   RECORDING_WEBHOOK_URL: 'an http:// or https:// URL with a host',
   RECORDING_WEBHOOK_SECRET: '16..1024 characters without control characters',
   LOG_LEVEL: 'one of fatal, error, warn, info, debug, trace, silent',
+  WRITE_QUEUE_MAX_KB: 'an integer 16..1048576',
 };
 
 /** Test names must stay on one TAP line. */
@@ -195,6 +197,9 @@ const NOT_INT = ['1.5', '', '12abc', '  ', ' 12', '0x10', '1e3', '+5'];
 const BAD: Array<[string, string, string]> = [
   ...NOT_INT.map((v): [string, string, string] => ['PORT', v, VALID]),
   ['PORT', '65536', RANGE],
+  ['WRITE_QUEUE_MAX_KB', '15', RANGE],
+  ['WRITE_QUEUE_MAX_KB', '1048577', RANGE],
+  ['WRITE_QUEUE_MAX_KB', '1.5', VALID],
   ['PORT', '-1', RANGE],
   ['PORT', '99999999999999999999999', RANGE],
   ['HOST', '', VALID],

@@ -2,57 +2,14 @@
 // embedded default records out of the box, a bad setting stops start-up with one line and
 // exit 78, SIGTERM drains (readyz 503, new streams refused, live ones finalised as shutdown).
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, readdir, readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import os from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { TwilioStreamClient, UpgradeRefusedError } from '../loadtest/twilio-stream-client.js';
 import { runStream } from '../loadtest/stream-runner.js';
 import { frameFor, trackAudio } from '../loadtest/audio-fixtures.js';
 import { waitForRecordings, fetchAudio, decodeWav } from './fixtures/harness.js';
 import { globSidecars } from './fixtures/disk.js';
-
-const MAIN = fileURLToPath(new URL('../gateway/main.ts', import.meta.url));
-const TSX = import.meta.resolve('tsx');
-
-interface Running { child: ChildProcess; port: number; http: string; ws: string; exited: Promise<{ code: number | null; stderr: string }> }
-
-function spawnGateway(cwd: string, env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ['--import', TSX, MAIN], {
-    cwd, env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-}
-
-function exitOf(child: ChildProcess): Promise<{ code: number | null; stderr: string }> {
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
-}
-
-async function startProcess(t: Tap, cwd: string, env: Record<string, string>): Promise<Running> {
-  const child = spawnGateway(cwd, { HOST: '127.0.0.1', PORT: '0', ...env });
-  const exited = exitOf(child);
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = out.match(/"port":(\d+)[^\n]*"msg":"gateway listening"/);
-      if (m) resolve(Number(m[1]));
-    });
-    void exited.then((e) => reject(new Error(`gateway exited ${e.code}: ${e.stderr}`)));
-  });
-  return { child, port, http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/twilio/v1`, exited };
-}
-
-type Tap = { teardown(fn: () => unknown): void };
-
-async function tempDir(t: Tap): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-proc-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { spawnGateway, exitOf, startProcess, tempDir } from './fixtures/gateway-process.js';
 
 t.test('a bad setting stops start-up with one line naming it, exit 78', async (t) => {
   const cwd = await tempDir(t);

@@ -1,0 +1,269 @@
+// Crash recovery: at start, before the node reports ready, every partial segment left in
+// RECORDINGS_DIR/.inprogress by a process that died (SIGKILL, OOM, power) becomes a normal
+// recording: header patched to the whole sample frames actually on disk, fsync, sha256,
+// published atomically under its final name with a sidecar (`closeReason: "recovered"`), and
+// added to the index.
+//
+// Frame counts of a recovered sidecar (the issue left this open): the segment writer keeps a
+// small stats checkpoint beside the partial (`<recordingId>.ckpt`, rewritten at most every
+// CHECKPOINT_MS = 2 s, after the audio it describes reached the file; never per frame). It holds
+// the coverage of the audio written so far (samples that came from frames, per track) and the
+// per-track counters. Recovery takes:
+//   - framesReceived per track = 20 ms units of covered audio in the checkpoint, plus, for the
+//     audio written after the checkpoint (≤ 2 s + one write), the 20 ms blocks that are not all
+//     gap-fill silence (derived from the audio: a frame of pure digital silence there is not
+//     counted);
+//   - framesMissing = holes between the first and last covered sample as of the checkpoint;
+//   - duplicate / late / tooLate = the checkpoint's counters (they may run up to one jitter
+//     window ahead of the audio on disk).
+// Without a checkpoint (a crash in the first 2 s) everything comes from the audio.
+//
+// A partial whose meta is unreadable cannot be put under a call: its audio is still kept, with a
+// valid header, in RECORDINGS_DIR/.unattributed/ (not indexed, kept for an operator), and a
+// warning is logged; a `recovery_failed` alarm is raised when a partial cannot be kept at all.
+import { open, readdir, readFile, unlink, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { buildWavHeader, parseWavHeader, wavHeaderLength, type WavInfo } from '../codecs/wav.js';
+import { publishFile, writeFileAtomic } from './atomic-file.js';
+import { hashFile } from './segment-writer.js';
+import { CHECKPOINT_EXT, IN_PROGRESS_DIR, RECORDING_ID_RE, segmentPaths } from './storage-layout.js';
+import type { RecordingSidecar, Track, TrackFrameStats, PausedInterval, Encoding } from './sidecar.js';
+import type { AlarmInput, AlarmKind } from './alarms.js';
+
+export const UNATTRIBUTED_DIR = '.unattributed';
+const SAMPLES_PER_MS = 8;
+const FRAME_SAMPLES = 160;
+
+export interface RecoveryDeps {
+  recordingsDir: string;
+  nodeId: string;
+  /** cluster mode: only this node's partials are ours to recover */
+  onlyOwn: boolean;
+  raise: (kind: AlarmKind, input: AlarmInput) => void;
+  onRecovered: (sidecar: RecordingSidecar) => void;
+  log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+}
+
+export interface RecoveryResult {
+  recovered: number;
+  unattributed: number;
+  failed: number;
+}
+
+interface Checkpoint {
+  dataBytes: number;
+  stats: TrackFrameStats[];
+  covered: number[];
+  firstCovered: number[];
+  lastCoveredEnd: number[];
+  pausedIntervals: PausedInterval[];
+}
+
+type Meta = Omit<RecordingSidecar, 'endedAt' | 'durationMs' | 'framesReceived' | 'framesMissing' | 'framesDuplicate' |
+  'framesLate' | 'framesTooLate' | 'frames' | 'closeReason' | 'audioBytes' | 'sha256'>;
+
+export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResult> {
+  const dir = path.join(deps.recordingsDir, IN_PROGRESS_DIR);
+  const result: RecoveryResult = { recovered: 0, unattributed: 0, failed: 0 };
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return result;
+  }
+  const wavs = names.filter((n) => n.endsWith('.wav'));
+  for (const name of wavs) {
+    const id = name.slice(0, -4);
+    const partial = path.join(dir, name);
+    const meta = await readJson<Meta>(path.join(dir, `${id}.json`));
+    if (meta !== null && deps.onlyOwn && meta.nodeId !== deps.nodeId) continue;
+    if (await isEmpty(partial)) {
+      // Killed between creating the file and its first write: there is no audio to keep.
+      await unlink(partial).catch(() => undefined);
+      continue;
+    }
+    try {
+      if (meta === null || !RECORDING_ID_RE.test(id) || meta.recordingId !== id) {
+        if (deps.onlyOwn) continue; // in a cluster an unreadable partial may be another node's
+        await keepUnattributed(deps, partial, name);
+        result.unattributed++;
+        continue;
+      }
+      const sidecar = await recoverOne(deps, partial, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT)));
+      deps.onRecovered(sidecar);
+      result.recovered++;
+      deps.log.info({ recordingId: id, durationMs: sidecar.durationMs, framesReceived: sidecar.framesReceived }, 'recovered a partial recording');
+    } catch (err) {
+      result.failed++;
+      deps.raise('recovery_failed', {
+        message: `partial ${name} could not be recovered: ${(err as Error).message}`,
+        recordingId: meta?.recordingId, callSid: meta?.callSid, streamSid: meta?.streamSid,
+      });
+    }
+  }
+  // Meta or checkpoint files with no partial beside them (the crash came before the audio file
+  // was opened, or after it was published) describe nothing left to recover.
+  for (const n of names) {
+    const id = n.endsWith('.json') ? n.slice(0, -5) : n.endsWith(CHECKPOINT_EXT) ? n.slice(0, -CHECKPOINT_EXT.length) : null;
+    if (id === null || (await exists(path.join(dir, `${id}.wav`)))) continue;
+    if (deps.onlyOwn) {
+      const meta = await readJson<Meta>(path.join(dir, `${id}.json`));
+      if (meta === null || meta.nodeId !== deps.nodeId) continue;
+    }
+    await unlink(path.join(dir, n)).catch(() => undefined);
+  }
+  return result;
+}
+
+async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt: Checkpoint | null): Promise<RecordingSidecar> {
+  const streamStart = new Date(Date.parse(meta.startedAt) - meta.offsetMs);
+  const paths = segmentPaths(deps.recordingsDir, meta.accountSid, meta.callSid, streamStart, meta.recordingId);
+  const { info, dataBytes } = await sealPartial(partial, meta.encoding);
+  const bps = info.blockAlign;
+  const channels = info.channels;
+  const samples = dataBytes / bps;
+
+  // Frame counts: checkpoint for what it covers, the audio itself for the tail after it.
+  const ckptBytes = ckpt !== null && ckpt.dataBytes <= dataBytes ? ckpt.dataBytes : 0;
+  const tail = await nonSilentBlocks(partial, info, ckptBytes, dataBytes);
+  const frames: Partial<Record<Track, TrackFrameStats>> = {};
+  let received = 0; let missing = 0; let duplicate = 0; let late = 0; let tooLate = 0;
+  for (let c = 0; c < channels; c++) {
+    const track: Track = channels === 2 ? (c === 0 ? 'inbound' : 'outbound') : meta.tracks[0];
+    const useCkpt = ckptBytes > 0 && ckpt !== null;
+    const span = useCkpt && ckpt.firstCovered[c] >= 0 ? ckpt.lastCoveredEnd[c] - ckpt.firstCovered[c] : 0;
+    const s: TrackFrameStats = {
+      received: (useCkpt ? Math.round(ckpt.covered[c] / FRAME_SAMPLES) : 0) + tail[c],
+      missing: useCkpt ? Math.max(0, Math.round((span - ckpt.covered[c]) / FRAME_SAMPLES)) : 0,
+      duplicate: useCkpt ? ckpt.stats[c].duplicate : 0,
+      late: useCkpt ? ckpt.stats[c].late : 0,
+      tooLate: useCkpt ? ckpt.stats[c].tooLate : 0,
+    };
+    frames[track] = s;
+    received += s.received; missing += s.missing; duplicate += s.duplicate; late += s.late; tooLate += s.tooLate;
+  }
+  const durationMs = samples / SAMPLES_PER_MS;
+  const sha256 = await hashFile(partial);
+  const audioBytes = info.dataOffset + dataBytes + (dataBytes % 2);
+  const sidecar: RecordingSidecar = {
+    ...meta,
+    endedAt: new Date(Date.parse(meta.startedAt) + durationMs).toISOString(),
+    durationMs,
+    framesReceived: received,
+    framesMissing: missing,
+    framesDuplicate: duplicate,
+    framesLate: late,
+    framesTooLate: tooLate,
+    frames,
+    pausedIntervals: (ckpt?.pausedIntervals ?? meta.pausedIntervals ?? [])
+      .filter((p) => p.to > meta.offsetMs && p.from < meta.offsetMs + durationMs),
+    closeReason: 'recovered',
+    audioBytes,
+    sha256,
+  };
+  // Same order as a normal publish: audio under its final name, then the sidecar, then the
+  // partial's meta goes. A crash in between leaves the meta, and the next start redoes this.
+  await publishFile(partial, paths.audio);
+  await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
+  await unlink(paths.partialMeta).catch(() => undefined);
+  await unlink(paths.partialStats).catch(() => undefined);
+  return sidecar;
+}
+
+/**
+ * Patch the partial's header to the whole sample frames on disk (a write cut short by the
+ * crash may leave half a frame), drop anything after them, add the RIFF pad byte, fsync.
+ * The format comes from the header written when the segment opened.
+ */
+async function sealPartial(file: string, expected?: Encoding): Promise<{ info: WavInfo; dataBytes: number }> {
+  const fh = await open(file, 'r+');
+  try {
+    const head = Buffer.alloc(128);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    const info = parseWavHeader(head.subarray(0, bytesRead));
+    if (info.encoding === 'alaw' || (expected !== undefined && info.encoding !== expected)) {
+      throw new Error(`unexpected encoding ${info.encoding} in the partial's header`);
+    }
+    const size = (await fh.stat()).size;
+    const raw = Math.max(0, size - info.dataOffset);
+    const dataBytes = raw - (raw % info.blockAlign);
+    await fh.truncate(info.dataOffset + dataBytes);
+    if (dataBytes % 2 === 1) await fh.write(Buffer.alloc(1), 0, 1, info.dataOffset + dataBytes);
+    const header = buildWavHeader({ encoding: info.encoding, channels: info.channels, sampleRate: info.sampleRate, dataBytes });
+    if (header.length !== wavHeaderLength(info.encoding) || header.length !== info.dataOffset) {
+      throw new Error('the partial\'s header is not one this gateway writes');
+    }
+    await fh.write(header, 0, header.length, 0);
+    await fh.sync();
+    return { info: { ...info, dataBytes }, dataBytes };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Per channel, 20 ms blocks in data [from, to) that are not entirely silence. */
+async function nonSilentBlocks(file: string, info: WavInfo, from: number, to: number): Promise<number[]> {
+  const counts = new Array<number>(info.channels).fill(0);
+  if (to <= from) return counts;
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(to - from);
+    await fh.read(buf, 0, buf.length, info.dataOffset + from);
+    const bytesPerSample = info.blockAlign / info.channels;
+    const pcm = info.encoding === 'pcm16';
+    const frames = buf.length / info.blockAlign;
+    for (let c = 0; c < info.channels; c++) {
+      for (let b = 0; b < frames; b += FRAME_SAMPLES) {
+        const end = Math.min(frames, b + FRAME_SAMPLES);
+        let sound = false;
+        for (let i = b; i < end && !sound; i++) {
+          const o = i * info.blockAlign + c * bytesPerSample;
+          sound = pcm ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff;
+        }
+        if (sound) counts[c]++;
+      }
+    }
+    return counts;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function keepUnattributed(deps: RecoveryDeps, partial: string, name: string): Promise<void> {
+  await sealPartial(partial);
+  const dir = path.join(deps.recordingsDir, UNATTRIBUTED_DIR);
+  await mkdir(dir, { recursive: true });
+  await publishFile(partial, path.join(dir, name));
+  // Kept: an operator can still attribute it by hand (an alarm is raised only when it cannot be kept).
+  deps.log.warn({ file: path.join(UNATTRIBUTED_DIR, name) }, 'partial without readable meta: audio kept, attributed to no call');
+}
+
+async function readJson<T>(file: string): Promise<T | null> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  } catch {
+    return null;
+  }
+}
+
+async function isEmpty(file: string): Promise<boolean> {
+  try {
+    const fh = await open(file, 'r');
+    try {
+      return (await fh.stat()).size === 0;
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await (await open(file, 'r')).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
