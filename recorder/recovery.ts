@@ -28,6 +28,7 @@ import { publishFile, writeFileAtomic } from './atomic-file.js';
 import { hashFile } from './segment-writer.js';
 import { CHECKPOINT_EXT, IN_PROGRESS_DIR, RECORDING_ID_RE, segmentPaths } from './storage-layout.js';
 import type { RecordingSidecar, Track, TrackFrameStats, PausedInterval, Encoding } from './sidecar.js';
+import { frameTotals } from './sidecar.js';
 import type { AlarmInput, AlarmKind } from './alarms.js';
 
 export const UNATTRIBUTED_DIR = '.unattributed';
@@ -127,7 +128,6 @@ async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt:
   const ckptBytes = ckpt !== null && ckpt.dataBytes <= dataBytes ? ckpt.dataBytes : 0;
   const tail = await nonSilentBlocks(partial, info, ckptBytes, dataBytes);
   const frames: Partial<Record<Track, TrackFrameStats>> = {};
-  let received = 0; let missing = 0; let duplicate = 0; let late = 0; let tooLate = 0;
   for (let c = 0; c < channels; c++) {
     const track: Track = channels === 2 ? (c === 0 ? 'inbound' : 'outbound') : meta.tracks[0];
     const useCkpt = ckptBytes > 0 && ckpt !== null;
@@ -140,7 +140,6 @@ async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt:
       tooLate: useCkpt ? ckpt.stats[c].tooLate : 0,
     };
     frames[track] = s;
-    received += s.received; missing += s.missing; duplicate += s.duplicate; late += s.late; tooLate += s.tooLate;
   }
   const durationMs = samples / SAMPLES_PER_MS;
   const sha256 = await hashFile(partial);
@@ -149,11 +148,7 @@ async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt:
     ...meta,
     endedAt: new Date(Date.parse(meta.startedAt) + durationMs).toISOString(),
     durationMs,
-    framesReceived: received,
-    framesMissing: missing,
-    framesDuplicate: duplicate,
-    framesLate: late,
-    framesTooLate: tooLate,
+    ...frameTotals(frames),
     frames,
     pausedIntervals: (ckpt?.pausedIntervals ?? meta.pausedIntervals ?? [])
       .filter((p) => p.to > meta.offsetMs && p.from < meta.offsetMs + durationMs),

@@ -64,3 +64,19 @@ export interface RecordingSidecar {
   /** 20 ms frames (all tracks, like framesReceived) not kept because the disk fell behind: silence in the file instead */
   framesDroppedDiskBackpressure?: number;
 }
+
+export type FrameTotals = Pick<RecordingSidecar, 'framesReceived' | 'framesMissing' | 'framesDuplicate' | 'framesLate' | 'framesTooLate'>;
+
+/** The sidecar's totals are the sums of its per-track accounting. */
+export function frameTotals(frames: Partial<Record<Track, TrackFrameStats>>): FrameTotals {
+  const t: FrameTotals = { framesReceived: 0, framesMissing: 0, framesDuplicate: 0, framesLate: 0, framesTooLate: 0 };
+  for (const s of Object.values(frames)) {
+    if (s === undefined) continue;
+    t.framesReceived += s.received;
+    t.framesMissing += s.missing;
+    t.framesDuplicate += s.duplicate;
+    t.framesLate += s.late;
+    t.framesTooLate += s.tooLate;
+  }
+  return t;
+}

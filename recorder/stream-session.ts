@@ -10,6 +10,7 @@ import { unlink } from 'node:fs/promises';
 import type {
   CloseReason, Encoding, PausedInterval, RecordingSidecar, Track, TrackFrameStats,
 } from './sidecar.js';
+import { frameTotals } from './sidecar.js';
 
 export const SAMPLE_RATE = 8000;
 const SAMPLES_PER_MS = SAMPLE_RATE / 1000;
@@ -328,7 +329,6 @@ export class StreamSession implements TimelineSink {
     try {
       const result = await writer.finalize();
       const frames: Partial<Record<Track, TrackFrameStats>> = {};
-      let received = 0; let missing = 0; let duplicate = 0; let late = 0; let tooLate = 0;
       for (let c = 0; c < this.channels; c++) {
         const s = seg.stats[c];
         const span = seg.firstCovered[c] < 0 ? 0 : seg.lastCoveredEnd[c] - seg.firstCovered[c];
@@ -336,7 +336,6 @@ export class StreamSession implements TimelineSink {
         const paused = this.skip ? 0 : this.pausedWithin(seg.firstCovered[c], seg.lastCoveredEnd[c]);
         s.missing = Math.max(0, Math.round((span - seg.covered[c] - paused) / NOMINAL_FRAME_SAMPLES));
         frames[this.trackOfChannel(c)] = s;
-        received += s.received; missing += s.missing; duplicate += s.duplicate; late += s.late; tooLate += s.tooLate;
       }
       const base = this.baseSidecar(seg, recordingId);
       // The audio in the file (after a write error, less than was accepted).
@@ -347,11 +346,7 @@ export class StreamSession implements TimelineSink {
         ...base,
         endedAt: new Date(Date.parse(base.startedAt) + durationMs).toISOString(),
         durationMs,
-        framesReceived: received,
-        framesMissing: missing,
-        framesDuplicate: duplicate,
-        framesLate: late,
-        framesTooLate: tooLate,
+        ...frameTotals(frames),
         frames,
         pausedIntervals: this.pausesOfSegment(base.offsetMs, durationMs),
         ...(this.framesPaused > 0 ? { framesPaused: this.framesPaused } : {}),
