@@ -13,7 +13,7 @@ import { IN_PROGRESS_DIR } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
-import { installErrorHandling, frameworkErrors } from './api/errors.js';
+import { installErrorHandling, frameworkErrors, ApiError } from './api/errors.js';
 import { installApiAuth } from './api/api-auth.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
@@ -225,7 +225,20 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
   });
   registerCallRoutes(app, { control });
-  registerTaskRouterRoute(app, { config, control });
+  registerTaskRouterRoute(app, {
+    config, control,
+    // cluster mode: through the CTI route, which the command router forwards to the call's owner
+    dispatch: clusterNode ? async (ev) => {
+      const r = await app.inject({
+        method: 'POST', url: '/v1/cti/events', payload: ev,
+        headers: config.apiKeys.length > 0 ? { authorization: `Bearer ${config.apiKeys[0]}` } : {},
+      });
+      if (r.statusCode >= 300) {
+        const body = r.json() as { error?: string; message?: string };
+        throw new ApiError(r.statusCode, body.error ?? 'cti_event_failed', body.message ?? `CTI event refused (${r.statusCode})`);
+      }
+    } : undefined,
+  });
 
   const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
   const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease;

@@ -168,6 +168,29 @@ t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings
   t.ok(runs.length >= 3 && runs.length <= 6, `${runs.length} runs in 2.1 s at a 400 ms interval over two nodes (${runs.join('')})`);
 });
 
+t.test('a TaskRouter callback received by one node reaches the node holding the call', async (t) => {
+  const a = await node(t, 'node-tr-a');
+  const b = await node(t, 'node-tr-b');
+  const c = await openStream(b.wsUrl, 25);
+  await until('stream registered', async () => {
+    const { body } = await getJson<{ items: StreamEntry[] }>(`${a.http}/v1/calls?callSid=${c.callSid}`);
+    return body.items[0]?.nodeId === 'node-tr-b';
+  });
+  const form = new URLSearchParams({
+    EventType: 'reservation.accepted', AccountSid: c.accountSid, WorkspaceSid: 'WS1', ResourceType: 'reservation',
+    TaskSid: 'WT0007', WorkerSid: 'WK0007', ReservationSid: 'WR7',
+    TaskAttributes: JSON.stringify({ call_sid: c.callSid, conversations: { conversation_id: 'contact-77' } }),
+    WorkerAttributes: JSON.stringify({ employee_id: 'E-77' }),
+  });
+  const res = await fetch(`${a.http}/twilio/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form });
+  t.equal(res.status, 204);
+  const session = b.gw.recorder.streamsOfCall(c.callSid)[0];
+  t.same(session.attribution, { ctiSessionId: 'contact-77', employeeId: 'E-77' }, 'the owner attributed its live stream');
+  t.same(a.gw.recorder.streamsOfCall(c.callSid), [], 'node a holds nothing of the call');
+  c.sendStop();
+  await c.closed;
+});
+
 t.test('a node that leaves cleanly is not reported lost; a dead node is', async (t) => {
   const a = await node(t, 'node-c');
   // a node that died holding a stream: registered streams, no heartbeat

@@ -8,6 +8,7 @@ import { candidateUrls, derivePublicUrl, matchTwilioSignature } from '../twilio-
 import { BadTaskRouterEvent, mapTaskRouterEvent } from '../taskrouter-mapping.js';
 import { applyCtiEvent } from './calls-routes.js';
 import { ApiError } from './errors.js';
+import type { CtiEvent } from '../../recorder/call-states.js';
 
 export const TASKROUTER_EVENTS_PATH = '/twilio/v1/events';
 /** workers whose last call we remember (worker.activity.update names no call) */
@@ -22,8 +23,19 @@ export function publicEventsUrl(config: GatewayConfig, headers: Record<string, s
   return derivePublicUrl(headers, TASKROUTER_EVENTS_PATH, false).replace(/^ws/, 'http');
 }
 
-export function registerTaskRouterRoute(app: FastifyInstance, deps: { config: GatewayConfig; control: CallControl }): void {
+export interface TaskRouterDeps {
+  config: GatewayConfig;
+  control: CallControl;
+  /**
+   * How a mapped CTI event is applied. Default: on this node. Cluster mode passes one that goes
+   * through POST /v1/cti/events, which forwards it to the node holding the call (or queues it).
+   */
+  dispatch?: (ev: CtiEvent) => Promise<void>;
+}
+
+export function registerTaskRouterRoute(app: FastifyInstance, deps: TaskRouterDeps): void {
   const { config, control } = deps;
+  const dispatch = deps.dispatch ?? (async (ev: CtiEvent) => { await applyCtiEvent(control, ev); });
   const signed = config.sources.filter((s) => s.authToken !== null);
   const tokens = signed.map((s) => s.authToken as string);
   const configured = new Set(config.sources.map((s) => s.accountSid));
@@ -56,7 +68,7 @@ export function registerTaskRouterRoute(app: FastifyInstance, deps: { config: Ga
         req.log.debug({ eventType: params.EventType, reason: mapped.reason }, 'TaskRouter event ignored');
         return reply.code(204).send();
       }
-      for (const ev of mapped.events) await applyCtiEvent(control, ev);
+      for (const ev of mapped.events) await dispatch(ev);
       if (mapped.workerSid !== null && params.EventType !== 'worker.activity.update') {
         lastCall.delete(mapped.workerSid);
         lastCall.set(mapped.workerSid, mapped.events[0].callSid);
