@@ -3,7 +3,7 @@
 // is counted, logged once per kind per stream, and dropped without touching what was recorded.
 // The handler never imports `ws`: it talks to a two-method socket, so tests can drive it directly.
 import type { Logger } from 'pino';
-import { parseTwilioMessage, decodeBase64Into, type ProtocolErrorKind } from './twilio-protocol.js';
+import { parseTwilioMessage, decodeBase64Into, ParseFailure, type ProtocolErrorKind } from './twilio-protocol.js';
 import { MAX_PAYLOAD_BYTES, type MediaMessage, type StartMessage } from './twilio-messages.js';
 import type { Recorder, StreamOwner } from '../recorder/recorder.js';
 import type { StreamSession } from '../recorder/stream-session.js';
@@ -68,18 +68,17 @@ export class TwilioStreamHandler implements StreamOwner {
       this.error('binary_frame', 'binary frames are not part of the protocol');
       return;
     }
-    const parsed = parseTwilioMessage(typeof data === 'string' ? data : data.toString('utf8'));
-    if (!parsed.ok) {
-      if (parsed.kind === 'unknown_event') {
+    const msg = parseTwilioMessage(typeof data === 'string' ? data : data.toString('utf8'));
+    if (msg instanceof ParseFailure) {
+      if (msg.kind === 'unknown_event') {
         // Twilio adds events over time: ignore, but let operators see them.
         this.deps.onProtocolError('unknown_event');
-        this.noteOnce('unknown_event', `ignoring unknown event "${parsed.event}"`, 'info');
+        this.noteOnce('unknown_event', `ignoring unknown event "${msg.detail}"`, 'info');
         return;
       }
-      this.error(parsed.kind, parsed.detail);
+      this.error(msg.kind, msg.detail);
       return;
     }
-    const msg = parsed.message;
     switch (msg.event) {
       case 'media': this.onMedia(msg); return;
       case 'start': this.onStart(msg); return;

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseTwilioMessage, decodeBase64Into } from '../gateway/twilio-protocol.js';
+import { parseTwilioMessage, decodeBase64Into, ParseFailure } from '../gateway/twilio-protocol.js';
 import { TwilioStreamHandler } from '../gateway/twilio-stream.js';
 import { Recorder } from '../recorder/recorder.js';
 import { frameFor } from './audio-fixtures.js';
@@ -47,8 +47,8 @@ async function main(): Promise<void> {
   bench('JSON.parse only', msgs, (b) => JSON.parse(b.toString()));
   bench('parse + schema check', msgs, (b) => parseTwilioMessage(b.toString()));
   bench('parse + check + decode into scratch', msgs, (b) => {
-    const r = parseTwilioMessage(b.toString());
-    if (r.ok && r.message.event === 'media') decodeBase64Into(r.message.media.payload, scratch);
+    const m = parseTwilioMessage(b.toString());
+    if (!(m instanceof ParseFailure) && m.event === 'media') decodeBase64Into(m.media.payload, scratch);
   });
   const dir = mkdtempSync(path.join(tmpdir(), 'micro-'));
   const rec = new Recorder({
