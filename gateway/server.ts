@@ -195,6 +195,9 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
     frameworkErrors,
+    // The drain already ended every stream; a client holding a keep-alive API connection (e.g.
+    // after a streamed download) must not keep the process from exiting.
+    forceCloseConnections: true,
     // CTI session ids in paths may be longer than fastify's default of 100
     routerOptions: { maxParamLength: 300 },
   });
