@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestGateway } from './fixtures/harness.js';
+import { NO_CHILD_COVERAGE } from './fixtures/gateway-process.js';
 import { randomSid } from '../loadtest/sids.js';
 import type { LoadTestReport } from '../loadtest/report.js';
 
@@ -15,7 +16,7 @@ const TSX = import.meta.resolve('tsx');
 
 function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', TSX, CLI, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', TSX, CLI, ...args], { timeout: 120_000, env: { ...process.env, ...NO_CHILD_COVERAGE } }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
     });
   });
