@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parseTwilioMessage, decodeBase64Into, ParseFailure } from '../gateway/twilio-protocol.js';
 import { TwilioStreamHandler } from '../gateway/twilio-stream.js';
 import { Recorder } from '../recorder/recorder.js';
+import { loadConfig } from '../gateway/config.js';
 import { frameFor } from './audio-fixtures.js';
 
 const WARM = 50_000;
@@ -51,12 +52,10 @@ async function main(): Promise<void> {
     if (!(m instanceof ParseFailure) && m.event === 'media') decodeBase64Into(m.media.payload, scratch);
   });
   const dir = mkdtempSync(path.join(tmpdir(), 'micro-'));
+  const { defaults } = loadConfig({}); // the embedded defaults, as `npm start` runs
   const rec = new Recorder({
     recordingsDir: dir, nodeId: 'micro', idleTimeoutMs: 1e9,
-    settingsFor: () => ({
-      recordingFormat: 'mulaw', enablePauseResume: false, pauseBehavior: 'silence', minSessionLengthS: 0,
-      longCallDurationMin: 120, longHoldDurationMin: 30, defaultEmployeeId: null, segmentMaxS: 3600,
-    }),
+    settingsFor: () => defaults,
   });
   const h = new TwilioStreamHandler({ close() {} }, {
     recorder: rec, acceptAccount: () => true, log: pino({ level: 'silent' }), onProtocolError() {},
