@@ -15,6 +15,8 @@ import { cloudEvent, keyForShard, startKinesalite, TEST_CREDENTIALS, type Kinesa
 
 const ACCOUNT = randomSid('AC');
 const OTHER = randomSid('AC');
+t.setTimeout(240_000); // the alarm test runs with the default timings (up to a minute)
+
 const FAST: GatewayOptions = { kinesis: { pollMs: 50, claimMs: 100, discoverMs: 300, renewMs: 500, minGapMs: 20 } };
 
 async function counts(gw: Gateway): Promise<Record<string, number>> {
@@ -122,8 +124,8 @@ t.test('bad records are counted and skipped; ids are de-duplicated', async (t) =
     good, // the same id again (at least once delivery)
   ];
   for (const r of records) await k.put('garbage', r);
-  await until(async () => Object.values(await counts(g.gw)).reduce((a, b) => a + b, 0) === 14, 'every record counted');
-  t.same(await counts(g.gw), { not_json: 2, invalid: 5, unknown_type: 1, ignored: 4, applied: 1, duplicate: 1 });
+  await until(async () => Object.values(await counts(g.gw)).reduce((a, b) => a + b, 0) === 13, 'every record counted');
+  t.same(await counts(g.gw), { not_json: 2, invalid: 5, unknown_type: 1, ignored: 3, applied: 1, duplicate: 1 });
   // the good event took effect: a stream of the call is attributed
   await record(g, callSid, 3);
   const [rec] = await waitForRecordings(g.http, callSid, 1);
