@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 import { DEFAULT_RECENT_IDS, type KinesisStore, type ShardCheckpoint } from './checkpoint-store.js';
 
 /** A dead reader's shard is free this long after its last renewal (takeover within 15 s). */
-export const LEASE_TTL_MS = 10_000;
+export const LEASE_TTL_MS = 8000;
 
 const SAVE = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
