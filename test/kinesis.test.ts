@@ -78,7 +78,7 @@ t.test('attribution and not_responding through Kinesis, across a shard split', a
   t.match(metrics, /gateway_kinesis_checkpoint_age_seconds\{account="AC[0-9a-f]+",shard="shardId-0000000000\d\d"\} [\d.]+/);
   t.match(metrics, /gateway_kinesis_records_total\{account="AC[0-9a-f]+",result="wrong_account"\} 1/);
   // a write may be in flight: its temp file (dot-prefixed) is not a checkpoint
-    const ckptFiles = (await readdir(path.join(g.dir, '.kinesis'))).filter((f) => !f.startsWith('.'));
+  const ckptFiles = (await readdir(path.join(g.dir, '.kinesis'))).filter((f) => !f.startsWith('.'));
   t.equal(ckptFiles.length, 1, 'one checkpoint file for the source');
 });
 
