@@ -16,7 +16,10 @@ export interface StreamSocket {
 }
 
 /** Why audio that reached us was not kept (each raises one alarm per stream). */
-export type DropReason = 'too_late' | 'timestamp_lead';
+export type DropReason =
+  | 'too_late' | 'timestamp_lead'
+  // media messages refused by the protocol: their audio is not kept either
+  | 'media_before_start' | 'wrong_stream_sid' | 'unexpected_track' | 'bad_base64';
 
 export interface StreamHandlerDeps {
   recorder: Recorder;
@@ -133,22 +136,22 @@ export class TwilioStreamHandler implements StreamOwner {
   private onMedia(msg: MediaMessage): void {
     const session = this.session;
     if (session === null) {
-      this.error('media_before_start', 'media received before start');
+      this.refuseMedia('media_before_start', 'media received before start');
       return;
     }
     if (msg.streamSid !== this.streamSid) {
-      this.error('wrong_stream_sid', `media for ${msg.streamSid.slice(0, 40)} on stream ${this.streamSid}`);
+      this.refuseMedia('wrong_stream_sid', `media for ${msg.streamSid.slice(0, 40)} on stream ${this.streamSid}`);
       return;
     }
     const m = msg.media;
     const channel = session.channelOf(m.track);
     if (channel < 0) {
-      this.error('unexpected_track', `media on track ${m.track}, stream has ${session.id.tracks.join('+')}`);
+      this.refuseMedia('unexpected_track', `media on track ${m.track}, stream has ${session.id.tracks.join('+')}`);
       return;
     }
     const n = decodeBase64Into(m.payload, scratch);
     if (n < 0) {
-      this.error('bad_base64', 'media.payload is not valid base64');
+      this.refuseMedia('bad_base64', 'media.payload is not valid base64');
       return;
     }
     const start = Number(m.timestamp) * 8;
@@ -163,6 +166,12 @@ export class TwilioStreamHandler implements StreamOwner {
     if (session.media(channel, start, scratch, n) === 'too_late' && !this.alarmed.has('too_late')) {
       this.dropped('too_late', `a frame stamped ${m.timestamp} ms arrived after its audio was written: dropped`);
     }
+  }
+
+  /** A media message the protocol refuses: a protocol error, and its audio is dropped. */
+  private refuseMedia(kind: ProtocolErrorKind & DropReason, detail: string): void {
+    if (!this.alarmed.has(kind)) this.dropped(kind, `${detail}: its audio is dropped`);
+    this.error(kind, detail);
   }
 
   private withinLead(start: number): boolean {

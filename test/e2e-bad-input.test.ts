@@ -33,6 +33,15 @@ async function protocolErrors(g: TestGateway, kind: string): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
+/** reasons of the audio_dropped alarms raised so far */
+async function droppedAlarms(g: TestGateway): Promise<(string | undefined)[]> {
+  const r = await (await fetch(`${g.http}/v1/alarms?kind=audio_dropped`)).json() as { items: { details?: { reason?: string } }[] };
+  return r.items.map((a) => a.details?.reason);
+}
+
+/** protocol errors that refuse a media message: its audio is dropped, which raises an alarm */
+const MEDIA_DROPS = new Set(['bad_base64', 'wrong_stream_sid', 'unexpected_track', 'media_before_start']);
+
 async function open(g: TestGateway, opts: Parameters<typeof TwilioStreamClient.connect>[1] = {}) {
   const c = await TwilioStreamClient.connect(g.wsUrl, opts);
   c.sendConnected();
@@ -93,6 +102,8 @@ for (const [name, kind, inject] of injected) {
     t.equal(closed.code, 1000, 'one bad message does not end the stream');
     await expectIntact(t, g, callSid, 9, 40);
     t.equal(await protocolErrors(g, kind), before + 1, `counted as ${kind}`);
+    if (MEDIA_DROPS.has(kind)) t.same(await droppedAlarms(g), [kind], 'the dropped audio raised one alarm');
+    else if (kind !== 'timestamp_jump') t.same(await droppedAlarms(g), [], 'no audio dropped, no alarm');
     await verifyNeighbour(t);
   });
 }
@@ -125,6 +136,7 @@ t.test('bad input: media (and stop) before start', async (t) => {
   t.equal((await c.closed).code, 1000);
   await expectIntact(t, g, c.callSid, 9, 40);
   t.equal(await protocolErrors(g, 'media_before_start'), 1);
+  t.same(await droppedAlarms(g), ['media_before_start'], 'the dropped audio raised one alarm');
   await verifyNeighbour(t);
 });
 
