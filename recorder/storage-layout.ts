@@ -5,13 +5,13 @@ import path from 'node:path';
 export const ACCOUNT_SID_RE = /^AC[0-9a-f]{32}$/;
 export const CALL_SID_RE = /^CA[0-9a-f]{32}$/;
 /**
- * Twilio's MZ + 32 hex, but also a UUID (seen in Twilio's own captures) or any other id that is
- * safe as a file name: 1..64 of A-Z a-z 0-9 _ -, starting with a letter or digit (no dot, no
- * slash, no hidden file). Refusing a stream for the shape of its id would lose the whole call.
+ * Twilio's MZ + 32 hex, or a UUID (seen as streamSid in Twilio's own captures): both are safe as
+ * file names, and refusing a stream for the shape of its id would lose the whole call.
  */
-export const STREAM_SID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const STREAM_SID_SHAPE = 'MZ[0-9a-f]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';
+export const STREAM_SID_RE = new RegExp(`^(?:${STREAM_SID_SHAPE})$`);
 /** `<streamSid>-<segment index, 4 digits>`: unique, and stable across a restart of the node. */
-export const RECORDING_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}-\d{4}$/;
+export const RECORDING_ID_RE = new RegExp(`^(?:${STREAM_SID_SHAPE})-\\d{4}$`);
 
 /** In-progress segments live here (same filesystem, so the final rename is atomic). */
 export const IN_PROGRESS_DIR = '.inprogress';
