@@ -36,6 +36,12 @@ export interface GatewayConfig {
   drainTimeoutS: number;
   /** per segment writer, audio bytes that may wait for a slow disk before audio is dropped */
   writeQueueMaxBytes: number;
+  /** WebSockets (started or not) this node holds; the upgrade beyond answers 503 */
+  maxStreams: number;
+  /** a WebSocket (or a plain connection) that has sent no start (no request) by then is closed */
+  startTimeoutS: number;
+  /** how far media.timestamp may run ahead of the stream's wall-clock age */
+  maxTimestampLeadS: number;
   streamIdleTimeoutS: number;
   maintenanceIntervalS: number;
   apiKeys: string[];

@@ -34,6 +34,9 @@
 // | WRITE_QUEUE_MAX_KB         | 4096           | integer 16..1048576 * (audio per stream waiting for the disk) |
 // | KINESIS_*                  | unset          | see kinesis/kinesis-config.ts; env = the top-level account, |
 // |                            |                | file: `kinesis` object at the top or in a data source       |
+// | MAX_STREAMS                | 2000           | integer 1..100000 (WebSockets, started or not)               |
+// | START_TIMEOUT_S            | 10             | integer 1..300                                               |
+// | MAX_TIMESTAMP_LEAD_S       | 60             | integer 1..86400                                             |
 //
 // Rules common to every setting:
 // - An environment variable that is set is a value, even when empty: "" is validated like any
@@ -238,6 +241,9 @@ interface Values {
   RECORDING_WEBHOOK_SECRET: string;
   LOG_LEVEL: LogLevel;
   WRITE_QUEUE_MAX_KB: number;
+  MAX_STREAMS: number;
+  START_TIMEOUT_S: number;
+  MAX_TIMESTAMP_LEAD_S: number;
 }
 export type SettingName = keyof Values;
 
@@ -270,6 +276,9 @@ const SPECS: { [K in SettingName]: Spec<Values[K]> } = {
   RECORDING_FORMAT: enumSpec(ENCODINGS),
   SEGMENT_MAX_S: intSpec(10, 86400),
   WRITE_QUEUE_MAX_KB: intSpec(16, 1048576),
+  MAX_STREAMS: intSpec(1, 100000),
+  START_TIMEOUT_S: intSpec(1, 300),
+  MAX_TIMESTAMP_LEAD_S: intSpec(1, 86400),
   API_KEYS: {
     allowed: 'comma-separated keys, each 16..256 printable ASCII characters without spaces, no empty entries',
     secret: true,
@@ -660,6 +669,9 @@ export function loadConfig(
     recordingWebhookSecret: webhookSecret,
     logLevel: v.LOG_LEVEL ?? 'info',
     writeQueueMaxBytes: (v.WRITE_QUEUE_MAX_KB ?? 4096) * 1024,
+    maxStreams: v.MAX_STREAMS ?? 2000,
+    startTimeoutS: v.START_TIMEOUT_S ?? 10,
+    maxTimestampLeadS: v.MAX_TIMESTAMP_LEAD_S ?? 60,
     defaults,
     sources,
   };

@@ -32,6 +32,8 @@ import { localLease, type LeaseRunner } from './cluster/lease.js';
 import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
 import type { CtiEvent } from '../recorder/call-states.js';
 import { applyCtiEvent } from './api/calls-routes.js';
+import { FdBudget } from './fd-budget.js';
+import type { StreamSession } from '../recorder/stream-session.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
@@ -99,6 +101,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
 
   let recorder: Recorder | null = null;
+  /** streams whose disk_backpressure drop already raised its alarm (one per stream) */
+  const backpressureAlarmed = new WeakSet<StreamSession>();
   let cluster: Cluster | null = null;
   // recordings published before the cluster exists (start-up recovery) are announced once it does
   const publishedEarly: RecordingSidecar[] = [];
@@ -167,6 +171,14 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onStart: (session) => control.onStart(session),
     isCallPaused: (callSid) => control.isPaused(callSid),
     maxQueueBytes: config.writeQueueMaxBytes,
+    onBackpressureDrop: (session) => {
+      if (backpressureAlarmed.has(session)) return;
+      backpressureAlarmed.add(session);
+      alarms.raise('audio_dropped', {
+        message: `the disk fell behind by more than WRITE_QUEUE_MAX_KB for stream ${session.id.streamSid}: audio dropped (written as silence, counted as disk_backpressure)`,
+        callSid: session.id.callSid, streamSid: session.id.streamSid, details: { reason: 'disk_backpressure' },
+      });
+    },
     // The stream keeps running (its socket stays open, nothing else is touched); the audio
     // written before the error is published with `writeError` in its sidecar.
     onWriteError: (session, recordingId, err) => alarms.raise(err.code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
@@ -209,6 +221,23 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     routerOptions: { maxParamLength: 300 },
   });
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
+  const sockets = { open: 0 };
+  const fdBudget = FdBudget.forThisProcess(() => sockets.open);
+  if (fdBudget !== null) {
+    await fdBudget.refresh();
+    const fits = fdBudget.capacity();
+    if (fits < config.maxStreams) {
+      log.warn({ openFilesLimit: fdBudget.limit, streams: fits, maxStreams: config.maxStreams },
+        `the open-file limit (ulimit -n ${fdBudget.limit}) carries about ${fits} streams, fewer than MAX_STREAMS=${config.maxStreams}; upgrades beyond are refused (503)`);
+    }
+  }
+  // A connection that sends no request holds a descriptor for nothing: Node's headersTimeout
+  // starts only with the first byte, so an idle socket gets START_TIMEOUT_S of inactivity (Node's
+  // own timeout handler destroys it). The first request hands the socket back to Node's
+  // timeouts (keep-alive) and a WebSocket upgrade to ws, which clears it.
+  const firstRequestTimeoutMs = config.startTimeoutS * 1000;
+  app.server.on('connection', (socket: import('node:net').Socket) => socket.setTimeout(firstRequestTimeoutMs));
+  app.server.on('request', (req: import('node:http').IncomingMessage) => req.socket.setTimeout(app.server.timeout));
   installErrorHandling(app);
   installApiAuth(app, { apiKeys: config.apiKeys });
   if (config.redisUrl !== null) {
@@ -226,7 +255,10 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       : recovering ? 'recovering: finalising recordings left by the previous process'
         : clusterNode?.notReadyReason() ?? null),
   });
-  registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
+  registerTwilioRoute(app, {
+    config, recorder: rec, metrics, log, isDraining: () => draining, handlers, alarms, sockets, fdBudget,
+    onLeadRefused: metrics.leadRefused, now: opts.now,
+  });
   registerRecordingRoutes(app, { index });
   registerAlarmRoutes(app, { alarms, clusterAlarms: clusterNode ? () => clusterNode.shared.alarms() : undefined });
   registerCallsRoutes(app, {

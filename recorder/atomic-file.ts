@@ -1,7 +1,9 @@
 // Durable file publication: a reader sees either nothing or the complete file, even across a
 // crash. Write elsewhere, fsync the data, rename, fsync the directory (so the rename itself
 // survives a power cut).
-import { open, rename, mkdir } from 'node:fs/promises';
+import { rename, mkdir } from 'node:fs/promises';
+// every open here waits out a descriptor shortage (EMFILE) instead of losing a recording
+import { openRetrying as open } from './fd-retry.js';
 import path from 'node:path';
 
 export async function fsyncDir(dir: string): Promise<void> {

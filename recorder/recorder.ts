@@ -46,6 +46,8 @@ export interface RecorderOptions {
   onWriteError?: (session: StreamSession, recordingId: string, err: NodeJS.ErrnoException) => void;
   /** per segment writer, audio bytes that may wait for the disk */
   maxQueueBytes?: number;
+  /** audio of a stream dropped because the disk fell behind (20 ms units; per write, not per frame) */
+  onBackpressureDrop?: (session: StreamSession, frames: number) => void;
 }
 
 /** Per-stream (never per-frame) notifications, e.g. for the cluster's stream registry. */
@@ -160,7 +162,10 @@ export class Recorder {
       startPaused: this.opts.isCallPaused?.(id.callSid) ?? false,
       onWriteError: (rid, err) => this.opts.onWriteError?.(session, rid, err),
       maxQueueBytes: this.opts.maxQueueBytes,
-      onDropped: (frames) => { this.counters.framesDroppedBackpressure += frames; },
+      onDropped: (frames) => {
+        this.counters.framesDroppedBackpressure += frames;
+        this.opts.onBackpressureDrop?.(session, frames);
+      },
     });
     this.live.set(id.streamSid, { session, owner });
     let set = this.byCall.get(id.callSid);

@@ -69,6 +69,9 @@ t.test('an empty environment gives the contract defaults', async (t) => {
     recordingWebhookSecret: null,
     logLevel: 'info',
     writeQueueMaxBytes: 4 * 1024 * 1024,
+    maxStreams: 2000,
+    startTimeoutS: 10,
+    maxTimestampLeadS: 60,
     defaults: DEFAULT_SOURCE,
     sources: [],
   });
@@ -184,6 +187,9 @@ const ALLOWED: Record<string, string> = {
   RECORDING_WEBHOOK_SECRET: '16..1024 characters without control characters',
   LOG_LEVEL: 'one of fatal, error, warn, info, debug, trace, silent',
   WRITE_QUEUE_MAX_KB: 'an integer 16..1048576',
+  MAX_STREAMS: 'an integer 1..100000',
+  START_TIMEOUT_S: 'an integer 1..300',
+  MAX_TIMESTAMP_LEAD_S: 'an integer 1..86400',
 };
 
 /** Test names must stay on one TAP line. */
@@ -200,6 +206,15 @@ const BAD: Array<[string, string, string]> = [
   ['WRITE_QUEUE_MAX_KB', '15', RANGE],
   ['WRITE_QUEUE_MAX_KB', '1048577', RANGE],
   ['WRITE_QUEUE_MAX_KB', '1.5', VALID],
+  ...NOT_INT.map((v): [string, string, string] => ['MAX_STREAMS', v, VALID]),
+  ['MAX_STREAMS', '0', RANGE],
+  ['MAX_STREAMS', '100001', RANGE],
+  ...NOT_INT.map((v): [string, string, string] => ['START_TIMEOUT_S', v, VALID]),
+  ['START_TIMEOUT_S', '0', RANGE],
+  ['START_TIMEOUT_S', '301', RANGE],
+  ...NOT_INT.map((v): [string, string, string] => ['MAX_TIMESTAMP_LEAD_S', v, VALID]),
+  ['MAX_TIMESTAMP_LEAD_S', '0', RANGE],
+  ['MAX_TIMESTAMP_LEAD_S', '86401', RANGE],
   ['PORT', '-1', RANGE],
   ['PORT', '99999999999999999999999', RANGE],
   ['HOST', '', VALID],
