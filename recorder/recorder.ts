@@ -258,7 +258,11 @@ export class Recorder {
 
   private outcome(sidecar: RecordingSidecar, all: readonly RecordingSidecar[], paths: SegmentPaths): Promise<void> {
     const run = (async () => {
-      await this.opts.onRecording?.(sidecar, all);
+      try {
+        await this.opts.onRecording?.(sidecar, all);
+      } catch {
+        return; // the marks stay: the next start's recovery gives it its outcome
+      }
       crashPoint('publish:outcome-done');
       await removePartialMarks(paths);
     })();
