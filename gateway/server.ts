@@ -38,6 +38,8 @@ import type { StreamSession } from '../recorder/stream-session.js';
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
 import { recoverPartials, type RecoveryResult } from '../recorder/recovery.js';
+import { Deletions } from '../recorder/deletions.js';
+import { KeptMarks } from '../recorder/kept-marks.js';
 
 /** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -116,10 +118,20 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
+  // rule deletions a previous run could not finish: never listed again, retried below
+  const deletions: Deletions = new Deletions({
+    recordingsDir: config.recordingsDir,
+    raise: (kind, input) => alarms.raise(kind, input),
+    onDeleted: (rec) => control.onDeleted(rec.sidecar, rec.reason),
+    log: log.child({ component: 'deletions' }),
+    wallNow,
+  });
+  for (const id of await deletions.pendingIds()) index.remove(id);
 
   const settingsFor = settingsResolver(config);
   const outbox = config.recordingWebhookUrl === null ? null : new WebhookOutbox({
     recordingsDir: config.recordingsDir,
+    nodeId: config.nodeId,
     url: config.recordingWebhookUrl,
     secret: config.recordingWebhookSecret as string,
     log: log.child({ component: 'webhook' }),
@@ -141,6 +153,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     states,
     alarms,
     recordingsDir: config.recordingsDir,
+    deletions,
+    kept: new KeptMarks(config.recordingsDir),
     settingsFor,
     wallNow,
     onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
@@ -162,6 +176,9 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
     onRecording: (s, all) => control.onRecording(s, all),
+    outcomeWaitsForEnd: (s) => control.outcomeWaitsForEnd(s),
+    isRecordingIdTaken: (id) => index.get(id) !== undefined,
+    onReserveError: (streamSid, err) => log.error({ streamSid, err }, 'could not reserve the stream\'s recordingId on the volume; recording under a random unique one'),
     onSegmentError: (recordingId, err, id) => {
       alarms.raise('segment_publish_failed', {
         message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
@@ -192,6 +209,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   // /healthz (a long recovery must not look like a dead process), but /readyz stays 503 until
   // every partial is a published recording, so no load balancer sends streams before that.
   let recovering = true;
+  void deletions.resume();
   const recovery = recoverPartials({
     recordingsDir: config.recordingsDir,
     nodeId: config.nodeId,
@@ -323,6 +341,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     await rec.settled();
     await outbox?.stop();
     await recovery;
+    await deletions.stop();
     await clusterNode?.close();
   };
 

@@ -7,7 +7,8 @@ export type AlarmKind =
   | 'recovery_failed' | 'webhook_failing' | 'node_lost' | 'redis_unavailable'
   | 'kinesis_unreadable'
   /** audio that reached the node was not kept (details.reason: too_late, timestamp_lead, disk_backpressure) */
-  | 'audio_dropped';
+  | 'audio_dropped'
+  | 'delete_failed';
 
 export interface Alarm {
   id: number;

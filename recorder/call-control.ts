@@ -2,8 +2,7 @@
 // holds), pause/resume, and what happens to each recording when it is published (kept and
 // indexed, or deleted by a rule) — each outcome announced once to the webhook outbox.
 // Contract section 5. HTTP lives in gateway/api/*; this module is plain method calls.
-import { unlink } from 'node:fs/promises';
-import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { SourceSettings } from '../gateway/config-types.js';
 import type { Alarms } from './alarms.js';
 import type { CallState, CallStates, CtiEvent } from './call-states.js';
@@ -12,7 +11,9 @@ import type { RecordingIndex } from './recording-index.js';
 import type { RecordingSidecar } from './sidecar.js';
 import type { StreamIdentity, StreamSession } from './stream-session.js';
 import { sidecarPathOf } from './storage-layout.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { KeyedLock, writeFileAtomic } from './atomic-file.js';
+import type { Deletions } from './deletions.js';
+import type { KeptMarks } from './kept-marks.js';
 
 export type RecordingEvent = 'finished' | 'failed' | 'deleted';
 export type DeleteReason = 'not_responding' | 'min_session_length';
@@ -23,6 +24,10 @@ export interface CallControlDeps {
   states: CallStates;
   alarms: Alarms;
   recordingsDir: string;
+  /** durable rule deletions (alarm and retry when the disk refuses) */
+  deletions: Deletions;
+  /** durable `connected` marks */
+  kept: KeptMarks;
   settingsFor: (accountSid: string) => SourceSettings;
   wallNow: () => Date;
   /** hand an outcome to the webhook outbox (absent when no webhook is configured) */
@@ -61,7 +66,26 @@ export class PauseDisabledError extends Error {
 }
 
 export class CallControl {
+  /** one sidecar rewrite at a time per recording, so concurrent events never lose fields */
+  private readonly sidecarLock = new KeyedLock();
+
   constructor(private readonly deps: CallControlDeps) {}
+
+  /** The account a call's state belongs to: its events' account, else its live stream's. */
+  private accountOf(s: CallState): string | null {
+    return s.accountSid ?? this.recorder.streamsOfCall(s.callSid)[0]?.id.accountSid ?? null;
+  }
+
+  /** kept in memory, or durably (a `connected` before a restart or before the state expired) */
+  private async isKept(s: CallState | undefined, callSid: string, accountSid: string | null): Promise<boolean> {
+    if (s?.kept) return true;
+    if (!(await this.deps.kept.isKept(accountSid, callSid))) return false;
+    if (s) {
+      s.kept = true;
+      s.discard = false;
+    }
+    return true;
+  }
 
   private get recorder(): Recorder {
     return this.deps.recorder();
@@ -100,11 +124,13 @@ export class CallControl {
 
     switch (ev.type) {
       case 'connected':
+        // durable before the answer: a replayed not_responding must find it after a restart
+        await this.deps.kept.mark(this.accountOf(s), s.callSid, new Date(at));
         s.kept = true;
         s.discard = false;
         break;
       case 'not_responding':
-        if (!s.kept) s.discard = true;
+        if (!(await this.isKept(s, s.callSid, this.accountOf(s)))) s.discard = true;
         break;
       case 'hold':
         if (s.holdSince === null) {
@@ -200,11 +226,10 @@ export class CallControl {
       const minMs = this.deps.settingsFor(sidecar.accountSid).minSessionLengthS * 1000;
       const streamMs = Math.max(...all.map((r) => r.offsetMs + r.durationMs));
       let reason: DeleteReason | null = null;
-      if (s !== undefined && s.discard && !s.kept) reason = 'not_responding';
+      if (s !== undefined && s.discard && !(await this.isKept(s, sidecar.callSid, sidecar.accountSid))) reason = 'not_responding';
       else if (minMs > 0 && streamMs < minMs) reason = 'min_session_length';
       if (reason !== null) {
-        await this.deleteFiles(sidecar);
-        await this.announce('deleted', { ...sidecar, deleteReason: reason });
+        await this.deleteFiles(sidecar, reason);
         return;
       }
       this.deps.index.add(sidecar, sidecarPathOf(this.deps.recordingsDir, sidecar));
@@ -231,39 +256,63 @@ export class CallControl {
     }
   }
 
-  private async deleteFiles(sidecar: RecordingSidecar): Promise<void> {
-    const sidecarPath = sidecarPathOf(this.deps.recordingsDir, sidecar);
-    const gone = (e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; };
-    // the sidecar first: a crash in between leaves an orphan WAV, never a sidecar without audio
-    await unlink(sidecarPath).catch(gone);
-    await unlink(path.join(path.dirname(sidecarPath), sidecar.audioFile)).catch(gone);
+  /** Announced as `deleted` once the files are gone (now, or by a later retry: deletions.ts). */
+  private async deleteFiles(sidecar: RecordingSidecar, reason: DeleteReason): Promise<void> {
+    await this.deps.deletions.delete(sidecar, reason);
+  }
+
+  /** The `deleted` webhook of a deletion whose files are gone (deletions.ts calls this). */
+  async onDeleted(sidecar: RecordingSidecar, reason: string): Promise<void> {
+    await this.announce('deleted', { ...sidecar, deleteReason: reason });
   }
 
   /** Every published recording of the call: files, sidecars and index entries. */
   private async deletePublished(callSid: string, reason: DeleteReason): Promise<void> {
     const { items } = this.deps.index.query({ callSid, limit: 100_000 });
     for (const sidecar of items) {
+      // checked per recording: its account's durable `connected` mark keeps it
+      const s = this.deps.states.get(callSid);
+      if (await this.isKept(s, callSid, sidecar.accountSid)) continue;
       this.deps.index.remove(sidecar.recordingId);
       this.deps.onRemoved?.(sidecar.recordingId);
-      await this.deleteFiles(sidecar);
-      await this.announce('deleted', { ...sidecar, deleteReason: reason });
+      await this.deleteFiles(sidecar, reason);
     }
   }
 
   /** CTI events after the stream ended: the published sidecars take the new attribution. */
   private async reattributePublished(s: CallState): Promise<void> {
     const { items } = this.deps.index.query({ callSid: s.callSid, limit: 100_000 });
-    for (const old of items) {
-      const updated: RecordingSidecar = {
-        ...old,
-        ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
-        employeeId: s.employeeId ?? old.employeeId,
-      };
-      if (updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId) continue;
-      const file = sidecarPathOf(this.deps.recordingsDir, updated);
-      await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
-      this.deps.index.add(updated, file);
-      this.deps.onIndexed?.(updated);
+    for (const listed of items) {
+      // One writer per recording: read the sidecar as it is now (a concurrent event may just
+      // have rewritten it), change only the attribution, write it back, then let the next go.
+      await this.sidecarLock.run(listed.recordingId, async () => {
+        const file = sidecarPathOf(this.deps.recordingsDir, listed);
+        let old: RecordingSidecar;
+        try {
+          old = JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
+        } catch {
+          return; // deleted meanwhile
+        }
+        const updated: RecordingSidecar = {
+          ...old,
+          ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
+          employeeId: s.employeeId ?? old.employeeId,
+        };
+        if (updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId) return;
+        await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
+        if (this.deps.index.get(updated.recordingId) === undefined) return; // deleted meanwhile
+        this.deps.index.add(updated, file);
+        this.deps.onIndexed?.(updated);
+      });
     }
+  }
+
+  /**
+   * Must a rotated segment's outcome wait for the stream's end? Only when the minimum length
+   * could still delete it: the stream so far is shorter than MIN_SESSION_LENGTH_S.
+   */
+  outcomeWaitsForEnd(sidecar: RecordingSidecar): boolean {
+    const minMs = this.deps.settingsFor(sidecar.accountSid).minSessionLengthS * 1000;
+    return minMs > 0 && sidecar.offsetMs + sidecar.durationMs < minMs;
   }
 }
