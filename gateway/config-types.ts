@@ -20,6 +20,8 @@ export interface DataSource extends SourceSettings {
   accountSid: string;
   /** null: the source accepts unsigned streams (a warning is logged at start) */
   authToken: string | null;
+  /** bearer keys that see and control only this source's calls and recordings */
+  apiKeys: string[];
 }
 
 export interface GatewayConfig {

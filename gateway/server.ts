@@ -5,6 +5,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import pino, { type Logger } from 'pino';
 import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { GatewayConfig, SourceSettings } from './config-types.js';
 import { Recorder } from '../recorder/recorder.js';
@@ -28,6 +29,9 @@ import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
 import { WebhookOutbox } from '../recorder/webhook-outbox.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { Cluster, entryOf } from './cluster/cluster.js';
+import { isKnownInCluster } from './cluster/command-router.js';
+import { callTargetOf } from './api/calls-routes.js';
+import { INTERNAL_ACTOR_HEADER } from './api/api-auth.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
@@ -49,6 +53,10 @@ export interface GatewayOptions {
   webhookMaxDelayMs?: number;
   /** Redis key prefix in cluster mode (tests isolate runs) */
   redisPrefix?: string;
+  /** cap on the calls whose CTI state the node remembers (default MAX_CALL_STATES) */
+  maxCallStates?: number;
+  /** cluster mode: how long a dead node stays listed as lost before it is forgotten */
+  forgetDeadAfterMs?: number;
 }
 
 export interface Gateway {
@@ -123,7 +131,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     const left = await outbox.start();
     if (left > 0) log.info({ events: left }, 'recording webhooks left from the last run: resending');
   }
-  const states = new CallStates(CALL_STATE_TTL_MS, wallNow);
+  const states = new CallStates(CALL_STATE_TTL_MS, wallNow, opts.maxCallStates);
+  // this process's own API key: in-process requests (replays, TaskRouter dispatch, commands
+  // forwarded by another node, which checked the caller) pass the API auth with it; never sent out
+  const internalKey = randomBytes(32).toString('hex');
+  const sourceSids = config.sources.map((s) => s.accountSid);
   const control: CallControl = new CallControl({
     recorder: (): Recorder => rec,
     index,
@@ -131,8 +143,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     alarms,
     recordingsDir: config.recordingsDir,
     settingsFor,
+    scoped: config.sources.length > 0,
     wallNow,
     onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
+    // contract section 7: one structured line per deletion, with who caused it (never a key)
+    audit: (entry) => log.info({ audit: true, ...entry }, `recording ${entry.recordingId} deleted (${entry.reason}, by ${entry.actor})`),
     // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
     onIndexed: announcePublished,
     onRemoved: (id) => cluster?.recordingRemoved(id),
@@ -158,7 +173,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       void control.onSegmentError(recordingId, err, id);
     },
     onStart: (session) => control.onStart(session),
-    isCallPaused: (callSid) => control.isPaused(callSid),
+    isCallPaused: (callSid, accountSid) => control.isPaused(accountSid, callSid),
     maxQueueBytes: config.writeQueueMaxBytes,
     // The stream keeps running (its socket stays open, nothing else is touched); the audio
     // written before the error is published with `writeError` in its sidecar.
@@ -203,12 +218,17 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   });
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
   installErrorHandling(app);
-  installApiAuth(app, { apiKeys: config.apiKeys });
+  installApiAuth(app, { apiKeys: config.apiKeys, sourceKeys: config.sources, internalKey });
   if (config.redisUrl !== null) {
     cluster = new Cluster({
       redisUrl: config.redisUrl, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
       app, recorder: rec, index, alarms, log: log.child({ component: 'cluster' }),
-      internalApiKey: config.apiKeys[0], prefix: opts.redisPrefix,
+      internalKey, prefix: opts.redisPrefix, forgetDeadAfterMs: opts.forgetDeadAfterMs,
+      scopeOf: (accountSid) => control.scopeOf(accountSid),
+      target: (req) => callTargetOf(control, sourceSids, req),
+      knowsLocally: (scope, callSid) => control.knows(scope, callSid),
+      pauseEnabled: (scope, callSid) => control.pauseEnabled(scope, callSid),
+      onStoredPause: (scope, callSid, paused) => control.applyStoredPause(scope, callSid, paused),
     });
     for (const s of publishedEarly.splice(0)) cluster.recordingPublished(s);
   }
@@ -227,14 +247,14 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       ? () => clusterNode.calls()
       : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
   });
-  registerCallRoutes(app, { control });
+  registerCallRoutes(app, { control, sources: sourceSids, knownInCluster: clusterNode ? isKnownInCluster : undefined });
   registerTaskRouterRoute(app, {
     config, control,
     // cluster mode: through the CTI route, which the command router forwards to the call's owner
-    dispatch: clusterNode ? async (ev) => {
+    dispatch: clusterNode ? async (ev, actor) => {
       const r = await app.inject({
         method: 'POST', url: '/v1/cti/events', payload: ev,
-        headers: config.apiKeys.length > 0 ? { authorization: `Bearer ${config.apiKeys[0]}` } : {},
+        headers: { authorization: `Bearer ${internalKey}`, [INTERNAL_ACTOR_HEADER]: actor },
       });
       if (r.statusCode >= 300) {
         const body = r.json() as { error?: string; message?: string };
