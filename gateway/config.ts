@@ -292,7 +292,7 @@ const SOURCE_FIELDS = {
 } as const satisfies Partial<Record<SettingName, keyof SourceSettings>>;
 type SourceSettingName = keyof typeof SOURCE_FIELDS;
 export const SOURCE_SETTING_NAMES = Object.keys(SOURCE_FIELDS) as SourceSettingName[];
-const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', 'apiKeys', ...SOURCE_SETTING_NAMES];
+const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', ...SOURCE_SETTING_NAMES, 'apiKeys'];
 const FILE_TOP_KEYS: readonly string[] = [...SETTING_NAMES, 'dataSources'];
 
 // ---------------------------------------------------------------------------------------------

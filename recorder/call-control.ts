@@ -54,7 +54,8 @@ export interface CallControlDeps {
 
 /** The answer of a CTI event or a pause/resume, as the API returns it. */
 export interface CallView {
-  accountSid: string | null;
+  /** absent in the embedded default (calls are not keyed by account there) */
+  accountSid?: string;
   callSid: string;
   ctiSessionId: string | null;
   employeeId: string | null;
@@ -66,7 +67,7 @@ export interface CallView {
 }
 
 export interface PauseResult {
-  accountSid: string | null;
+  accountSid?: string;
   callSid: string;
   paused: boolean;
   /** per live stream: the call-time instant (ms) the pause or resume took effect */
@@ -118,7 +119,7 @@ export class CallControl {
 
   view(s: CallState): CallView {
     return {
-      accountSid: s.accountSid === '' ? null : s.accountSid,
+      ...(s.accountSid === '' ? {} : { accountSid: s.accountSid }),
       callSid: s.callSid, ctiSessionId: s.ctiSessionId, employeeId: s.employeeId, kept: s.kept,
       discard: s.discard && !s.kept, paused: s.paused, onHold: s.holdSince !== null,
       liveStreams: this.streamsOf(s.accountSid, s.callSid).length,
@@ -241,7 +242,7 @@ export class CallControl {
       this.recorder.streamChanged(session); // cluster mode: GET /v1/calls shows `paused` everywhere
       return { streamSid: session.id.streamSid, atMs };
     });
-    return { accountSid: scope === '' ? null : scope, callSid, paused, streams };
+    return { ...(scope === '' ? {} : { accountSid: scope }), callSid, paused, streams };
   }
 
   /**
