@@ -66,6 +66,8 @@ export interface Gateway {
   recorder: Recorder;
   index: RecordingIndex;
   control: CallControl;
+  /** CTI state per call (account + callSid) */
+  states: CallStates;
   maintenance: Maintenance;
   /** null when RECORDING_WEBHOOK_URL is unset */
   outbox: WebhookOutbox | null;
@@ -298,7 +300,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   };
 
   return {
-    app, config, alarms, recorder: rec, index, control, maintenance, outbox, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, control, states, maintenance, outbox, metrics, log, handlers,
     cluster: clusterNode,
     runUnderLease,
     recovery,
