@@ -171,6 +171,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onSegmentError: (recordingId, err, id) => {
       alarms.raise('segment_publish_failed', {
         message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
+        accountSid: id.accountSid, callSid: id.callSid, streamSid: id.streamSid,
       });
       void control.onSegmentError(recordingId, err, id);
     },
@@ -181,7 +182,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     // written before the error is published with `writeError` in its sidecar.
     onWriteError: (session, recordingId, err) => alarms.raise(err.code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
       message: `${err.code === 'ENOSPC' ? 'disk full' : 'disk write failed'} for ${recordingId}: ${err.message}; audio after this point is not kept`,
-      recordingId, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
+      recordingId, accountSid: session.id.accountSid, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
     }),
   });
   const rec: Recorder = recorder;
