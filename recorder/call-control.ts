@@ -7,6 +7,15 @@ import path from 'node:path';
 import type { SourceSettings } from '../gateway/config-types.js';
 import type { Alarms } from './alarms.js';
 import type { CallState, CallStates, CtiEvent } from './call-states.js';
+import type { Recorder } from './recorder.js';
+import type { RecordingIndex } from './recording-index.js';
+import type { RecordingSidecar } from './sidecar.js';
+import type { StreamIdentity, StreamSession } from './stream-session.js';
+import { sidecarPathOf } from './storage-layout.js';
+import { writeFileAtomic } from './atomic-file.js';
+
+export type RecordingEvent = 'finished' | 'failed' | 'deleted';
+export type DeleteReason = 'not_responding' | 'min_session_length';
 
 /** One deletion, as the audit log line records it (contract section 7). */
 export interface AuditEntry {
@@ -19,15 +28,6 @@ export interface AuditEntry {
   /** who caused it: `rule`, `twilio:<AccountSid>` (signed TaskRouter), `key:<id>`, `loopback`, ... */
   actor: string;
 }
-import type { Recorder } from './recorder.js';
-import type { RecordingIndex } from './recording-index.js';
-import type { RecordingSidecar } from './sidecar.js';
-import type { StreamIdentity, StreamSession } from './stream-session.js';
-import { sidecarPathOf } from './storage-layout.js';
-import { writeFileAtomic } from './atomic-file.js';
-
-export type RecordingEvent = 'finished' | 'failed' | 'deleted';
-export type DeleteReason = 'not_responding' | 'min_session_length';
 
 export interface CallControlDeps {
   recorder: () => Recorder;
