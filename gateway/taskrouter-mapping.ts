@@ -9,18 +9,23 @@ export class BadTaskRouterEvent extends Error {
 }
 
 /**
- * Which TaskRouter EventType becomes which CTI type (README documents this table). A Map: a
- * name such as `constructor` or `__proto__` must not find something on a prototype.
+ * Which TaskRouter EventType becomes which CTI type (README documents this table). No prototype
+ * (and looked up with Object.hasOwn): `constructor` or `__proto__` must not find anything.
  */
-export const TASKROUTER_TO_CTI: ReadonlyMap<string, CtiEventType> = new Map<string, CtiEventType>([
-  ['reservation.created', 'ringing'],
-  ['reservation.accepted', 'connected'],
-  ['reservation.rejected', 'not_responding'],
-  ['reservation.timeout', 'not_responding'],
-  ['task.wrapup', 'wrapup'],
-  ['task.completed', 'ended'],
-  ['worker.activity.update', 'agent_available'],
-]);
+export const TASKROUTER_TO_CTI: Readonly<Record<string, CtiEventType>> = Object.freeze(Object.assign(Object.create(null) as Record<string, CtiEventType>, {
+  'reservation.created': 'ringing',
+  'reservation.accepted': 'connected',
+  'reservation.rejected': 'not_responding',
+  'reservation.timeout': 'not_responding',
+  'task.wrapup': 'wrapup',
+  'task.completed': 'ended',
+  'worker.activity.update': 'agent_available',
+} satisfies Record<string, CtiEventType>));
+
+/** The CTI type of a TaskRouter EventType, or undefined when it is not mapped. */
+export function ctiTypeOf(eventType: string): CtiEventType | undefined {
+  return Object.hasOwn(TASKROUTER_TO_CTI, eventType) ? TASKROUTER_TO_CTI[eventType] : undefined;
+}
 
 /** The form fields of a callback (first value of each), without prototype keys. */
 export type FormFields = ReadonlyMap<string, string>;
@@ -72,12 +77,14 @@ function when(p: FormFields): string | undefined {
 /**
  * `lastCallOfWorker` answers which call a worker last had (worker.activity.update carries no task).
  */
-export function mapTaskRouterEvent(p: FormFields, lastCallOfWorker: (workerSid: string) => string | undefined): Mapped {
+export function mapTaskRouterEvent(fields: FormFields | Readonly<Record<string, string>>, lastCallOfWorker: (workerSid: string) => string | undefined): Mapped {
+  // a plain record (the Kinesis adapter) becomes a map of its own properties only
+  const p: FormFields = fields instanceof Map ? fields : new Map(Object.entries(fields));
   const type = p.get('EventType');
   if (!type) throw new BadTaskRouterEvent('EventType is missing');
   const accountSid = p.get('AccountSid');
   if (accountSid !== undefined && !ACCOUNT_SID_RE.test(accountSid)) throw new BadTaskRouterEvent('AccountSid is not an account SID');
-  const cti = TASKROUTER_TO_CTI.get(type);
+  const cti = ctiTypeOf(type);
   if (cti === undefined) return { kind: 'ignored', reason: `EventType ${type.slice(0, 64)} is not mapped` };
   const at = when(p);
   const task = json('TaskAttributes', p.get('TaskAttributes'));

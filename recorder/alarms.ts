@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 
 export type AlarmKind =
   | 'long_call' | 'long_hold' | 'disk_write_failed' | 'disk_full' | 'segment_publish_failed'
-  | 'recovery_failed' | 'webhook_failing' | 'node_lost' | 'redis_unavailable';
+  | 'recovery_failed' | 'webhook_failing' | 'node_lost' | 'redis_unavailable'
+  | 'kinesis_unreadable';
 
 export interface Alarm {
   id: number;
