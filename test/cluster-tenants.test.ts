@@ -32,19 +32,25 @@ t.teardown(async () => {
 interface Node { gw: Gateway; http: string; ws: string }
 type Tap = { teardown(fn: () => unknown): void };
 
+const KEY_A = 'cluster-a-key-0123456789';
+const KEY_B = 'cluster-b-key-0123456789';
 let dir: string | undefined;
-let configFile: string | undefined;
-async function node(t: Tap, nodeId: string, opts: GatewayOptions = {}): Promise<Node> {
+async function configFile(keys: boolean): Promise<string> {
   dir ??= await mkdtemp(path.join(os.tmpdir(), 'gw-cluster-tenants-'));
-  if (configFile === undefined) {
-    configFile = path.join(dir, '.gateway.json');
-    await writeFile(configFile, JSON.stringify({
-      TWILIO_ENABLE_PAUSE_RESUME: true,
-      dataSources: [{ TWILIO_ACCOUNT_SID: SID_A }, { TWILIO_ACCOUNT_SID: SID_B }],
-    }));
-  }
+  const file = path.join(dir, keys ? '.gateway-keys.json' : '.gateway.json');
+  await writeFile(file, JSON.stringify({
+    TWILIO_ENABLE_PAUSE_RESUME: true,
+    dataSources: [
+      { TWILIO_ACCOUNT_SID: SID_A, ...(keys ? { apiKeys: [KEY_A] } : {}) },
+      { TWILIO_ACCOUNT_SID: SID_B, ...(keys ? { apiKeys: [KEY_B] } : {}) },
+    ],
+  }));
+  return file;
+}
+async function node(t: Tap, nodeId: string, opts: GatewayOptions = {}, withKeys = false): Promise<Node> {
+  const file = await configFile(withKeys);
   const config = loadConfig({
-    PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir, LOG_LEVEL: 'silent', REDIS_URL, NODE_ID: nodeId, GATEWAY_CONFIG: configFile,
+    PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir as string, LOG_LEVEL: 'silent', REDIS_URL, NODE_ID: nodeId, GATEWAY_CONFIG: file,
   });
   const gw = await buildGateway(config, { redisPrefix: prefix, ...opts });
   const port = await gw.listen();
@@ -252,4 +258,35 @@ t.test('the rescan after a reconnect drops recordings deleted while the node was
   await link.sub.connect();
   await until('n2 dropped it at the rescan', async () => (await fetch(`${n2.http}/v1/recordings/${rec.recordingId}`)).status === 404);
   t.pass('the rescan after the reconnect removed the deleted recording');
+});
+
+t.test('per-source keys across nodes: a forwarded command keeps the key\'s account', async (t) => {
+  const n1 = await node(t, 'k-1', {}, true);
+  const n2 = await node(t, 'k-2', {}, true);
+  const b = await connect(n2, SID_B);
+  const a = await connect(n2, SID_A);
+  const auth = (key: string) => ({ authorization: `Bearer ${key}` });
+  await until('both registered', async () => {
+    const res = await fetch(`${n1.http}/v1/calls`, { headers: auth(KEY_B) });
+    return ((await res.json()) as { items: StreamEntry[] }).items.length === 1;
+  });
+  const listA = (await (await fetch(`${n1.http}/v1/calls`, { headers: auth(KEY_A) })).json()) as { items: StreamEntry[] };
+  t.same(listA.items.map((e) => e.callSid), [a.callSid], 'the cluster-wide list shows A\'s key only A\'s streams');
+  const pauseB = (key: string) => fetch(`${n1.http}/v1/calls/${b.callSid}/pause`, { method: 'POST', headers: auth(key) });
+  t.equal((await pauseB(KEY_A)).status, 404, 'A\'s key: B\'s call on another node does not exist');
+  t.equal(n2.gw.recorder.streamsOfCall(b.callSid)[0].paused, false);
+  const ok = await pauseB(KEY_B);
+  t.equal(ok.status, 200, 'B\'s key through n1: forwarded to n2');
+  t.equal(n2.gw.recorder.streamsOfCall(b.callSid)[0].paused, true);
+  const cti = await fetch(`${n1.http}/v1/cti/events`, {
+    method: 'POST', headers: { ...auth(KEY_A), 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'transfer', callSid: b.callSid, ctiSessionId: 'A-evil' }),
+  });
+  t.equal(cti.status, 200, 'A\'s event for that callSid is A\'s own business');
+  t.same(n2.gw.recorder.streamsOfCall(b.callSid)[0].attribution, { ctiSessionId: null, employeeId: null }, 'B\'s stream untouched');
+  t.equal((await fetch(`${n1.http}/v1/calls`)).status, 401, 'keys configured: no anonymous loopback access');
+  for (const c of [a, b]) {
+    c.sendStop();
+    await c.closed;
+  }
 });
