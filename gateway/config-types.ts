@@ -21,6 +21,8 @@ export interface DataSource extends SourceSettings {
   accountSid: string;
   /** null: the source accepts unsigned streams (a warning is logged at start) */
   authToken: string | null;
+  /** bearer keys that see and control only this source's calls and recordings */
+  apiKeys: string[];
   /** agent events from an Amazon Kinesis stream (contract section 9); absent when not configured */
   kinesis?: KinesisSettings;
 }

@@ -306,7 +306,7 @@ const SOURCE_FIELDS = {
 } as const satisfies Partial<Record<SettingName, keyof SourceSettings>>;
 type SourceSettingName = keyof typeof SOURCE_FIELDS;
 export const SOURCE_SETTING_NAMES = Object.keys(SOURCE_FIELDS) as SourceSettingName[];
-const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', ...SOURCE_SETTING_NAMES, 'kinesis'];
+const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', ...SOURCE_SETTING_NAMES, 'kinesis', 'apiKeys'];
 const FILE_TOP_KEYS: readonly string[] = [...SETTING_NAMES, 'dataSources', 'kinesis'];
 
 // ---------------------------------------------------------------------------------------------
@@ -425,6 +425,7 @@ interface FileSource {
   index: number;
   accountSid: string;
   authToken: string | null;
+  apiKeys: string[];
   settings: Partial<SourceSettings>;
   kinesis: KinesisLayer | null;
 }
@@ -531,6 +532,9 @@ function readConfigFile(file: string, readFile: (path: string) => string): FileC
       const tokenRaw = entry.TWILIO_AUTH_TOKEN;
       const authToken = tokenRaw === undefined || tokenRaw === null
         ? null : parseSetting('TWILIO_AUTH_TOKEN', tokenRaw, where);
+      // keys that see and control only this source's calls and recordings (contract section 7)
+      const apiKeys = entry.apiKeys === undefined || entry.apiKeys === null
+        ? [] : parseSetting('API_KEYS', entry.apiKeys, { ...where, path: () => where.path('apiKeys') });
       const own: Partial<Values> = {};
       for (const name of SOURCE_SETTING_NAMES) {
         const v = entry[name];
@@ -544,7 +548,16 @@ function readConfigFile(file: string, readFile: (path: string) => string): FileC
           'expected each account in one data source only');
       }
       const kinesis = parseKinesisObject(entry.kinesis, kinesisWhere(`dataSources[${i}].kinesis`), `dataSources[${i}].kinesis`, kinesisFail);
-      sources.push({ index: i, accountSid, authToken, settings: sourceSettings(own), kinesis });
+      for (const key of apiKeys) {
+        const other = sources.find((s) => s.apiKeys.includes(key));
+        if (other) {
+          const setting = where.path('apiKeys');
+          throw new ConfigError(setting, REDACTED, 'each key in one data source only',
+            `GATEWAY_CONFIG ${setting} repeats a key of dataSources[${other.index}].apiKeys: ` +
+            'expected each key in one data source only (a key sees the calls of exactly one account)');
+        }
+      }
+      sources.push({ index: i, accountSid, authToken, apiKeys, settings: sourceSettings(own), kinesis });
     });
   }
   if (top.TWILIO_ACCOUNT_SID !== undefined) {
@@ -633,6 +646,7 @@ export function loadConfig(
   const sources: DataSource[] = file.sources.map((s) => ({
     accountSid: s.accountSid,
     authToken: s.authToken,
+    apiKeys: s.apiKeys,
     ...defaults,
     ...s.settings,
   }));
@@ -641,7 +655,16 @@ export function loadConfig(
     if (existing) {
       if (token !== undefined) existing.authToken = token;
     } else {
-      sources.unshift({ accountSid: sid, authToken: orNull(token), ...defaults });
+      sources.unshift({ accountSid: sid, authToken: orNull(token), apiKeys: [], ...defaults });
+    }
+  }
+  const globalKeys = v.API_KEYS ?? [];
+  for (const s of file.sources) {
+    if (s.apiKeys.some((k) => globalKeys.includes(k))) {
+      const setting = `dataSources[${s.index}].apiKeys`;
+      throw new ConfigError(setting, REDACTED, 'keys not also in API_KEYS',
+        `GATEWAY_CONFIG ${setting} repeats a key of API_KEYS: expected each key either global (API_KEYS, sees everything) ` +
+        'or in one data source (sees only that account), not both');
     }
   }
 
@@ -664,7 +687,7 @@ export function loadConfig(
     drainTimeoutS: v.DRAIN_TIMEOUT_S ?? 30,
     streamIdleTimeoutS: v.STREAM_IDLE_TIMEOUT_S ?? 30,
     maintenanceIntervalS: v.MAINTENANCE_INTERVAL_S ?? 300,
-    apiKeys: v.API_KEYS ?? [],
+    apiKeys: globalKeys,
     recordingWebhookUrl: webhookUrl,
     recordingWebhookSecret: webhookSecret,
     logLevel: v.LOG_LEVEL ?? 'info',
@@ -691,7 +714,8 @@ export function redactConfig(c: GatewayConfig): RedactedConfig {
     defaults: { ...c.defaults },
     // null stays null: "this source takes unsigned streams" is worth seeing in the log
     sources: c.sources.map((s) => ({
-      ...s, authToken: s.authToken === null ? null : REDACTED, ...(s.kinesis ? { kinesis: redactKinesis(s.kinesis) } : {}),
+      ...s, authToken: s.authToken === null ? null : REDACTED, apiKeys: s.apiKeys.map(() => REDACTED),
+      ...(s.kinesis ? { kinesis: redactKinesis(s.kinesis) } : {}),
     })),
   };
 }

@@ -5,6 +5,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import pino, { type Logger } from 'pino';
 import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { GatewayConfig, SourceSettings } from './config-types.js';
 import { Recorder } from '../recorder/recorder.js';
@@ -28,6 +29,9 @@ import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
 import { WebhookOutbox } from '../recorder/webhook-outbox.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { Cluster, entryOf } from './cluster/cluster.js';
+import { isKnownInCluster } from './cluster/command-router.js';
+import { callTargetOf } from './api/calls-routes.js';
+import { INTERNAL_ACTOR_HEADER } from './api/api-auth.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
 import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
 import type { CtiEvent } from '../recorder/call-states.js';
@@ -56,6 +60,10 @@ export interface GatewayOptions {
   webhookMaxDelayMs?: number;
   /** Redis key prefix in cluster mode (tests isolate runs) */
   redisPrefix?: string;
+  /** cap on the calls whose CTI state the node remembers (default MAX_CALL_STATES) */
+  maxCallStates?: number;
+  /** cluster mode: how long a dead node stays listed as lost before it is forgotten */
+  forgetDeadAfterMs?: number;
   /** Kinesis consumer timings (tests shorten them) and a benchmark hook */
   kinesis?: KinesisOptions;
 }
@@ -67,6 +75,8 @@ export interface Gateway {
   recorder: Recorder;
   index: RecordingIndex;
   control: CallControl;
+  /** CTI state per call (account + callSid) */
+  states: CallStates;
   maintenance: Maintenance;
   /** null when RECORDING_WEBHOOK_URL is unset */
   outbox: WebhookOutbox | null;
@@ -146,7 +156,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     const left = await outbox.start();
     if (left > 0) log.info({ events: left }, 'recording webhooks left from the last run: resending');
   }
-  const states = new CallStates(CALL_STATE_TTL_MS, wallNow);
+  const states = new CallStates(CALL_STATE_TTL_MS, wallNow, opts.maxCallStates);
+  // this process's own API key: in-process requests (replays, TaskRouter dispatch, commands
+  // forwarded by another node, which checked the caller) pass the API auth with it; never sent out
+  const internalKey = randomBytes(32).toString('hex');
+  const sourceSids = config.sources.map((s) => s.accountSid);
   const control: CallControl = new CallControl({
     recorder: (): Recorder => rec,
     index,
@@ -156,8 +170,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     deletions,
     kept: new KeptMarks(config.recordingsDir),
     settingsFor,
+    scoped: config.sources.length > 0,
     wallNow,
     onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
+    // contract section 7: one structured line per deletion, with who caused it (never a key)
+    audit: (entry) => log.info({ audit: true, ...entry }, `recording ${entry.recordingId} deleted (${entry.reason}, by ${entry.actor})`),
     // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
     onIndexed: announcePublished,
     onRemoved: (id) => cluster?.recordingRemoved(id),
@@ -182,11 +199,12 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onSegmentError: (recordingId, err, id) => {
       alarms.raise('segment_publish_failed', {
         message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
+        accountSid: id.accountSid, callSid: id.callSid, streamSid: id.streamSid,
       });
       void control.onSegmentError(recordingId, err, id);
     },
     onStart: (session) => control.onStart(session),
-    isCallPaused: (callSid) => control.isPaused(callSid),
+    isCallPaused: (callSid, accountSid) => control.isPaused(accountSid, callSid),
     maxQueueBytes: config.writeQueueMaxBytes,
     onBackpressureDrop: (session) => {
       if (backpressureAlarmed.has(session)) return;
@@ -200,7 +218,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     // written before the error is published with `writeError` in its sidecar.
     onWriteError: (session, recordingId, err) => alarms.raise(err.code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
       message: `${err.code === 'ENOSPC' ? 'disk full' : 'disk write failed'} for ${recordingId}: ${err.message}; audio after this point is not kept`,
-      recordingId, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
+      recordingId, accountSid: session.id.accountSid, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
     }),
   });
   const rec: Recorder = recorder;
@@ -257,12 +275,17 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   app.server.on('connection', (socket: import('node:net').Socket) => socket.setTimeout(firstRequestTimeoutMs));
   app.server.on('request', (req: import('node:http').IncomingMessage) => req.socket.setTimeout(app.server.timeout));
   installErrorHandling(app);
-  installApiAuth(app, { apiKeys: config.apiKeys });
+  installApiAuth(app, { apiKeys: config.apiKeys, sourceKeys: config.sources, internalKey });
   if (config.redisUrl !== null) {
     cluster = new Cluster({
       redisUrl: config.redisUrl, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
       app, recorder: rec, index, alarms, log: log.child({ component: 'cluster' }),
-      internalApiKey: config.apiKeys[0], prefix: opts.redisPrefix,
+      internalKey, prefix: opts.redisPrefix, forgetDeadAfterMs: opts.forgetDeadAfterMs,
+      scopeOf: (accountSid) => control.scopeOf(accountSid),
+      target: (req) => callTargetOf(control, sourceSids, req),
+      knowsLocally: (scope, callSid) => control.knows(scope, callSid),
+      pauseEnabled: (scope, callSid) => control.pauseEnabled(scope, callSid),
+      onStoredPause: (scope, callSid, paused) => control.applyStoredPause(scope, callSid, paused),
     });
     for (const s of publishedEarly.splice(0)) cluster.recordingPublished(s);
   }
@@ -284,12 +307,13 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       ? () => clusterNode.calls()
       : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
   });
-  registerCallRoutes(app, { control });
-  // cluster mode: through the CTI route, which the command router forwards to the call's owner
-  const clusterDispatch = clusterNode ? async (ev: CtiEvent) => {
+  registerCallRoutes(app, { control, sources: sourceSids, knownInCluster: clusterNode ? isKnownInCluster : undefined });
+  // cluster mode: through the CTI route, which the command router forwards to the call's owner;
+  // `actor` names the sender in the audit line of a deletion it causes
+  const clusterDispatch = clusterNode ? async (ev: CtiEvent, actor = `kinesis:${ev.accountSid ?? ''}`) => {
     const r = await app.inject({
       method: 'POST', url: '/v1/cti/events', payload: ev,
-      headers: config.apiKeys.length > 0 ? { authorization: `Bearer ${config.apiKeys[0]}` } : {},
+      headers: { authorization: `Bearer ${internalKey}`, [INTERNAL_ACTOR_HEADER]: actor },
     });
     if (r.statusCode >= 300) {
       const body = r.json() as { error?: string; message?: string };
@@ -314,7 +338,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     : (await import('./kinesis/kinesis-consumer.js')).startKinesis({
       sources: config.sources, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
       log, registry: metrics.registry,
-      dispatch: clusterDispatch ?? (async (ev) => { await applyCtiEvent(control, ev); }),
+      dispatch: clusterDispatch ?? (async (ev) => { await applyCtiEvent(control, ev, `kinesis:${ev.accountSid ?? ''}`); }),
       raiseUnreadable: (message, details) => alarms.raise('kinesis_unreadable', { message, details }),
       redis: clusterNode ? { client: clusterNode.link.cmd, prefix: clusterNode.keys.prefix } : null,
     }, opts.kinesis);
@@ -346,7 +370,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   };
 
   return {
-    app, config, alarms, recorder: rec, index, control, maintenance, outbox, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, control, states, maintenance, outbox, metrics, log, handlers,
     cluster: clusterNode,
     runUnderLease,
     recovery,

@@ -16,6 +16,8 @@ export interface Alarm {
   at: string;
   message: string;
   nodeId: string;
+  /** the data source the alarm concerns (per-source API keys see only their own) */
+  accountSid?: string;
   callSid?: string;
   streamSid?: string;
   recordingId?: string;
@@ -24,6 +26,7 @@ export interface Alarm {
 
 export interface AlarmInput {
   message: string;
+  accountSid?: string;
   callSid?: string;
   streamSid?: string;
   recordingId?: string;

@@ -18,6 +18,18 @@ import type { KeptMarks } from './kept-marks.js';
 export type RecordingEvent = 'finished' | 'failed' | 'deleted';
 export type DeleteReason = 'not_responding' | 'min_session_length';
 
+/** One deletion, as the audit log line records it (contract section 7). */
+export interface AuditEntry {
+  recordingId: string;
+  accountSid: string;
+  callSid: string;
+  /** `rule` (min_session_length) or `event` (not_responding) */
+  cause: 'rule' | 'event';
+  reason: DeleteReason;
+  /** who caused it: `rule`, `twilio:<AccountSid>` (signed TaskRouter), `key:<id>`, `loopback`, ... */
+  actor: string;
+}
+
 export interface CallControlDeps {
   recorder: () => Recorder;
   index: RecordingIndex;
@@ -29,7 +41,14 @@ export interface CallControlDeps {
   /** durable `connected` marks */
   kept: KeptMarks;
   settingsFor: (accountSid: string) => SourceSettings;
+  /**
+   * Whether calls are keyed by account: true when data sources are configured. The embedded
+   * default (no source) has no tenants: every call is in the one scope ''.
+   */
+  scoped: boolean;
   wallNow: () => Date;
+  /** one structured line per deletion (audit: true) */
+  audit?: (entry: AuditEntry) => void;
   /** hand an outcome to the webhook outbox (absent when no webhook is configured) */
   announce?: (event: RecordingEvent, body: Record<string, unknown>) => Promise<void>;
   /** a recording entered (or changed in) the index / left it: cluster mode tells the other nodes */
@@ -40,6 +59,8 @@ export interface CallControlDeps {
 
 /** The answer of a CTI event or a pause/resume, as the API returns it. */
 export interface CallView {
+  /** absent in the embedded default (calls are not keyed by account there) */
+  accountSid?: string;
   callSid: string;
   ctiSessionId: string | null;
   employeeId: string | null;
@@ -51,6 +72,7 @@ export interface CallView {
 }
 
 export interface PauseResult {
+  accountSid?: string;
   callSid: string;
   paused: boolean;
   /** per live stream: the call-time instant (ms) the pause or resume took effect */
@@ -91,18 +113,40 @@ export class CallControl {
     return this.deps.recorder();
   }
 
-  /** The settings that govern a call: its stream's account, else the account of its CTI events. */
-  settingsForCall(callSid: string): SourceSettings {
-    const live = this.recorder.streamsOfCall(callSid)[0];
-    const account = live?.id.accountSid ?? this.deps.states.get(callSid)?.accountSid ?? '';
-    return this.deps.settingsFor(account);
+  /** The key account of a call of `accountSid`: itself, or '' in the embedded default. */
+  scopeOf(accountSid: string | undefined | null): string {
+    return this.deps.scoped ? accountSid ?? '' : '';
+  }
+
+  /** The live streams of a call of this account scope on this node. */
+  streamsOf(scope: string, callSid: string): StreamSession[] {
+    return this.recorder.streamsOfCall(callSid).filter((s) => this.scopeOf(s.id.accountSid) === scope);
+  }
+
+  /** Is a call known on this node (live stream or CTI state)? */
+  knows(scope: string, callSid: string): boolean {
+    return this.streamsOf(scope, callSid).length > 0 || this.deps.states.get(scope, callSid) !== undefined;
+  }
+
+  /** The settings that govern a call: its stream's account, else its scope's. */
+  settingsForCall(scope: string, callSid: string): SourceSettings {
+    const live = this.streamsOf(scope, callSid)[0];
+    return this.deps.settingsFor(live?.id.accountSid ?? scope);
+  }
+
+  private isLive = (s: CallState): boolean => this.streamsOf(s.accountSid, s.callSid).length > 0;
+
+  /** The state of a call, created if new (bounded: see CallStates). */
+  private stateOf(scope: string, callSid: string): CallState {
+    return this.deps.states.getOrCreate(scope, callSid, this.isLive);
   }
 
   view(s: CallState): CallView {
     return {
+      ...(s.accountSid === '' ? {} : { accountSid: s.accountSid }),
       callSid: s.callSid, ctiSessionId: s.ctiSessionId, employeeId: s.employeeId, kept: s.kept,
       discard: s.discard && !s.kept, paused: s.paused, onHold: s.holdSince !== null,
-      liveStreams: this.recorder.streamsOfCall(s.callSid).length,
+      liveStreams: this.streamsOf(s.accountSid, s.callSid).length,
     };
   }
 
@@ -110,13 +154,14 @@ export class CallControl {
    * Apply a validated CTI event. Every check happens before the first change (the caller
    * validated shapes; `at` is parsed here), so a bad event changes nothing.
    */
-  async applyEvent(ev: CtiEvent): Promise<CallView> {
+  async applyEvent(ev: CtiEvent, actor = 'internal'): Promise<CallView> {
     const at = ev.at === undefined ? this.deps.wallNow().getTime() : Date.parse(ev.at);
     if (!Number.isFinite(at)) throw new RangeError(`at ${JSON.stringify(ev.at)} is not an ISO 8601 date-time`);
 
-    const s = this.deps.states.getOrCreate(ev.callSid);
+    const scope = this.scopeOf(ev.accountSid);
+    const s = this.stateOf(scope, ev.callSid);
     this.deps.states.touch(s);
-    if (ev.accountSid !== undefined) s.accountSid = ev.accountSid;
+    if (ev.type === 'not_responding' && !s.kept && !s.discard) this.discardActor.set(s, actor);
     const before = `${s.ctiSessionId}\u0000${s.employeeId}`;
     if (ev.ctiSessionId !== undefined) s.ctiSessionId = ev.ctiSessionId;
     if (ev.employeeId !== undefined) s.employeeId = ev.employeeId;
@@ -146,8 +191,8 @@ export class CallControl {
         break; // ringing, consult, conference, transfer, wrapup, agent_available: attribution only
     }
 
-    for (const session of this.recorder.streamsOfCall(ev.callSid)) this.attribute(session, s);
-    if (s.discard && !s.kept) await this.deletePublished(ev.callSid, 'not_responding');
+    for (const session of this.streamsOf(scope, ev.callSid)) this.attribute(session, s);
+    if (s.discard && !s.kept) await this.deletePublished(s, 'not_responding');
     else if (attributionChanged) await this.reattributePublished(s);
     return this.view(s);
   }
@@ -163,25 +208,26 @@ export class CallControl {
   /** Raise long_hold once per hold when it has lasted longer than LONG_HOLD_DURATION_MIN. */
   checkHold(s: CallState, now: number): void {
     if (s.holdSince === null || s.holdAlarmed) return;
-    const limitMin = this.settingsForCall(s.callSid).longHoldDurationMin;
+    const limitMin = this.settingsForCall(s.accountSid, s.callSid).longHoldDurationMin;
     const heldMs = now - s.holdSince;
     if (heldMs <= limitMin * 60_000) return;
     s.holdAlarmed = true;
     this.deps.alarms.raise('long_hold', {
       message: `call ${s.callSid} has been on hold for ${Math.round(heldMs / 60_000)} min (LONG_HOLD_DURATION_MIN ${limitMin})`,
       callSid: s.callSid,
+      ...(s.accountSid === '' ? {} : { accountSid: s.accountSid }),
       details: { holdSince: new Date(s.holdSince).toISOString(), heldMs, limitMin, ctiSessionId: s.ctiSessionId },
     });
   }
 
   /** Stream start: take what CTI events already said about the call. */
   onStart(session: StreamSession): void {
-    const s = this.deps.states.get(session.id.callSid);
+    const s = this.deps.states.get(this.scopeOf(session.id.accountSid), session.id.callSid);
     if (s) this.attribute(session, s);
   }
 
-  isPaused(callSid: string): boolean {
-    return this.deps.states.get(callSid)?.paused ?? false;
+  isPaused(accountSid: string, callSid: string): boolean {
+    return this.deps.states.get(this.scopeOf(accountSid), callSid)?.paused ?? false;
   }
 
   private attribute(session: StreamSession, s: CallState): void {
@@ -189,23 +235,32 @@ export class CallControl {
     if (s.employeeId !== null) session.attribution.employeeId = s.employeeId;
   }
 
-  pause(callSid: string): PauseResult {
-    return this.setPaused(callSid, true);
+  /**
+   * `knownElsewhere`: cluster mode found the call in Redis (a stream, queued CTI events or a
+   * stored pause) though this node has nothing of it: the pause is remembered here too.
+   */
+  pause(scope: string, callSid: string, knownElsewhere = false): PauseResult {
+    return this.setPaused(scope, callSid, true, knownElsewhere);
   }
 
-  resume(callSid: string): PauseResult {
-    return this.setPaused(callSid, false);
+  resume(scope: string, callSid: string, knownElsewhere = false): PauseResult {
+    return this.setPaused(scope, callSid, false, knownElsewhere);
   }
 
-  private setPaused(callSid: string, paused: boolean): PauseResult {
-    const live = this.recorder.streamsOfCall(callSid);
-    if (live.length === 0 && this.deps.states.get(callSid) === undefined) {
-      throw new UnknownCallError(`call ${callSid} is not known on this node: no live stream and no CTI event for it`);
+  /** Pause enabled for this call's data source? */
+  pauseEnabled(scope: string, callSid: string): boolean {
+    return this.settingsForCall(scope, callSid).enablePauseResume;
+  }
+
+  private setPaused(scope: string, callSid: string, paused: boolean, knownElsewhere: boolean): PauseResult {
+    const live = this.streamsOf(scope, callSid);
+    if (live.length === 0 && this.deps.states.get(scope, callSid) === undefined && !knownElsewhere) {
+      throw new UnknownCallError(`call ${callSid} is not known: no live stream and no CTI event for it`);
     }
-    if (!this.settingsForCall(callSid).enablePauseResume) {
+    if (!this.pauseEnabled(scope, callSid)) {
       throw new PauseDisabledError(`pause/resume is disabled for the data source of call ${callSid}; set TWILIO_ENABLE_PAUSE_RESUME=true to allow it`);
     }
-    const s = this.deps.states.getOrCreate(callSid);
+    const s = this.stateOf(scope, callSid);
     this.deps.states.touch(s);
     s.paused = paused;
     const streams = live.map((session) => {
@@ -213,7 +268,33 @@ export class CallControl {
       this.recorder.streamChanged(session); // cluster mode: GET /v1/calls shows `paused` everywhere
       return { streamSid: session.id.streamSid, atMs };
     });
-    return { callSid, paused, streams };
+    return { ...(scope === '' ? {} : { accountSid: scope }), callSid, paused, streams };
+  }
+
+  /**
+   * Cluster mode: Redis holds a pause (or a resume) of this call that another node stored, or
+   * that a stream registering here found. Applied to the state (a stream starting later starts
+   * paused) and to the call's live streams on this node.
+   */
+  applyStoredPause(scope: string, callSid: string, paused: boolean): void {
+    let s = this.deps.states.get(scope, callSid);
+    if (s === undefined) {
+      if (!paused) return;
+      try {
+        s = this.stateOf(scope, callSid);
+      } catch (err) {
+        this.deps.onError(`remembering the pause of call ${callSid}`, err as Error);
+        return;
+      }
+    }
+    this.deps.states.touch(s);
+    s.paused = paused;
+    for (const session of this.streamsOf(scope, callSid)) {
+      if (session.paused === paused) continue;
+      if (paused) session.pause();
+      else session.resume();
+      this.recorder.streamChanged(session);
+    }
   }
 
   /**
@@ -222,13 +303,15 @@ export class CallControl {
    */
   async onRecording(sidecar: RecordingSidecar, all: readonly RecordingSidecar[]): Promise<void> {
     try {
-      const s = this.deps.states.get(sidecar.callSid);
+      const s = this.deps.states.get(this.scopeOf(sidecar.accountSid), sidecar.callSid);
       const minMs = this.deps.settingsFor(sidecar.accountSid).minSessionLengthS * 1000;
       const streamMs = Math.max(...all.map((r) => r.offsetMs + r.durationMs));
       let reason: DeleteReason | null = null;
       if (s !== undefined && s.discard && !(await this.isKept(s, sidecar.callSid, sidecar.accountSid))) reason = 'not_responding';
       else if (minMs > 0 && streamMs < minMs) reason = 'min_session_length';
       if (reason !== null) {
+        this.audit(sidecar, reason === 'not_responding' ? 'event' : 'rule', reason,
+          reason === 'not_responding' && s !== undefined ? this.discardActor.get(s) ?? 'internal' : 'rule');
         await this.deleteFiles(sidecar, reason);
         return;
       }
@@ -256,6 +339,21 @@ export class CallControl {
     }
   }
 
+  /** Who sent the `not_responding` that marked a call for deletion (for the audit line). */
+  private readonly discardActor = new WeakMap<CallState, string>();
+
+  private audit(sidecar: RecordingSidecar, cause: AuditEntry['cause'], reason: DeleteReason, actor: string): void {
+    this.deps.audit?.({
+      recordingId: sidecar.recordingId, accountSid: sidecar.accountSid, callSid: sidecar.callSid, cause, reason, actor,
+    });
+  }
+
+  /** The published recordings of a call of this scope (another account's are never touched). */
+  private publishedOf(scope: string, callSid: string): RecordingSidecar[] {
+    const { items } = this.deps.index.query({ callSid, limit: 100_000 });
+    return items.filter((r) => this.scopeOf(r.accountSid) === scope);
+  }
+
   /** Announced as `deleted` once the files are gone (now, or by a later retry: deletions.ts). */
   private async deleteFiles(sidecar: RecordingSidecar, reason: DeleteReason): Promise<void> {
     await this.deps.deletions.delete(sidecar, reason);
@@ -267,12 +365,11 @@ export class CallControl {
   }
 
   /** Every published recording of the call: files, sidecars and index entries. */
-  private async deletePublished(callSid: string, reason: DeleteReason): Promise<void> {
-    const { items } = this.deps.index.query({ callSid, limit: 100_000 });
-    for (const sidecar of items) {
+  private async deletePublished(s: CallState, reason: DeleteReason): Promise<void> {
+    for (const sidecar of this.publishedOf(s.accountSid, s.callSid)) {
       // checked per recording: its account's durable `connected` mark keeps it
-      const s = this.deps.states.get(callSid);
-      if (await this.isKept(s, callSid, sidecar.accountSid)) continue;
+      if (await this.isKept(s, s.callSid, sidecar.accountSid)) continue;
+      this.audit(sidecar, 'event', reason, this.discardActor.get(s) ?? 'internal');
       this.deps.index.remove(sidecar.recordingId);
       this.deps.onRemoved?.(sidecar.recordingId);
       await this.deleteFiles(sidecar, reason);
@@ -281,8 +378,7 @@ export class CallControl {
 
   /** CTI events after the stream ended: the published sidecars take the new attribution. */
   private async reattributePublished(s: CallState): Promise<void> {
-    const { items } = this.deps.index.query({ callSid: s.callSid, limit: 100_000 });
-    for (const listed of items) {
+    for (const listed of this.publishedOf(s.accountSid, s.callSid)) {
       // One writer per recording: read the sidecar as it is now (a concurrent event may just
       // have rewritten it), change only the attribution, write it back, then let the next go.
       await this.sidecarLock.run(listed.recordingId, async () => {

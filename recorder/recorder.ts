@@ -58,7 +58,7 @@ export interface RecorderOptions {
   /** a stream began: the CTI layer applies what it already knows of the call */
   onStart?: (session: StreamSession) => void;
   /** was this call paused before the stream started? */
-  isCallPaused?: (callSid: string) => boolean;
+  isCallPaused?: (callSid: string, accountSid: string) => boolean;
   /** a segment writer's first disk error (alarm) */
   onWriteError?: (session: StreamSession, recordingId: string, err: NodeJS.ErrnoException) => void;
   /** per segment writer, audio bytes that may wait for the disk */
@@ -185,7 +185,7 @@ export class Recorder {
         this.opts.onSegmentError?.(rid, err, id);
       },
       pauseBehavior: settings.pauseBehavior,
-      startPaused: this.opts.isCallPaused?.(id.callSid) ?? false,
+      startPaused: this.opts.isCallPaused?.(id.callSid, id.accountSid) ?? false,
       onWriteError: (rid, err) => this.opts.onWriteError?.(session, rid, err),
       maxQueueBytes: this.opts.maxQueueBytes,
       onDropped: (frames) => {

@@ -79,8 +79,9 @@ async function* mix(legs: Leg[], total: number): AsyncGenerator<Buffer> {
 }
 
 /** The WAV of a contact as a stream, and its length. */
-export async function contactAudio(index: RecordingIndex, ctiSessionId: string): Promise<{ size: number; body: Readable }> {
-  const sidecars = index.byCtiSession(ctiSessionId);
+export async function contactAudio(index: RecordingIndex, ctiSessionId: string, accountSid: string | null = null): Promise<{ size: number; body: Readable }> {
+  // a per-source key hears only its account's legs; another account's contact does not exist for it
+  const sidecars = index.byCtiSession(ctiSessionId).filter((s) => accountSid === null || s.accountSid === accountSid);
   if (sidecars.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
   const t0 = Math.min(...sidecars.map((s) => Date.parse(s.startedAt)));
   const legs: Leg[] = [];

@@ -10,6 +10,7 @@ import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../
 import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
 import { contactAudio } from './contact-audio.js';
+import { accessOf, canSee } from './api-auth.js';
 
 export interface RecordingRoutesOptions {
   index: RecordingIndex;
@@ -62,12 +63,13 @@ function parseDate(name: string, value: string | undefined): Date | undefined {
   return d;
 }
 
-function lookup(index: RecordingIndex, id: string): IndexedRecording {
+/** A recording the caller may see: another account's is answered 404, like a missing one. */
+function lookup(index: RecordingIndex, id: string, request: FastifyRequest): IndexedRecording {
   if (!RECORDING_ID_RE.test(id)) {
     throw new ApiError(400, 'bad_request', `recording id ${JSON.stringify(id.slice(0, 80))} is malformed: expected MZ followed by 32 hex digits, "-" and a 4-digit segment index`);
   }
   const rec = index.get(id);
-  if (!rec) throw new ApiError(404, 'not_found', `no recording with id ${id}`);
+  if (!rec || !canSee(accessOf(request), rec.sidecar.accountSid)) throw new ApiError(404, 'not_found', `no recording with id ${id}`);
   return rec;
 }
 
@@ -231,7 +233,7 @@ async function representation(rec: IndexedRecording, fh: FileHandle, format: Aud
 }
 
 async function sendAudio(request: FastifyRequest<{ Params: IdParams; Querystring: AudioQuery }>, reply: FastifyReply, index: RecordingIndex) {
-  const rec = lookup(index, request.params.id);
+  const rec = lookup(index, request.params.id, request);
   const { format } = request.query;
   if (format !== undefined && !(AUDIO_FORMATS as readonly string[]).includes(format)) {
     throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported; use ${AUDIO_FORMATS.join(' or ')}, or leave it out for the file as stored`);
@@ -301,6 +303,7 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
       }
     }
     return index.query({
+      accountSid: accessOf(request).accountSid ?? undefined,
       callSid: q.callSid, ctiSessionId: q.ctiSessionId, employeeId: q.employeeId, from, to, limit: q.limit, cursor: q.cursor,
     });
   });
@@ -308,7 +311,7 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
   app.get<{ Params: IdParams }>('/v1/recordings/:id', {
     schema: { params: IdParams },
     preValidation: onlyQueryParams([]),
-  }, async (request) => lookup(index, request.params.id).sidecar);
+  }, async (request) => lookup(index, request.params.id, request).sidecar);
 
   app.route<{ Params: IdParams; Querystring: AudioQuery }>({
     method: ['GET', 'HEAD'],
@@ -323,7 +326,8 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     preValidation: onlyQueryParams([]),
   }, async (request) => {
     const { ctiSessionId } = request.params;
-    const recordings = index.byCtiSession(ctiSessionId);
+    const access = accessOf(request);
+    const recordings = index.byCtiSession(ctiSessionId).filter((s) => canSee(access, s.accountSid));
     if (recordings.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
     return { ctiSessionId, recordings };
   });
@@ -333,7 +337,7 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     preValidation: onlyQueryParams([]),
   }, async (request, reply) => {
     const { ctiSessionId } = request.params;
-    const { size, body } = await contactAudio(index, ctiSessionId);
+    const { size, body } = await contactAudio(index, ctiSessionId, accessOf(request).accountSid);
     reply.headers({
       'content-type': 'audio/wav',
       'content-length': String(size),

@@ -3,6 +3,7 @@
 // it to its index (and rescans the volume after each (re)connect, for announcements missed
 // meanwhile). Alarms go to a capped Redis list that GET /v1/alarms reads; alarms raised while
 // Redis is away wait in memory (bounded) and are pushed on reconnect.
+import { access } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Alarm } from '../../recorder/alarms.js';
 import type { RecordingIndex } from '../../recorder/recording-index.js';
@@ -12,6 +13,8 @@ import type { Keys } from './keys.js';
 import type { RedisLink } from './redis-link.js';
 
 export const ALARMS_KEPT = 1000;
+/** sidecars checked at once by the rescan */
+const RESCAN_BATCH = 64;
 /** beyond this many, a long outage's announcements are dropped: a node's rescan on its own reconnect still finds the files */
 const ANNOUNCEMENTS_KEPT = 10000;
 
@@ -79,15 +82,43 @@ export class SharedState {
     this.announce({ kind: 'removed', nodeId: this.o.nodeId, recordingId });
   }
 
-  /** After a (re)connect: what was published while we were away, and alarms not yet shared. */
+  /**
+   * After a (re)connect: what was published while we were away, what was deleted meanwhile (the
+   * announcements of both were missed), and alarms not yet shared.
+   */
   async resync(): Promise<void> {
     await this.o.index.load((file, err) => this.o.log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
+    await this.dropDeleted();
     const unsent = this.unsent;
     this.unsent = [];
     for (const a of unsent) this.alarmRaised(a);
     const unannounced = this.unannounced;
     this.unannounced = [];
     for (const a of unannounced) this.announce(a);
+  }
+
+  /** Index entries whose sidecar left the shared volume (deleted by another node while we were away). */
+  private async dropDeleted(): Promise<number> {
+    const { items } = this.o.index.query({ limit: Number.MAX_SAFE_INTEGER });
+    let dropped = 0;
+    for (let i = 0; i < items.length; i += RESCAN_BATCH) {
+      const batch = items.slice(i, i + RESCAN_BATCH);
+      const gone = await Promise.all(batch.map(async (s) => {
+        const rec = this.o.index.get(s.recordingId);
+        if (!rec) return false;
+        try {
+          await access(rec.sidecarPath);
+          return false;
+        } catch (err) {
+          return (err as NodeJS.ErrnoException).code === 'ENOENT';
+        }
+      }));
+      batch.forEach((s, j) => {
+        if (gone[j] && this.o.index.remove(s.recordingId)) dropped++;
+      });
+    }
+    if (dropped > 0) this.o.log.info({ dropped }, 'cluster: rescan removed recordings deleted while this node was away');
+    return dropped;
   }
 
   alarmRaised(a: Alarm): void {
