@@ -13,6 +13,7 @@ import type { RecordingSidecar } from './sidecar.js';
 import type { StreamIdentity, StreamSession } from './stream-session.js';
 import { sidecarPathOf } from './storage-layout.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { clipId, eventTime } from './ingest-limits.js';
 
 export type RecordingEvent = 'finished' | 'failed' | 'deleted';
 export type DeleteReason = 'not_responding' | 'min_session_length';
@@ -63,6 +64,11 @@ export class PauseDisabledError extends Error {
 export class CallControl {
   constructor(private readonly deps: CallControlDeps) {}
 
+  /** wall-clock now (ms): event times are judged against it */
+  now(): number {
+    return this.deps.wallNow().getTime();
+  }
+
   private get recorder(): Recorder {
     return this.deps.recorder();
   }
@@ -87,15 +93,14 @@ export class CallControl {
    * validated shapes; `at` is parsed here), so a bad event changes nothing.
    */
   async applyEvent(ev: CtiEvent): Promise<CallView> {
-    const at = ev.at === undefined ? this.deps.wallNow().getTime() : Date.parse(ev.at);
-    if (!Number.isFinite(at)) throw new RangeError(`at ${JSON.stringify(ev.at)} is not an ISO 8601 date-time`);
+    const at = eventTime(ev.at, this.deps.wallNow().getTime());
 
     const s = this.deps.states.getOrCreate(ev.callSid);
     this.deps.states.touch(s);
     if (ev.accountSid !== undefined) s.accountSid = ev.accountSid;
     const before = `${s.ctiSessionId}\u0000${s.employeeId}`;
-    if (ev.ctiSessionId !== undefined) s.ctiSessionId = ev.ctiSessionId;
-    if (ev.employeeId !== undefined) s.employeeId = ev.employeeId;
+    if (ev.ctiSessionId !== undefined) s.ctiSessionId = clipId(ev.ctiSessionId);
+    if (ev.employeeId !== undefined) s.employeeId = clipId(ev.employeeId);
     const attributionChanged = before !== `${s.ctiSessionId}\u0000${s.employeeId}`;
 
     switch (ev.type) {

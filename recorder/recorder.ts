@@ -5,6 +5,7 @@ import { StreamSession, type Attribution, type StreamIdentity } from './stream-s
 import type { PlaceResult } from './timeline.js';
 import type { CloseReason, RecordingSidecar } from './sidecar.js';
 import type { SourceSettings } from '../gateway/config-types.js';
+import { clipId } from './ingest-limits.js';
 
 export interface RecorderCounters {
   framesReceived: number;
@@ -138,8 +139,8 @@ export class Recorder {
     if (this.live.has(id.streamSid)) return null;
     const settings = this.opts.settingsFor(id.accountSid);
     const attribution: Attribution = {
-      ctiSessionId: id.customParameters.ctiSessionId ?? null,
-      employeeId: id.customParameters.employeeId ?? settings.defaultEmployeeId,
+      ctiSessionId: clipId(id.customParameters.ctiSessionId) ?? null,
+      employeeId: clipId(id.customParameters.employeeId) ?? settings.defaultEmployeeId,
     };
     const session = new StreamSession(id, attribution, {
       recordingsDir: this.opts.recordingsDir,

@@ -8,12 +8,14 @@ import {
 import { CTI_EVENT_TYPES, type CtiEvent } from '../../recorder/call-states.js';
 import { CALL_SID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
+import { eventTime } from '../../recorder/ingest-limits.js';
 
 export interface CallRoutesDeps {
   control: CallControl;
 }
 
-const Id = Type.String({ minLength: 1, maxLength: 256 });
+// no maxLength: a longer id is clipped with a marker (recorder/ingest-limits.ts), never refused
+const Id = Type.String({ minLength: 1 });
 
 export const CtiEventBody = Type.Object({
   type: Type.Union(CTI_EVENT_TYPES.map((t) => Type.Literal(t))),
@@ -37,6 +39,15 @@ export async function applyCtiEvent(control: CallControl, ev: CtiEvent) {
   }
 }
 
+function checkEventTime(at: unknown, control: CallControl): void {
+  if (typeof at !== 'string' || !Number.isFinite(Date.parse(at))) return; // the schema names a malformed one
+  try {
+    eventTime(at, control.now());
+  } catch (err) {
+    throw new ApiError(400, 'bad_request', (err as Error).message);
+  }
+}
+
 function pauseCall(control: CallControl, callSid: string, paused: boolean): PauseResult {
   try {
     return paused ? control.pause(callSid) : control.resume(callSid);
@@ -50,8 +61,11 @@ function pauseCall(control: CallControl, callSid: string, paused: boolean): Paus
 export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): void {
   const { control } = deps;
 
-  app.post<{ Body: CtiEventBody }>('/v1/cti/events', { schema: { body: CtiEventBody } }, async (req) =>
-    applyCtiEvent(control, req.body));
+  app.post<{ Body: CtiEventBody }>('/v1/cti/events', {
+    schema: { body: CtiEventBody },
+    // before the cluster router (a preHandler) forwards or queues the event: a time far from now is refused here
+    preValidation: async (req) => checkEventTime((req.body as { at?: unknown } | null)?.at, control),
+  }, async (req) => applyCtiEvent(control, req.body));
 
   for (const action of ['pause', 'resume'] as const) {
     app.post<{ Params: CallParams }>(`/v1/calls/:callSid/${action}`, { schema: { params: CallParams } }, async (req) =>
