@@ -17,7 +17,7 @@ import { installErrorHandling, frameworkErrors, ApiError } from './api/errors.js
 import { installApiAuth } from './api/api-auth.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
-import { Alarms } from '../recorder/alarms.js';
+import { Alarms, ALARMS_PER_KIND } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
 import { CallStates } from '../recorder/call-states.js';
 import { CallControl } from '../recorder/call-control.js';
@@ -100,7 +100,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     else if (config.redisUrl !== null) publishedEarly.push(s);
   };
   const wallNow = opts.wallNow ?? (() => new Date());
-  const alarms = new Alarms(log, config.nodeId, 1000, wallNow);
+  const alarms = new Alarms(log, config.nodeId, ALARMS_PER_KIND, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
