@@ -146,6 +146,8 @@ export class WebhookOutbox {
         headers: { 'content-type': 'application/json', 'x-gateway-signature': signBody(this.opts.secret, body) },
         body,
         signal: ac.signal,
+        // never follow: a 3xx would re-post the signed body to wherever Location points; it is a failure, retried
+        redirect: 'manual',
       });
       await res.arrayBuffer().catch(() => undefined);
       return res.status >= 200 && res.status < 300 ? null : `HTTP ${res.status}`;
