@@ -13,7 +13,7 @@ import { IN_PROGRESS_DIR } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
-import { installErrorHandling, frameworkErrors, ApiError } from './api/errors.js';
+import { installErrorHandling, frameworkErrors, clientErrorHandler, ApiError } from './api/errors.js';
 import { installApiAuth } from './api/api-auth.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
@@ -195,6 +195,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
     frameworkErrors,
+    clientErrorHandler,
     // The drain already ended every stream; a client holding a keep-alive API connection (e.g.
     // after a streamed download) must not keep the process from exiting.
     forceCloseConnections: true,
