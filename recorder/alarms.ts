@@ -19,6 +19,8 @@ export interface Alarm {
   count: number;
   message: string;
   nodeId: string;
+  /** the data source the alarm concerns (per-source API keys see only their own) */
+  accountSid?: string;
   callSid?: string;
   streamSid?: string;
   recordingId?: string;
@@ -29,6 +31,7 @@ export interface Alarm {
 
 export interface AlarmInput {
   message: string;
+  accountSid?: string;
   callSid?: string;
   streamSid?: string;
   recordingId?: string;
@@ -39,9 +42,12 @@ export interface AlarmInput {
 /** Entries kept per kind: one kind raised in bulk never evicts the others. */
 export const ALARMS_PER_KIND = 100;
 
-/** One entry per kind and subject: the call, else the recording, stream or named subject. */
+/**
+ * One entry per kind and subject: the call, else the recording, stream or named subject, within
+ * the account (calls are keyed by account and callSid: another tenant's events never merge in).
+ */
 export function alarmKey(a: { kind: AlarmKind } & AlarmInput): string {
-  return `${a.kind}\u0000${a.callSid ?? a.recordingId ?? a.streamSid ?? a.subject ?? ''}`;
+  return `${a.kind}\u0000${a.accountSid ?? ''}\u0000${a.callSid ?? a.recordingId ?? a.streamSid ?? a.subject ?? ''}`;
 }
 
 export class Alarms {

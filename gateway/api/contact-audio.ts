@@ -111,8 +111,9 @@ function hours(frames: number): string {
  * The WAV of a contact: its length and ETag are known before a byte is mixed, so a Range is
  * answered by mixing only the frames it covers (bounded memory, whatever the offset).
  */
-export async function contactAudio(index: RecordingIndex, ctiSessionId: string): Promise<ContactAudio> {
-  const sidecars = index.byCtiSession(ctiSessionId);
+export async function contactAudio(index: RecordingIndex, ctiSessionId: string, accountSid: string | null = null): Promise<ContactAudio> {
+  // a per-source key hears only its account's legs; another account's contact does not exist for it
+  const sidecars = index.byCtiSession(ctiSessionId).filter((s) => accountSid === null || s.accountSid === accountSid);
   if (sidecars.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
   const t0 = Math.min(...sidecars.map((s) => Date.parse(s.startedAt)));
   const legs: Leg[] = [];
