@@ -12,6 +12,9 @@ import { ALARMS_PER_KIND } from '../recorder/alarms.js';
 import { startTestGateway, getJson, type TestGateway } from './fixtures/harness.js';
 import { post, until } from './fixtures/calls.js';
 
+// about 2 500 API requests in all: more than tap's default 30 s on a busy machine
+t.setTimeout(180_000);
+
 const T = Date.parse('2026-03-02T10:00:00.000Z');
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -50,6 +53,18 @@ t.test('CTI event times more than 24 h back or 5 min ahead are refused with 400 
   t.equal((await cti(g, { type: 'unhold', callSid, at: iso(T + 4 * 60_000) })).status, 200, '4 min ahead is accepted (clock skew)');
   const alarms = await getJson<AlarmList>(`${g.http}/v1/alarms?kind=long_hold`);
   t.equal(alarms.body.items.length, 1, 'the accepted 23 h hold raises its one long_hold');
+
+  // TaskRouter events become CTI events: the same bound applies to their Timestamp
+  const trCall = randomSid('CA');
+  const form = (ms: number) => new URLSearchParams({
+    EventType: 'reservation.created', TimestampMs: String(ms), TaskSid: `WT${'1'.repeat(32)}`,
+    TaskAttributes: JSON.stringify({ call_sid: trCall }),
+  }).toString();
+  const postForm = (ms: number) => fetch(`${g.http}/twilio/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form(ms) });
+  const old = await postForm(0);
+  t.equal(old.status, 400, 'a TaskRouter event stamped 1970: 400');
+  t.match(await old.json(), { error: 'bad_request', message: /too far from now/ });
+  t.equal((await postForm(T - 60_000)).status, 204, 'a current one is applied');
 });
 
 async function flood(t: Test, g: TestGateway, n: number, readAlarms: () => Promise<AlarmList>) {
