@@ -14,11 +14,11 @@ import { IN_PROGRESS_DIR } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
-import { installErrorHandling, frameworkErrors, ApiError } from './api/errors.js';
+import { installErrorHandling, frameworkErrors, clientErrorHandler, ApiError } from './api/errors.js';
 import { installApiAuth } from './api/api-auth.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
-import { Alarms } from '../recorder/alarms.js';
+import { Alarms, ALARMS_PER_KIND } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
 import { CallStates } from '../recorder/call-states.js';
 import { CallControl } from '../recorder/call-control.js';
@@ -123,7 +123,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     else if (config.redisUrl !== null) publishedEarly.push(s);
   };
   const wallNow = opts.wallNow ?? (() => new Date());
-  const alarms = new Alarms(log, config.nodeId, 1000, wallNow);
+  const alarms = new Alarms(log, config.nodeId, ALARMS_PER_KIND, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
@@ -250,6 +250,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
     frameworkErrors,
+    clientErrorHandler,
     // The drain already ended every stream; a client holding a keep-alive API connection (e.g.
     // after a streamed download) must not keep the process from exiting.
     forceCloseConnections: true,

@@ -56,6 +56,13 @@ export function registerTwilioRoute(app: FastifyInstance, deps: TwilioRouteDeps)
   };
 
   async function checkUpgrade(req: FastifyRequest, reply: FastifyReply) {
+    if (!req.ws) {
+      // a browser or a probe: say what this URL is, in the API's error shape
+      return reply.code(426).header('upgrade', 'websocket').send({
+        error: 'upgrade_required',
+        message: `${TWILIO_STREAM_PATH} is the Twilio Media Streams WebSocket: connect with Upgrade: websocket (point <Stream url="wss://..."> at it)`,
+      });
+    }
     if (deps.isDraining()) return refuse(reply, 503, 'draining', 'this node is shutting down; connect to another node');
     if (req.raw.url !== undefined && req.raw.url.includes('?')) {
       return refuse(reply, 400, 'query_not_allowed', 'Twilio strips query strings from stream URLs; pass values as <Parameter> instead');

@@ -14,6 +14,7 @@ import { sidecarPathOf } from './storage-layout.js';
 import { KeyedLock, writeFileAtomic } from './atomic-file.js';
 import type { Deletions } from './deletions.js';
 import type { KeptMarks } from './kept-marks.js';
+import { clipId, eventTime } from './ingest-limits.js';
 
 export type RecordingEvent = 'finished' | 'failed' | 'deleted';
 export type DeleteReason = 'not_responding' | 'min_session_length';
@@ -93,6 +94,11 @@ export class CallControl {
 
   constructor(private readonly deps: CallControlDeps) {}
 
+  /** wall-clock now (ms): event times are judged against it */
+  now(): number {
+    return this.deps.wallNow().getTime();
+  }
+
   /** The account a call's state belongs to: its events' account, else its live stream's. */
   private accountOf(s: CallState): string | null {
     return s.accountSid ?? this.recorder.streamsOfCall(s.callSid)[0]?.id.accountSid ?? null;
@@ -155,16 +161,15 @@ export class CallControl {
    * validated shapes; `at` is parsed here), so a bad event changes nothing.
    */
   async applyEvent(ev: CtiEvent, actor = 'internal'): Promise<CallView> {
-    const at = ev.at === undefined ? this.deps.wallNow().getTime() : Date.parse(ev.at);
-    if (!Number.isFinite(at)) throw new RangeError(`at ${JSON.stringify(ev.at)} is not an ISO 8601 date-time`);
+    const at = eventTime(ev.at, this.deps.wallNow().getTime());
 
     const scope = this.scopeOf(ev.accountSid);
     const s = this.stateOf(scope, ev.callSid);
     this.deps.states.touch(s);
     if (ev.type === 'not_responding' && !s.kept && !s.discard) this.discardActor.set(s, actor);
     const before = `${s.ctiSessionId}\u0000${s.employeeId}`;
-    if (ev.ctiSessionId !== undefined) s.ctiSessionId = ev.ctiSessionId;
-    if (ev.employeeId !== undefined) s.employeeId = ev.employeeId;
+    if (ev.ctiSessionId !== undefined) s.ctiSessionId = clipId(ev.ctiSessionId);
+    if (ev.employeeId !== undefined) s.employeeId = clipId(ev.employeeId);
     const attributionChanged = before !== `${s.ctiSessionId}\u0000${s.employeeId}`;
 
     switch (ev.type) {

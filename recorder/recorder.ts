@@ -8,6 +8,7 @@ import type { SegmentPaths } from './storage-layout.js';
 import type { PlaceResult } from './timeline.js';
 import type { CloseReason, RecordingSidecar } from './sidecar.js';
 import type { SourceSettings } from '../gateway/config-types.js';
+import { clipId } from './ingest-limits.js';
 
 export interface RecorderCounters {
   framesReceived: number;
@@ -165,8 +166,8 @@ export class Recorder {
     if (this.live.has(id.streamSid)) return null;
     const settings = this.opts.settingsFor(id.accountSid);
     const attribution: Attribution = {
-      ctiSessionId: id.customParameters.ctiSessionId ?? null,
-      employeeId: id.customParameters.employeeId ?? settings.defaultEmployeeId,
+      ctiSessionId: clipId(id.customParameters.ctiSessionId) ?? null,
+      employeeId: clipId(id.customParameters.employeeId) ?? settings.defaultEmployeeId,
     };
     const outcomes: Outcomes = { published: [], waiting: [], running: [] };
     const session = new StreamSession(id, attribution, {

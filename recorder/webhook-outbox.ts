@@ -265,7 +265,7 @@ export class WebhookOutbox {
         headers: { 'content-type': 'application/json', 'x-gateway-signature': signBody(this.opts.secret, body) },
         body,
         signal: ac.signal,
-        // a redirect would re-post the signed body to wherever the receiver points: never
+        // never follow: a 3xx would re-post the signed body to wherever Location points; it is a failure, retried
         redirect: 'manual',
       });
       await res.arrayBuffer().catch(() => undefined);

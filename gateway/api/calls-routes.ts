@@ -12,6 +12,7 @@ import { CTI_EVENT_TYPES, TooManyCallsError, type CtiEvent } from '../../recorde
 import { ACCOUNT_SID_RE, CALL_SID_RE } from '../../recorder/storage-layout.js';
 import { accessOf, type ApiAccess } from './api-auth.js';
 import { ApiError } from './errors.js';
+import { eventTime } from '../../recorder/ingest-limits.js';
 
 export interface CallRoutesDeps {
   control: CallControl;
@@ -24,7 +25,8 @@ export interface CallRoutesDeps {
   knownInCluster?: (req: FastifyRequest) => boolean;
 }
 
-const Id = Type.String({ minLength: 1, maxLength: 256 });
+// no maxLength: a longer id is clipped with a marker (recorder/ingest-limits.ts), never refused
+const Id = Type.String({ minLength: 1 });
 
 export const CtiEventBody = Type.Object({
   type: Type.Union(CTI_EVENT_TYPES.map((t) => Type.Literal(t))),
@@ -98,6 +100,15 @@ export async function applyCtiEvent(control: CallControl, ev: CtiEvent, actor?: 
   }
 }
 
+function checkEventTime(at: unknown, control: CallControl): void {
+  if (typeof at !== 'string' || !Number.isFinite(Date.parse(at))) return; // the schema names a malformed one
+  try {
+    eventTime(at, control.now());
+  } catch (err) {
+    throw new ApiError(400, 'bad_request', (err as Error).message);
+  }
+}
+
 function pauseCall(control: CallControl, t: CallTarget, paused: boolean, knownElsewhere: boolean): PauseResult {
   try {
     return paused ? control.pause(t.scope, t.callSid, knownElsewhere) : control.resume(t.scope, t.callSid, knownElsewhere);
@@ -113,7 +124,11 @@ export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): 
   const { control, sources } = deps;
   const target = (req: FastifyRequest) => callTargetOf(control, sources, req) as CallTarget;
 
-  app.post<{ Body: CtiEventBody }>('/v1/cti/events', { schema: { body: CtiEventBody } }, async (req) => {
+  app.post<{ Body: CtiEventBody }>('/v1/cti/events', {
+    schema: { body: CtiEventBody },
+    // before the cluster router (a preHandler) forwards or queues the event: a time far from now is refused here
+    preValidation: async (req) => checkEventTime((req.body as { at?: unknown } | null)?.at, control),
+  }, async (req) => {
     const t = target(req);
     const ev: CtiEvent = { ...req.body, accountSid: t.scope === '' ? undefined : t.scope };
     return applyCtiEvent(control, ev, accessOf(req).actor);

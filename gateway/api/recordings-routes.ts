@@ -9,8 +9,9 @@ import { bytesPerSample, transcode } from '../../codecs/transcode.js';
 import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../recorder/recording-index.js';
 import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
-import { contactAudio } from './contact-audio.js';
+import { contactAudio, type ContactAudio } from './contact-audio.js';
 import { accessOf, canSee } from './api-auth.js';
+import { clipId } from '../../recorder/ingest-limits.js';
 
 export interface RecordingRoutesOptions {
   index: RecordingIndex;
@@ -25,8 +26,9 @@ type AudioFormat = (typeof AUDIO_FORMATS)[number];
 
 const ListQuery = Type.Object({
   callSid: Type.Optional(Type.String({ pattern: CALL_SID_RE.source })),
-  ctiSessionId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
-  employeeId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  // no maxLength: a longer value is clipped as it was at ingest (recorder/ingest-limits.ts)
+  ctiSessionId: Type.Optional(Type.String({ minLength: 1 })),
+  employeeId: Type.Optional(Type.String({ minLength: 1 })),
   from: Type.Optional(Type.String({ format: 'date-time' })),
   to: Type.Optional(Type.String({ format: 'date-time' })),
   limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT }),
@@ -40,7 +42,7 @@ type IdParams = Static<typeof IdParams>;
 const AudioQuery = Type.Object({ format: Type.Optional(Type.String()) });
 type AudioQuery = Static<typeof AudioQuery>;
 
-const CtiParams = Type.Object({ ctiSessionId: Type.String({ minLength: 1, maxLength: 256 }) });
+const CtiParams = Type.Object({ ctiSessionId: Type.String({ minLength: 1 }) });
 type CtiParams = Static<typeof CtiParams>;
 
 /**
@@ -281,6 +283,31 @@ async function sendAudio(request: FastifyRequest<{ Params: IdParams; Querystring
   }
 }
 
+/** The contact WAV, whole or the one byte range asked for (its length is known up front). */
+async function sendContactAudio(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio) {
+  let owned = false;
+  try {
+    const name = `contact-${(request.params as CtiParams).ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.wav`;
+    reply.headers({ 'accept-ranges': 'bytes', etag: audio.etag, 'content-type': 'audio/wav', 'content-disposition': `inline; filename="${name}"` });
+    const ifRange = request.headers['if-range'];
+    const rangeHeader = ifRange === undefined || String(ifRange).trim() === audio.etag ? request.headers.range : undefined;
+    const range = parseRange(rangeHeader, audio.size);
+    if (range === 'unsatisfiable') {
+      throw new ApiError(416, 'range_not_satisfiable', `range ${JSON.stringify(rangeHeader)} selects nothing of the ${audio.size} bytes of this contact's audio`, {
+        'content-range': `bytes */${audio.size}`,
+      });
+    }
+    const part = range ?? { start: 0, end: audio.size - 1 };
+    if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${audio.size}`);
+    reply.header('content-length', String(part.end - part.start + 1));
+    if (request.method === 'HEAD') return reply.send();
+    owned = true;
+    return reply.send(audio.body(part));
+  } finally {
+    if (!owned) await audio.close();
+  }
+}
+
 export function registerRecordingRoutes(app: FastifyInstance, options: RecordingRoutesOptions): void {
   const { index } = options;
 
@@ -304,7 +331,7 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     }
     return index.query({
       accountSid: accessOf(request).accountSid ?? undefined,
-      callSid: q.callSid, ctiSessionId: q.ctiSessionId, employeeId: q.employeeId, from, to, limit: q.limit, cursor: q.cursor,
+      callSid: q.callSid, ctiSessionId: clipId(q.ctiSessionId), employeeId: clipId(q.employeeId), from, to, limit: q.limit, cursor: q.cursor,
     });
   });
 
@@ -325,24 +352,20 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     schema: { params: CtiParams },
     preValidation: onlyQueryParams([]),
   }, async (request) => {
-    const { ctiSessionId } = request.params;
+    const ctiSessionId = clipId(request.params.ctiSessionId);
     const access = accessOf(request);
     const recordings = index.byCtiSession(ctiSessionId).filter((s) => canSee(access, s.accountSid));
     if (recordings.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
     return { ctiSessionId, recordings };
   });
 
-  app.get<{ Params: CtiParams }>('/v1/cti-sessions/:ctiSessionId/audio', {
+  // HEAD explicitly: fastify's generated HEAD route would read (mix) the whole body and drop it
+  app.route<{ Params: CtiParams }>({
+    method: ['GET', 'HEAD'],
+    url: '/v1/cti-sessions/:ctiSessionId/audio',
     schema: { params: CtiParams },
     preValidation: onlyQueryParams([]),
-  }, async (request, reply) => {
-    const { ctiSessionId } = request.params;
-    const { size, body } = await contactAudio(index, ctiSessionId, accessOf(request).accountSid);
-    reply.headers({
-      'content-type': 'audio/wav',
-      'content-length': String(size),
-      'content-disposition': `inline; filename="contact-${ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_')}.wav"`,
-    });
-    return reply.send(body);
+    handler: async (request, reply) => sendContactAudio(request, reply,
+      await contactAudio(index, clipId(request.params.ctiSessionId), accessOf(request).accountSid)),
   });
 }

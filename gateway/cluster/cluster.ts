@@ -101,6 +101,7 @@ export class Cluster {
       link: this.link, keys: this.keys, nodeId, log, scopeOf: o.scopeOf, forgetDeadAfterMs: o.forgetDeadAfterMs,
       onNodeLost: (lost, streams) => o.alarms.raise('node_lost', {
         message: `node ${lost} stopped its heartbeat with ${streams.length} live stream(s); they are listed as lost until it restarts`,
+        subject: `node:${lost}`,
         details: { lostNodeId: lost, streams: streams.map((s) => ({ callSid: s.callSid, streamSid: s.streamSid })) },
       }),
     });
