@@ -1,6 +1,7 @@
 // The validated, typed configuration every other module receives. Built by config.ts from the
 // environment and the optional GATEWAY_CONFIG file; nothing else reads process.env.
 import type { Encoding } from '../recorder/sidecar.js';
+import type { KinesisSettings } from './kinesis/kinesis-config.js';
 
 export type PauseBehavior = 'silence' | 'skip';
 
@@ -20,6 +21,8 @@ export interface DataSource extends SourceSettings {
   accountSid: string;
   /** null: the source accepts unsigned streams (a warning is logged at start) */
   authToken: string | null;
+  /** agent events from an Amazon Kinesis stream (contract section 9); absent when not configured */
+  kinesis?: KinesisSettings;
 }
 
 export interface GatewayConfig {

@@ -35,6 +35,8 @@
 // | MAX_STREAMS                | 2000           | integer 1..100000 (WebSockets, started or not)               |
 // | START_TIMEOUT_S            | 10             | integer 1..300                                               |
 // | MAX_TIMESTAMP_LEAD_S       | 60             | integer 1..86400                                             |
+// | KINESIS_*                  | unset          | see kinesis/kinesis-config.ts; env = the top-level account, |
+// |                            |                | file: `kinesis` object at the top or in a data source       |
 //
 // Rules common to every setting:
 // - An environment variable that is set is a value, even when empty: "" is validated like any
@@ -59,6 +61,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Encoding } from '../recorder/sidecar.js';
 import type { DataSource, GatewayConfig, PauseBehavior, SourceSettings } from './config-types.js';
+import {
+  parseKinesisLayer, parseKinesisObject, redactKinesis, resolveKinesis, type Fail, type KinesisLayer,
+} from './kinesis/kinesis-config.js';
 
 export const REDACTED = '<redacted>';
 
@@ -301,8 +306,8 @@ const SOURCE_FIELDS = {
 } as const satisfies Partial<Record<SettingName, keyof SourceSettings>>;
 type SourceSettingName = keyof typeof SOURCE_FIELDS;
 export const SOURCE_SETTING_NAMES = Object.keys(SOURCE_FIELDS) as SourceSettingName[];
-const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', ...SOURCE_SETTING_NAMES];
-const FILE_TOP_KEYS: readonly string[] = [...SETTING_NAMES, 'dataSources'];
+const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', ...SOURCE_SETTING_NAMES, 'kinesis'];
+const FILE_TOP_KEYS: readonly string[] = [...SETTING_NAMES, 'dataSources', 'kinesis'];
 
 // ---------------------------------------------------------------------------------------------
 // Showing values in one line, without secrets.
@@ -421,11 +426,14 @@ interface FileSource {
   accountSid: string;
   authToken: string | null;
   settings: Partial<SourceSettings>;
+  kinesis: KinesisLayer | null;
 }
 
 interface FileConfig {
   top: Partial<Values>;
   sources: FileSource[];
+  /** the top-level `kinesis` object (for the top-level account) */
+  kinesis?: KinesisLayer | null;
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
@@ -535,7 +543,8 @@ function readConfigFile(file: string, readFile: (path: string) => string): FileC
           `GATEWAY_CONFIG ${setting}=${quote(accountSid)} is a duplicate of dataSources[${dup.index}]: ` +
           'expected each account in one data source only');
       }
-      sources.push({ index: i, accountSid, authToken, settings: sourceSettings(own) });
+      const kinesis = parseKinesisObject(entry.kinesis, kinesisWhere(`dataSources[${i}].kinesis`), `dataSources[${i}].kinesis`, kinesisFail);
+      sources.push({ index: i, accountSid, authToken, settings: sourceSettings(own), kinesis });
     });
   }
   if (top.TWILIO_ACCOUNT_SID !== undefined) {
@@ -546,7 +555,36 @@ function readConfigFile(file: string, readFile: (path: string) => string): FileC
         `dataSources[${dup.index}]: expected each account in one data source only`);
     }
   }
-  return { top, sources };
+  return { top, sources, kinesis: parseKinesisObject(json.kinesis, kinesisWhere('kinesis'), 'kinesis', kinesisFail) };
+}
+
+// Kinesis (contract section 9): settings per source, validated in kinesis/kinesis-config.ts.
+const kinesisFail: Fail = (setting, value, allowed, message) => {
+  throw new ConfigError(setting, value, allowed, message);
+};
+const kinesisWhere = (obj: string | null) => (obj === null
+  ? { prefix: '', path: (n: string) => n }
+  : { prefix: 'GATEWAY_CONFIG ', path: (n: string) => `${obj}.${n}` });
+
+/** KINESIS_* of the environment (over the file's top-level `kinesis`) go with the top-level account. */
+function attachKinesis(env: NodeJS.ProcessEnv, file: FileConfig, sources: DataSource[], topSid: string | undefined): void {
+  const top: KinesisLayer = { ...file.kinesis, ...parseKinesisLayer(env, kinesisWhere(null), kinesisFail, false) };
+  const topSet = Object.keys(top)[0];
+  if (topSet !== undefined && topSid === undefined) {
+    throw missing('TWILIO_ACCOUNT_SID', ENV, `is not set but ${topSet} is`,
+      `${SPECS.TWILIO_ACCOUNT_SID.allowed} whenever a Kinesis stream is configured (its events apply to that account only)`);
+  }
+  for (const f of file.sources) {
+    if (f.accountSid === topSid || f.kinesis === null) continue;
+    const k = resolveKinesis(f.kinesis, kinesisWhere(`dataSources[${f.index}].kinesis`), env.AWS_REGION, kinesisFail);
+    const src = sources.find((s) => s.accountSid === f.accountSid);
+    if (k && src) src.kinesis = k;
+  }
+  if (topSid === undefined) return;
+  const own = file.sources.find((s) => s.accountSid === topSid)?.kinesis ?? {};
+  const k = resolveKinesis({ ...own, ...top }, kinesisWhere(null), env.AWS_REGION, kinesisFail);
+  const src = sources.find((s) => s.accountSid === topSid);
+  if (k && src) src.kinesis = k;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,6 +645,8 @@ export function loadConfig(
     }
   }
 
+  attachKinesis(env, file, sources, sid);
+
   const webhookUrl = orNull(v.RECORDING_WEBHOOK_URL);
   const webhookSecret = orNull(v.RECORDING_WEBHOOK_SECRET);
   if (webhookUrl !== null && webhookSecret === null) {
@@ -650,6 +690,8 @@ export function redactConfig(c: GatewayConfig): RedactedConfig {
     recordingWebhookSecret: c.recordingWebhookSecret === null ? null : REDACTED,
     defaults: { ...c.defaults },
     // null stays null: "this source takes unsigned streams" is worth seeing in the log
-    sources: c.sources.map((s) => ({ ...s, authToken: s.authToken === null ? null : REDACTED })),
+    sources: c.sources.map((s) => ({
+      ...s, authToken: s.authToken === null ? null : REDACTED, ...(s.kinesis ? { kinesis: redactKinesis(s.kinesis) } : {}),
+    })),
   };
 }

@@ -31,6 +31,9 @@ import { Cluster, entryOf } from './cluster/cluster.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
 import { FdBudget } from './fd-budget.js';
 import type { StreamSession } from '../recorder/stream-session.js';
+import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
+import type { CtiEvent } from '../recorder/call-states.js';
+import { applyCtiEvent } from './api/calls-routes.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
@@ -51,6 +54,8 @@ export interface GatewayOptions {
   webhookMaxDelayMs?: number;
   /** Redis key prefix in cluster mode (tests isolate runs) */
   redisPrefix?: string;
+  /** Kinesis consumer timings (tests shorten them) and a benchmark hook */
+  kinesis?: KinesisOptions;
 }
 
 export interface Gateway {
@@ -72,6 +77,8 @@ export interface Gateway {
   runUnderLease: LeaseRunner;
   /** crash recovery of partials left by a previous process; /readyz is 503 until it settles */
   recovery: Promise<RecoveryResult>;
+  /** agent events from Kinesis; null when no data source has a stream */
+  kinesis: KinesisConsumer | null;
   /** listen on config.host:config.port; resolves with the bound port */
   listen(): Promise<number>;
   /** stop taking streams, let live ones run up to DRAIN_TIMEOUT_S, finalise the rest, close */
@@ -260,20 +267,18 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
   });
   registerCallRoutes(app, { control });
-  registerTaskRouterRoute(app, {
-    config, control,
-    // cluster mode: through the CTI route, which the command router forwards to the call's owner
-    dispatch: clusterNode ? async (ev) => {
-      const r = await app.inject({
-        method: 'POST', url: '/v1/cti/events', payload: ev,
-        headers: config.apiKeys.length > 0 ? { authorization: `Bearer ${config.apiKeys[0]}` } : {},
-      });
-      if (r.statusCode >= 300) {
-        const body = r.json() as { error?: string; message?: string };
-        throw new ApiError(r.statusCode, body.error ?? 'cti_event_failed', body.message ?? `CTI event refused (${r.statusCode})`);
-      }
-    } : undefined,
-  });
+  // cluster mode: through the CTI route, which the command router forwards to the call's owner
+  const clusterDispatch = clusterNode ? async (ev: CtiEvent) => {
+    const r = await app.inject({
+      method: 'POST', url: '/v1/cti/events', payload: ev,
+      headers: config.apiKeys.length > 0 ? { authorization: `Bearer ${config.apiKeys[0]}` } : {},
+    });
+    if (r.statusCode >= 300) {
+      const body = r.json() as { error?: string; message?: string };
+      throw new ApiError(r.statusCode, body.error ?? 'cti_event_failed', body.message ?? `CTI event refused (${r.statusCode})`);
+    }
+  } : undefined;
+  registerTaskRouterRoute(app, { config, control, dispatch: clusterDispatch });
 
   const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
   const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease;
@@ -284,6 +289,17 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     : runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, () => { maintenance.runOnce(); });
   clusterNode?.onSweep(() => maintenance.runOnce());
   if (clusterNode) await clusterNode.start();
+
+  // Agent events from Kinesis (contract section 9): the same CTI entry point as the API, with
+  // the source's account set. The SDK is loaded only when a source has a stream.
+  const kinesis: KinesisConsumer | null = !config.sources.some((s) => s.kinesis) ? null
+    : (await import('./kinesis/kinesis-consumer.js')).startKinesis({
+      sources: config.sources, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
+      log, registry: metrics.registry,
+      dispatch: clusterDispatch ?? (async (ev) => { await applyCtiEvent(control, ev); }),
+      raiseUnreadable: (message, details) => alarms.raise('kinesis_unreadable', { message, details }),
+      redis: clusterNode ? { client: clusterNode.link.cmd, prefix: clusterNode.keys.prefix } : null,
+    }, opts.kinesis);
 
   // One sweep for the whole node instead of a timer per stream.
   const sweepMs = Math.min(1000, (config.streamIdleTimeoutS * 1000) / 4);
@@ -302,6 +318,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     await rec.endAll('shutdown');
     clearInterval(sweeper);
     stopSweep();
+    await kinesis?.stop(); // before app.close: in cluster mode its events go through app.inject
     await app.close();
     await rec.settled();
     await outbox?.stop();
@@ -314,6 +331,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     cluster: clusterNode,
     runUnderLease,
     recovery,
+    kinesis,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();
