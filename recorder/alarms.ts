@@ -8,7 +8,7 @@ export type AlarmKind =
   | 'long_call' | 'long_hold' | 'disk_write_failed' | 'disk_full' | 'segment_publish_failed'
   | 'recovery_failed' | 'webhook_failing' | 'node_lost' | 'redis_unavailable'
   | 'kinesis_unreadable'
-  /** audio that reached the node was not kept (details.reason: too_late, timestamp_lead, disk_backpressure) */
+  /** audio that reached the node was not kept (details.reason: too_late, timestamp_lead, disk_backpressure, refused media) */
   | 'audio_dropped'
   | 'delete_failed';
 
