@@ -131,6 +131,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   // rule deletions a previous run could not finish: never listed again, retried below
   const deletions: Deletions = new Deletions({
     recordingsDir: config.recordingsDir,
+    nodeId: config.nodeId,
+    onlyOwn: config.redisUrl !== null,
     raise: (kind, input) => alarms.raise(kind, input),
     onDeleted: (rec) => control.onDeleted(rec.sidecar, rec.reason),
     log: log.child({ component: 'deletions' }),

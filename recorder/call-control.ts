@@ -320,11 +320,16 @@ export class CallControl {
         await this.deleteFiles(sidecar, reason);
         return;
       }
+      // events since the segment's sidecar was written (a rotated segment that waited) apply too
+      if (s !== undefined) sidecar = await this.rewriteAttribution(sidecar, s) ?? sidecar;
       this.deps.index.add(sidecar, sidecarPathOf(this.deps.recordingsDir, sidecar));
       this.deps.onIndexed?.(sidecar);
-      await this.announce(sidecar.writeError === undefined ? 'finished' : 'failed', { ...sidecar });
+      // not this.announce: a webhook that could not be queued must leave the outcome undone
+      await this.deps.announce?.(sidecar.writeError === undefined ? 'finished' : 'failed', { ...sidecar });
     } catch (err) {
+      // rethrown: the segment's marks stay in .inprogress and the next start redoes its outcome
       this.deps.onError(`handling recording ${sidecar.recordingId}`, err as Error);
+      throw err;
     }
   }
 
@@ -384,28 +389,35 @@ export class CallControl {
   /** CTI events after the stream ended: the published sidecars take the new attribution. */
   private async reattributePublished(s: CallState): Promise<void> {
     for (const listed of this.publishedOf(s.accountSid, s.callSid)) {
-      // One writer per recording: read the sidecar as it is now (a concurrent event may just
-      // have rewritten it), change only the attribution, write it back, then let the next go.
-      await this.sidecarLock.run(listed.recordingId, async () => {
-        const file = sidecarPathOf(this.deps.recordingsDir, listed);
-        let old: RecordingSidecar;
-        try {
-          old = JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
-        } catch {
-          return; // deleted meanwhile
-        }
-        const updated: RecordingSidecar = {
-          ...old,
-          ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
-          employeeId: s.employeeId ?? old.employeeId,
-        };
-        if (updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId) return;
-        await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
-        if (this.deps.index.get(updated.recordingId) === undefined) return; // deleted meanwhile
-        this.deps.index.add(updated, file);
-        this.deps.onIndexed?.(updated);
-      });
+      const updated = await this.rewriteAttribution(listed, s);
+      if (updated === null || this.deps.index.get(updated.recordingId) === undefined) continue; // unchanged, or deleted meanwhile
+      this.deps.index.add(updated, sidecarPathOf(this.deps.recordingsDir, updated));
+      this.deps.onIndexed?.(updated);
     }
+  }
+
+  /**
+   * One writer per recording: read the sidecar as it is now (a concurrent event may just have
+   * rewritten it), change only the attribution, write it back. null: nothing to change.
+   */
+  private rewriteAttribution(listed: RecordingSidecar, s: CallState): Promise<RecordingSidecar | null> {
+    return this.sidecarLock.run(listed.recordingId, async () => {
+      const file = sidecarPathOf(this.deps.recordingsDir, listed);
+      let old: RecordingSidecar;
+      try {
+        old = JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
+      } catch {
+        return null; // deleted meanwhile
+      }
+      const updated: RecordingSidecar = {
+        ...old,
+        ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
+        employeeId: s.employeeId ?? old.employeeId,
+      };
+      if (updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId) return null;
+      await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
+      return updated;
+    });
   }
 
   /**

@@ -18,10 +18,15 @@ export interface DeletionRecord {
   sidecar: RecordingSidecar;
   reason: string;
   at: string;
+  /** the node that decided it: in a cluster, only that node retries it */
+  nodeId?: string;
 }
 
 export interface DeletionsOptions {
   recordingsDir: string;
+  nodeId: string;
+  /** cluster mode: retry only this node's deletions (the volume is shared) */
+  onlyOwn: boolean;
   raise: (kind: AlarmKind, input: AlarmInput) => void;
   /** the files are gone (runs again after a crash before the record went: at least once) */
   onDeleted: (rec: DeletionRecord) => Promise<void>;
@@ -63,6 +68,7 @@ export class Deletions {
         this.o.log.warn({ recordingId: id, err }, 'unreadable deletion record: left for an operator');
         continue;
       }
+      if (this.o.onlyOwn && rec.nodeId !== undefined && rec.nodeId !== this.o.nodeId) continue;
       this.o.log.info({ recordingId: id, reason: rec.reason }, 'retrying a deletion left by the previous run');
       this.track(this.attempt(rec));
     }
@@ -71,7 +77,7 @@ export class Deletions {
 
   /** Delete a published recording for `reason`; resolves true when its files are gone now. */
   async delete(sidecar: RecordingSidecar, reason: string): Promise<boolean> {
-    const rec: DeletionRecord = { sidecar, reason, at: (this.o.wallNow?.() ?? new Date()).toISOString() };
+    const rec: DeletionRecord = { sidecar, reason, at: (this.o.wallNow?.() ?? new Date()).toISOString(), nodeId: this.o.nodeId };
     await writeFileAtomic(this.recordPath(sidecar.recordingId), JSON.stringify(rec));
     return this.track(this.attempt(rec));
   }

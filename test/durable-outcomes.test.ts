@@ -2,7 +2,7 @@
 // published, not when the stream ends; a `connected` keeps the call's audio across a restart;
 // a rule deletion the disk refuses raises an alarm, is retried, and survives a restart.
 import t from 'tap';
-import { readdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, mkdtemp, rm, stat } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import os from 'node:os';
@@ -50,6 +50,21 @@ t.test('a rotated segment that MIN_SESSION_LENGTH_S may still delete waits, dura
   await g.gw.recorder.settled();
   t.same((await getJson<{ items: unknown[] }>(`${g.http}/v1/recordings?callSid=${s.callSid}`)).body.items, [], '13 s < 30 s: both deleted');
   t.notOk(await exists(mark));
+});
+
+t.test('a rotated segment that waited for the end takes the attribution of events meanwhile', async (t) => {
+  const g = await startTestGateway(t, { SEGMENT_MAX_S: '10', MIN_SESSION_LENGTH_S: '12' });
+  const s = await openStream(g.wsUrl, { tracks: ['inbound'], customParameters: { ctiSessionId: 'S-early' } });
+  await s.frames(0, 650);
+  await until(async () => (await readdir(g.dir, { recursive: true }))
+    .some((f) => f.endsWith(`${s.streamSid}-0000.json`) && !f.startsWith('.inprogress')), 'segment 0 published');
+  const ev = await post(`${g.http}/v1/cti/events`, { type: 'transfer', callSid: s.callSid, ctiSessionId: 'S-late', employeeId: 'E-late' });
+  t.equal(ev.status, 200);
+  await s.end();
+  const both = await waitForRecordings(g.http, s.callSid, 2);
+  t.same(both.map((r) => [r.segmentIndex, r.ctiSessionId, r.employeeId]), [[0, 'S-late', 'E-late'], [1, 'S-late', 'E-late']], '13 s >= 12 s: both kept, both re-attributed');
+  const disk = JSON.parse(await readFile(audioPathOnDisk(g.dir, both[0]).replace(/\.wav$/, '.json'), 'utf8')) as { ctiSessionId: string };
+  t.equal(disk.ctiSessionId, 'S-late', 'on disk too');
 });
 
 t.test('connected keeps the call after a restart: a replayed not_responding deletes nothing', async (t) => {
