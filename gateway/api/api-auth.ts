@@ -24,6 +24,8 @@ export interface ApiAccess {
   accountSid: string | null;
   /** for audit lines: `loopback`, `key:<12 hex of sha256>` (never the key), or what an internal request names */
   actor: string;
+  /** made by this process with its own key (a forwarded command, a replay) */
+  internal?: boolean;
 }
 
 export const INTERNAL_SCOPE_HEADER = 'x-gateway-scope';
@@ -113,6 +115,7 @@ export function installApiAuth(app: FastifyInstance, options: ApiAuthOptions): v
       accessByRequest.set(request.raw, {
         accountSid: typeof scope === 'string' && scope !== '' ? scope : null,
         actor: typeof actor === 'string' && actor !== '' ? actor : 'internal',
+        internal: true,
       });
       return;
     }

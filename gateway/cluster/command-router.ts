@@ -191,9 +191,9 @@ export class CommandRouter {
     return reply.code(answer.status).header('content-type', answer.contentType).header(FORWARDED_HEADER, owners.alive.join(',')).send(answer.body);
   }
 
-  /** A request this process made itself (a forwarded command run here, a replay). */
+  /** A request this process made itself (a forwarded command run here, a replay): the API auth checked its key. */
   private fromInside(req: FastifyRequest): boolean {
-    return req.headers.authorization === `Bearer ${this.o.internalKey}`;
+    return accessOf(req).internal === true;
   }
 
   private message(req: FastifyRequest): CommandMessage {
