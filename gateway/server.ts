@@ -342,7 +342,10 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       sources: config.sources, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
       log, registry: metrics.registry,
       dispatch: clusterDispatch ?? (async (ev) => { await applyCtiEvent(control, ev, `kinesis:${ev.accountSid ?? ''}`); }),
-      raiseUnreadable: (message, details) => alarms.raise('kinesis_unreadable', { message, details }),
+      // one alarm entry per source and stream (entries are keyed by account and subject)
+      raiseUnreadable: (message, details) => alarms.raise('kinesis_unreadable', {
+        message, details, accountSid: details.accountSid as string, subject: `kinesis:${String(details.stream)}`,
+      }),
       redis: clusterNode ? { client: clusterNode.link.cmd, prefix: clusterNode.keys.prefix } : null,
     }, opts.kinesis);
 
