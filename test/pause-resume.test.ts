@@ -4,6 +4,7 @@
 import t, { type Test } from 'tap';
 import { readdir, open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { frameFor, trackAudio, MULAW_SILENCE, type Track } from '../loadtest/audio-fixtures.js';
@@ -12,6 +13,13 @@ import { startTestGateway, getJson, waitForRecordings, fetchAudio, decodeWav, ty
 import { openStream, post, until, type OpenStream } from './fixtures/calls.js';
 
 const ENABLED = { TWILIO_ENABLE_PAUSE_RESUME: 'true' };
+
+// The gateway runs in this process. A temp dir of the process's own means any temporary file it
+// could write lands where the scan below reads every byte (the machine's /tmp is shared with other
+// work and can hold gigabytes); RECORDINGS_DIR (a mkdtemp) is inside it too.
+const PRIVATE_TMP = mkdtempSync(path.join(os.tmpdir(), 'gw-pause-tmp-'));
+process.env.TMPDIR = PRIVATE_TMP;
+t.teardown(() => rmSync(PRIVATE_TMP, { recursive: true, force: true }));
 // What a caller reads out while paused (a card number): a byte pattern no other audio contains,
 // made at run time so that not even this test's source (or a copy of it in /tmp) holds it.
 const MARKER = Buffer.concat([Buffer.from('PCI-'), randomBytes(24)]);
@@ -92,7 +100,7 @@ async function pausedCall(t: Test, env: Record<string, string>, scanTmp: boolean
   const [rec] = await waitForRecordings(g.http, s.callSid, 1);
   t.same(rec.pausedIntervals, [{ from: 1000, to: 2000 }]);
   t.equal(rec.framesMissing, 0, 'a pause is not missing audio');
-  // the temp dir is scanned once (it is shared and large); RECORDINGS_DIR every time
+  // the temp dir is scanned once; RECORDINGS_DIR every time
   const scan = [await filesContaining(g.dir, MARKER), scanTmp ? await filesContaining(os.tmpdir(), MARKER) : { scanned: 0, hits: [] }];
   t.ok(scan[0].scanned >= 2, `scanned RECORDINGS_DIR (${scan[0].scanned} files) and ${os.tmpdir()} (${scan[1].scanned} files)`);
   t.same(scan[0].hits.concat(scan[1].hits), [], 'the paused audio is in no file');
