@@ -29,6 +29,11 @@ import { WebhookOutbox } from '../recorder/webhook-outbox.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { Cluster, entryOf } from './cluster/cluster.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
+import { Archiver } from '../recorder/archive/archiver.js';
+import { registerArchiveMetrics } from '../recorder/archive/archive-metrics.js';
+import { cannotEncode } from '../recorder/archive/ffmpeg.js';
+import { isArchiveFormat } from '../recorder/archive/formats.js';
+import { ConfigError } from './config.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
@@ -61,6 +66,8 @@ export interface Gateway {
   maintenance: Maintenance;
   /** null when RECORDING_WEBHOOK_URL is unset */
   outbox: WebhookOutbox | null;
+  /** the compressed-archive pool; null when no source has an ARCHIVE_FORMAT */
+  archiver: Archiver | null;
   metrics: GatewayMetrics;
   log: Logger;
   handlers: Set<TwilioStreamHandler>;
@@ -84,6 +91,14 @@ export function settingsResolver(config: GatewayConfig): (accountSid: string) =>
 }
 
 export async function buildGateway(config: GatewayConfig, opts: GatewayOptions = {}): Promise<Gateway> {
+  // A configured archive format this ffmpeg cannot make stops start-up like any bad setting.
+  const archiveFormats = new Set([config.defaults, ...config.sources].map((s) => s.archiveFormat).filter(isArchiveFormat));
+  for (const f of archiveFormats) {
+    const why = cannotEncode(f);
+    if (why !== null) {
+      throw new ConfigError('ARCHIVE_FORMAT', f, 'a format the installed ffmpeg can encode', `ARCHIVE_FORMAT=${JSON.stringify(f)} cannot be used: ${why}`);
+    }
+  }
   const log = opts.logger ?? pino({
     level: config.logLevel,
     base: { nodeId: config.nodeId },
@@ -92,6 +107,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
 
   let recorder: Recorder | null = null;
+  let archiver: Archiver | null = null;
   let cluster: Cluster | null = null;
   // recordings published before the cluster exists (start-up recovery) are announced once it does
   const publishedEarly: RecordingSidecar[] = [];
@@ -102,6 +118,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const wallNow = opts.wallNow ?? (() => new Date());
   const alarms = new Alarms(log, config.nodeId, 1000, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
+  registerArchiveMetrics(metrics.registry, () => archiver);
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
@@ -140,6 +157,33 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       outbox.enqueue(`${String(body.recordingId)}.${event}`, { event, ...body }),
   });
 
+  if (archiveFormats.size > 0) {
+    archiver = new Archiver({
+      recordingsDir: config.recordingsDir,
+      nodeId: config.nodeId,
+      concurrency: config.archiveConcurrency,
+      keepWav: config.archiveKeepWav,
+      formatFor: (s) => settingsFor(s.accountSid).archiveFormat,
+      lookup: (id) => index.get(id),
+      rewriteSidecar: (id, change) => control.rewriteSidecar(id, change),
+      onArchived: outbox === null ? undefined : (s) => outbox.enqueue(`${s.recordingId}.archived`, { event: 'archived', ...s }),
+      onFailed: (recordingId, err) => alarms.raise('archive_failed', {
+        message: `the compressed archive of ${recordingId} could not be made: ${err.message}; the WAV is kept, the next start tries again`,
+        recordingId,
+      }),
+      log: log.child({ component: 'archive' }),
+      wallNow,
+    });
+    const left = await archiver.start();
+    if (left > 0) log.info({ jobs: left }, 'archive jobs left from the last run: finishing them');
+  }
+  const pool = archiver;
+  // After a recording is published and kept (or deleted by a rule): its archive is queued.
+  const published = async (s: RecordingSidecar, all: readonly RecordingSidecar[]): Promise<void> => {
+    await control.onRecording(s, all);
+    await pool?.published(s).catch((err: Error) => log.error({ err, recordingId: s.recordingId }, 'could not queue the archive job'));
+  };
+
   recorder = new Recorder({
     recordingsDir: config.recordingsDir,
     nodeId: config.nodeId,
@@ -150,7 +194,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     now: opts.now,
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
-    onRecording: (s, all) => control.onRecording(s, all),
+    onRecording: published,
     onSegmentError: (recordingId, err, id) => {
       alarms.raise('segment_publish_failed', {
         message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
@@ -179,7 +223,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onlyOwn: config.redisUrl !== null,
     raise: (kind, input) => alarms.raise(kind, input),
     // the same path as any finished recording: rules, index, cluster announcement, webhooks
-    onRecovered: (s) => control.onRecording(s, [s]),
+    onRecovered: (s) => published(s, [s]),
     log,
   }).then((r) => {
     if (r.recovered + r.unattributed + r.failed > 0) log.info(r, 'crash recovery finished');
@@ -272,13 +316,14 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     stopSweep();
     await app.close();
     await rec.settled();
+    await pool?.stop();
     await outbox?.stop();
     await recovery;
     await clusterNode?.close();
   };
 
   return {
-    app, config, alarms, recorder: rec, index, control, maintenance, outbox, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, control, maintenance, outbox, archiver: pool, metrics, log, handlers,
     cluster: clusterNode,
     runUnderLease,
     recovery,

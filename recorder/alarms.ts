@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 
 export type AlarmKind =
   | 'long_call' | 'long_hold' | 'disk_write_failed' | 'disk_full' | 'segment_publish_failed'
-  | 'recovery_failed' | 'webhook_failing' | 'node_lost' | 'redis_unavailable';
+  | 'recovery_failed' | 'webhook_failing' | 'node_lost' | 'redis_unavailable' | 'archive_failed';
 
 export interface Alarm {
   id: number;

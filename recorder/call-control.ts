@@ -13,6 +13,7 @@ import type { RecordingSidecar } from './sidecar.js';
 import type { StreamIdentity, StreamSession } from './stream-session.js';
 import { sidecarPathOf } from './storage-layout.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { ARCHIVE_FORMATS, archiveFileName } from './archive/formats.js';
 
 export type RecordingEvent = 'finished' | 'failed' | 'deleted';
 export type DeleteReason = 'not_responding' | 'min_session_length';
@@ -61,6 +62,9 @@ export class PauseDisabledError extends Error {
 }
 
 export class CallControl {
+  /** one sidecar rewrite at a time per recording (read-modify-write must not lose an update) */
+  private readonly sidecarWrites = new Map<string, Promise<unknown>>();
+
   constructor(private readonly deps: CallControlDeps) {}
 
   private get recorder(): Recorder {
@@ -237,6 +241,8 @@ export class CallControl {
     // the sidecar first: a crash in between leaves an orphan WAV, never a sidecar without audio
     await unlink(sidecarPath).catch(gone);
     await unlink(path.join(path.dirname(sidecarPath), sidecar.audioFile)).catch(gone);
+    // its compressed copy (made, or being made: the archiver removes a late one itself)
+    for (const f of ARCHIVE_FORMATS) await unlink(path.join(path.dirname(sidecarPath), archiveFileName(sidecar.recordingId, f))).catch(gone);
   }
 
   /** Every published recording of the call: files, sidecars and index entries. */
@@ -253,17 +259,46 @@ export class CallControl {
   /** CTI events after the stream ended: the published sidecars take the new attribution. */
   private async reattributePublished(s: CallState): Promise<void> {
     const { items } = this.deps.index.query({ callSid: s.callSid, limit: 100_000 });
-    for (const old of items) {
-      const updated: RecordingSidecar = {
-        ...old,
-        ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
-        employeeId: s.employeeId ?? old.employeeId,
-      };
-      if (updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId) continue;
+    for (const { recordingId } of items) {
+      await this.rewriteSidecar(recordingId, (old) => {
+        const updated: RecordingSidecar = {
+          ...old,
+          ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
+          employeeId: s.employeeId ?? old.employeeId,
+        };
+        return updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId ? null : updated;
+      });
+    }
+  }
+
+  /**
+   * The one path that rewrites a published sidecar (attribution, archive): `change` gets the
+   * current sidecar and returns the new one (null: no change). One writer per recording at a
+   * time. Returns the sidecar as written, or null when the recording is not (or no longer)
+   * indexed — a recording deleted meanwhile is never brought back.
+   */
+  rewriteSidecar(recordingId: string, change: (cur: RecordingSidecar) => RecordingSidecar | null): Promise<RecordingSidecar | null> {
+    const run = async (): Promise<RecordingSidecar | null> => {
+      const cur = this.deps.index.get(recordingId);
+      if (!cur) return null;
+      const updated = change(cur.sidecar);
+      if (updated === null) return cur.sidecar;
       const file = sidecarPathOf(this.deps.recordingsDir, updated);
       await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
+      if (!this.deps.index.get(recordingId)) {
+        // deleted while the file was written: its deletion may have run before our rename
+        await unlink(file).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
+        return null;
+      }
       this.deps.index.add(updated, file);
       this.deps.onIndexed?.(updated);
-    }
+      return updated;
+    };
+    const prev = this.sidecarWrites.get(recordingId) ?? Promise.resolve();
+    const result = prev.then(run, run);
+    const tail = result.catch(() => undefined);
+    this.sidecarWrites.set(recordingId, tail);
+    void tail.then(() => { if (this.sidecarWrites.get(recordingId) === tail) this.sidecarWrites.delete(recordingId); });
+    return result;
   }
 }

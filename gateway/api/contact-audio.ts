@@ -5,13 +5,14 @@
 // a mono leg goes to the channel of its track. Paused spans are what the legs hold (silence,
 // or cut out with PAUSE_BEHAVIOR=skip, in which case that leg simply ends earlier).
 // Streamed one second at a time: memory is bounded whatever the contact's length.
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { buildWavHeader, parseWavHeader, type WavInfo } from '../../codecs/wav.js';
 import { MULAW_TO_PCM16, ALAW_TO_PCM16 } from '../../codecs/g711.js';
 import type { RecordingIndex } from '../../recorder/recording-index.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
 import { ApiError } from './errors.js';
+import { playableWav } from './archive-audio.js';
 
 const RATE = 8000;
 const CHUNK = RATE; // output samples per step
@@ -87,7 +88,14 @@ export async function contactAudio(index: RecordingIndex, ctiSessionId: string):
   try {
     for (const s of sidecars) {
       const rec = index.get(s.recordingId);
-      if (rec) legs.push(await openLeg(s, rec.audioPath, t0));
+      if (!rec) continue;
+      // a leg whose WAV was removed for its archive is decoded into a temporary file, unlinked once open
+      const wav = await playableWav(rec);
+      try {
+        legs.push(await openLeg(s, wav.path, t0));
+      } finally {
+        if (wav.temp) await unlink(wav.path).catch(() => undefined);
+      }
     }
   } catch (err) {
     await Promise.all(legs.map((l) => l.fh.close()));
