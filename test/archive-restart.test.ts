@@ -66,3 +66,14 @@ t.test('SIGKILL in the middle of archiving: the restart finishes the queue', asy
   second.child.kill('SIGTERM');
   t.equal((await second.exited).code, 0);
 });
+
+t.test('an ARCHIVE_FORMAT the machine cannot make stops start-up with one line (exit 78)', async (t) => {
+  const cwd = await tempDir(t, 'gw-archive-noffmpeg-');
+  const { spawnGateway, exitOf } = await import('./fixtures/gateway-process.js');
+  // a PATH without ffmpeg (node and tsx are found by absolute path)
+  const child = spawnGateway(cwd, { RECORDINGS_DIR: path.join(cwd, 'rec'), ARCHIVE_FORMAT: 'opus', PATH: '/nonexistent', PORT: '0' });
+  const { code, stderr } = await exitOf(child);
+  t.equal(code, 78);
+  t.equal(stderr.trim().split('\n').length, 1, 'one line');
+  t.match(stderr, /^config error: ARCHIVE_FORMAT="opus" cannot be used: ffmpeg was not found on the PATH/);
+});
