@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import type { IndexedRecording } from '../../recorder/recording-index.js';
 import { decodePcm, decodeWav, encodeStream, FfmpegUnavailableError, type FfmpegRun } from '../../recorder/archive/ffmpeg.js';
 import { openWavPcm } from '../../recorder/archive/pcm-source.js';
-import type { ArchiveFormat } from '../../recorder/archive/formats.js';
+import { archiveFileName, isArchiveFormat, type ArchiveFormat } from '../../recorder/archive/formats.js';
 import { ApiError } from './errors.js';
 
 /** ffmpeg processes serving playback at once on this node; more get 503 (retry). */
@@ -37,7 +37,8 @@ function admit(...runs: Array<() => FfmpegRun>): FfmpegRun[] {
 /** Absolute path of the recording's stored archive file, or null when it has none. */
 export function archivePath(rec: IndexedRecording): string | null {
   const a = rec.sidecar.archive;
-  return a ? path.join(path.dirname(rec.sidecarPath), a.file) : null;
+  // the name is rebuilt from id and format, never taken from the sidecar as is
+  return a && isArchiveFormat(a.format) ? path.join(path.dirname(rec.sidecarPath), archiveFileName(rec.sidecar.recordingId, a.format)) : null;
 }
 
 const isGone = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT';
