@@ -17,11 +17,16 @@ import { ApiError } from './errors.js';
 const MAX_CONVERSIONS = 4;
 let conversions = 0;
 
-/** Count `runs` against the limit until they end; throws 503 when the node is at the limit. */
-function admit(...runs: Array<() => FfmpegRun>): FfmpegRun[] {
+/** Throws 503 when the node is already at its conversion limit (call before any header is set). */
+export function assertConversionSlot(): void {
   if (conversions >= MAX_CONVERSIONS) {
     throw new ApiError(503, 'busy', `this node is already converting ${conversions} recordings for playback; retry shortly`, { 'retry-after': '1' });
   }
+}
+
+/** Count `runs` against the limit until they end; throws 503 when the node is at the limit. */
+function admit(...runs: Array<() => FfmpegRun>): FfmpegRun[] {
+  assertConversionSlot();
   let started: FfmpegRun[];
   try {
     started = runs.map((r) => r());

@@ -10,7 +10,7 @@ import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../
 import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
 import { contactAudio } from './contact-audio.js';
-import { archivePath, convertRecording, decodedArchivePcm, encodePcm, SkipBytes } from './archive-audio.js';
+import { archivePath, assertConversionSlot, convertRecording, decodedArchivePcm, encodePcm, SkipBytes } from './archive-audio.js';
 import { ARCHIVE_FORMATS, formatSpec, isArchiveFormat, type ArchiveFormat } from '../../recorder/archive/formats.js';
 import { wavHeaderLength } from '../../codecs/wav.js';
 
@@ -292,6 +292,7 @@ async function sendAudio(request: AudioRequest, reply: FastifyReply, index: Reco
   if (fh === null) {
     // the WAV was removed once its archive was verified: the WAV is made from the archive
     const archive = archivePath(rec);
+    if (archive !== null && request.method !== 'HEAD') assertConversionSlot(); // 503 before any header or file
     const afh = archive === null ? null : await openOrNull(archive);
     if (afh === null) throw new ApiError(404, 'not_found', `recording ${id} is indexed but its audio file is no longer on disk`);
     const enc = to ?? rec.sidecar.encoding;
@@ -317,13 +318,14 @@ async function sendCompressed(request: AudioRequest, reply: FastifyReply, rec: I
     const { size } = await fh.stat().catch(async (err: Error) => { await fh.close(); throw err; });
     return serve(request, reply, fh, storedFile(size, `"${rec.sidecar.archive!.sha256}"`), spec.contentType, name);
   }
-  reply.headers({
+  const headers = {
     'accept-ranges': 'none',
     'content-type': spec.contentType,
     'content-disposition': `inline; filename="${name}"`,
-  });
-  if (request.method === 'HEAD') return reply.send();
-  return reply.send(await convertRecording(rec, format));
+  };
+  if (request.method === 'HEAD') return reply.headers(headers).send();
+  const body = await convertRecording(rec, format); // may answer 503 busy: before any header
+  return reply.headers(headers).send(body);
 }
 
 /** ETag, conditional requests and Range over one representation; `fh` is released either way. */
