@@ -2,6 +2,7 @@
 // environment and the optional GATEWAY_CONFIG file; nothing else reads process.env.
 import type { Encoding } from '../recorder/sidecar.js';
 import type { ArchiveFormatSetting } from '../recorder/archive/formats.js';
+import type { KinesisSettings } from './kinesis/kinesis-config.js';
 
 export type PauseBehavior = 'silence' | 'skip';
 
@@ -23,6 +24,10 @@ export interface DataSource extends SourceSettings {
   accountSid: string;
   /** null: the source accepts unsigned streams (a warning is logged at start) */
   authToken: string | null;
+  /** bearer keys that see and control only this source's calls and recordings */
+  apiKeys: string[];
+  /** agent events from an Amazon Kinesis stream (contract section 9); absent when not configured */
+  kinesis?: KinesisSettings;
 }
 
 export interface GatewayConfig {
@@ -36,6 +41,12 @@ export interface GatewayConfig {
   drainTimeoutS: number;
   /** per segment writer, audio bytes that may wait for a slow disk before audio is dropped */
   writeQueueMaxBytes: number;
+  /** WebSockets (started or not) this node holds; the upgrade beyond answers 503 */
+  maxStreams: number;
+  /** a WebSocket (or a plain connection) that has sent no start (no request) by then is closed */
+  startTimeoutS: number;
+  /** how far media.timestamp may run ahead of the stream's wall-clock age */
+  maxTimestampLeadS: number;
   streamIdleTimeoutS: number;
   maintenanceIntervalS: number;
   apiKeys: string[];

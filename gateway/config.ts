@@ -35,6 +35,11 @@
 // | ARCHIVE_FORMAT             | none           | none, opus, flac, mp3 (also per data source)                 |
 // | ARCHIVE_CONCURRENCY        | 1              | integer 1..64 * (ffmpeg processes archiving at once)         |
 // | ARCHIVE_KEEP_WAV           | true           | true/false, 1/0                                              |
+// | KINESIS_*                  | unset          | see kinesis/kinesis-config.ts; env = the top-level account, |
+// |                            |                | file: `kinesis` object at the top or in a data source       |
+// | MAX_STREAMS                | 2000           | integer 1..100000 (WebSockets, started or not)               |
+// | START_TIMEOUT_S            | 10             | integer 1..300                                               |
+// | MAX_TIMESTAMP_LEAD_S       | 60             | integer 1..86400                                             |
 //
 // Rules common to every setting:
 // - An environment variable that is set is a value, even when empty: "" is validated like any
@@ -60,6 +65,9 @@ import path from 'node:path';
 import type { Encoding } from '../recorder/sidecar.js';
 import type { DataSource, GatewayConfig, PauseBehavior, SourceSettings } from './config-types.js';
 import { ARCHIVE_FORMATS, type ArchiveFormatSetting } from '../recorder/archive/formats.js';
+import {
+  parseKinesisLayer, parseKinesisObject, redactKinesis, resolveKinesis, type Fail, type KinesisLayer,
+} from './kinesis/kinesis-config.js';
 
 export const REDACTED = '<redacted>';
 
@@ -241,6 +249,9 @@ interface Values {
   ARCHIVE_FORMAT: ArchiveFormatSetting;
   ARCHIVE_CONCURRENCY: number;
   ARCHIVE_KEEP_WAV: boolean;
+  MAX_STREAMS: number;
+  START_TIMEOUT_S: number;
+  MAX_TIMESTAMP_LEAD_S: number;
 }
 export type SettingName = keyof Values;
 
@@ -276,6 +287,9 @@ const SPECS: { [K in SettingName]: Spec<Values[K]> } = {
   ARCHIVE_FORMAT: enumSpec(ARCHIVE_FORMAT_SETTINGS),
   ARCHIVE_CONCURRENCY: intSpec(1, 64),
   ARCHIVE_KEEP_WAV: boolSpec,
+  MAX_STREAMS: intSpec(1, 100000),
+  START_TIMEOUT_S: intSpec(1, 300),
+  MAX_TIMESTAMP_LEAD_S: intSpec(1, 86400),
   API_KEYS: {
     allowed: 'comma-separated keys, each 16..256 printable ASCII characters without spaces, no empty entries',
     secret: true,
@@ -304,8 +318,8 @@ const SOURCE_FIELDS = {
 } as const satisfies Partial<Record<SettingName, keyof SourceSettings>>;
 type SourceSettingName = keyof typeof SOURCE_FIELDS;
 export const SOURCE_SETTING_NAMES = Object.keys(SOURCE_FIELDS) as SourceSettingName[];
-const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', ...SOURCE_SETTING_NAMES];
-const FILE_TOP_KEYS: readonly string[] = [...SETTING_NAMES, 'dataSources'];
+const SOURCE_KEYS: readonly string[] = ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN', ...SOURCE_SETTING_NAMES, 'kinesis', 'apiKeys'];
+const FILE_TOP_KEYS: readonly string[] = [...SETTING_NAMES, 'dataSources', 'kinesis'];
 
 // ---------------------------------------------------------------------------------------------
 // Showing values in one line, without secrets.
@@ -423,12 +437,16 @@ interface FileSource {
   index: number;
   accountSid: string;
   authToken: string | null;
+  apiKeys: string[];
   settings: Partial<SourceSettings>;
+  kinesis: KinesisLayer | null;
 }
 
 interface FileConfig {
   top: Partial<Values>;
   sources: FileSource[];
+  /** the top-level `kinesis` object (for the top-level account) */
+  kinesis?: KinesisLayer | null;
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
@@ -526,6 +544,9 @@ function readConfigFile(file: string, readFile: (path: string) => string): FileC
       const tokenRaw = entry.TWILIO_AUTH_TOKEN;
       const authToken = tokenRaw === undefined || tokenRaw === null
         ? null : parseSetting('TWILIO_AUTH_TOKEN', tokenRaw, where);
+      // keys that see and control only this source's calls and recordings (contract section 7)
+      const apiKeys = entry.apiKeys === undefined || entry.apiKeys === null
+        ? [] : parseSetting('API_KEYS', entry.apiKeys, { ...where, path: () => where.path('apiKeys') });
       const own: Partial<Values> = {};
       for (const name of SOURCE_SETTING_NAMES) {
         const v = entry[name];
@@ -538,7 +559,17 @@ function readConfigFile(file: string, readFile: (path: string) => string): FileC
           `GATEWAY_CONFIG ${setting}=${quote(accountSid)} is a duplicate of dataSources[${dup.index}]: ` +
           'expected each account in one data source only');
       }
-      sources.push({ index: i, accountSid, authToken, settings: sourceSettings(own) });
+      const kinesis = parseKinesisObject(entry.kinesis, kinesisWhere(`dataSources[${i}].kinesis`), `dataSources[${i}].kinesis`, kinesisFail);
+      for (const key of apiKeys) {
+        const other = sources.find((s) => s.apiKeys.includes(key));
+        if (other) {
+          const setting = where.path('apiKeys');
+          throw new ConfigError(setting, REDACTED, 'each key in one data source only',
+            `GATEWAY_CONFIG ${setting} repeats a key of dataSources[${other.index}].apiKeys: ` +
+            'expected each key in one data source only (a key sees the calls of exactly one account)');
+        }
+      }
+      sources.push({ index: i, accountSid, authToken, apiKeys, settings: sourceSettings(own), kinesis });
     });
   }
   if (top.TWILIO_ACCOUNT_SID !== undefined) {
@@ -549,7 +580,36 @@ function readConfigFile(file: string, readFile: (path: string) => string): FileC
         `dataSources[${dup.index}]: expected each account in one data source only`);
     }
   }
-  return { top, sources };
+  return { top, sources, kinesis: parseKinesisObject(json.kinesis, kinesisWhere('kinesis'), 'kinesis', kinesisFail) };
+}
+
+// Kinesis (contract section 9): settings per source, validated in kinesis/kinesis-config.ts.
+const kinesisFail: Fail = (setting, value, allowed, message) => {
+  throw new ConfigError(setting, value, allowed, message);
+};
+const kinesisWhere = (obj: string | null) => (obj === null
+  ? { prefix: '', path: (n: string) => n }
+  : { prefix: 'GATEWAY_CONFIG ', path: (n: string) => `${obj}.${n}` });
+
+/** KINESIS_* of the environment (over the file's top-level `kinesis`) go with the top-level account. */
+function attachKinesis(env: NodeJS.ProcessEnv, file: FileConfig, sources: DataSource[], topSid: string | undefined): void {
+  const top: KinesisLayer = { ...file.kinesis, ...parseKinesisLayer(env, kinesisWhere(null), kinesisFail, false) };
+  const topSet = Object.keys(top)[0];
+  if (topSet !== undefined && topSid === undefined) {
+    throw missing('TWILIO_ACCOUNT_SID', ENV, `is not set but ${topSet} is`,
+      `${SPECS.TWILIO_ACCOUNT_SID.allowed} whenever a Kinesis stream is configured (its events apply to that account only)`);
+  }
+  for (const f of file.sources) {
+    if (f.accountSid === topSid || f.kinesis === null) continue;
+    const k = resolveKinesis(f.kinesis, kinesisWhere(`dataSources[${f.index}].kinesis`), env.AWS_REGION, kinesisFail);
+    const src = sources.find((s) => s.accountSid === f.accountSid);
+    if (k && src) src.kinesis = k;
+  }
+  if (topSid === undefined) return;
+  const own = file.sources.find((s) => s.accountSid === topSid)?.kinesis ?? {};
+  const k = resolveKinesis({ ...own, ...top }, kinesisWhere(null), env.AWS_REGION, kinesisFail);
+  const src = sources.find((s) => s.accountSid === topSid);
+  if (k && src) src.kinesis = k;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -599,6 +659,7 @@ export function loadConfig(
   const sources: DataSource[] = file.sources.map((s) => ({
     accountSid: s.accountSid,
     authToken: s.authToken,
+    apiKeys: s.apiKeys,
     ...defaults,
     ...s.settings,
   }));
@@ -607,9 +668,20 @@ export function loadConfig(
     if (existing) {
       if (token !== undefined) existing.authToken = token;
     } else {
-      sources.unshift({ accountSid: sid, authToken: orNull(token), ...defaults });
+      sources.unshift({ accountSid: sid, authToken: orNull(token), apiKeys: [], ...defaults });
     }
   }
+  const globalKeys = v.API_KEYS ?? [];
+  for (const s of file.sources) {
+    if (s.apiKeys.some((k) => globalKeys.includes(k))) {
+      const setting = `dataSources[${s.index}].apiKeys`;
+      throw new ConfigError(setting, REDACTED, 'keys not also in API_KEYS',
+        `GATEWAY_CONFIG ${setting} repeats a key of API_KEYS: expected each key either global (API_KEYS, sees everything) ` +
+        'or in one data source (sees only that account), not both');
+    }
+  }
+
+  attachKinesis(env, file, sources, sid);
 
   const webhookUrl = orNull(v.RECORDING_WEBHOOK_URL);
   const webhookSecret = orNull(v.RECORDING_WEBHOOK_SECRET);
@@ -628,13 +700,16 @@ export function loadConfig(
     drainTimeoutS: v.DRAIN_TIMEOUT_S ?? 30,
     streamIdleTimeoutS: v.STREAM_IDLE_TIMEOUT_S ?? 30,
     maintenanceIntervalS: v.MAINTENANCE_INTERVAL_S ?? 300,
-    apiKeys: v.API_KEYS ?? [],
+    apiKeys: globalKeys,
     recordingWebhookUrl: webhookUrl,
     recordingWebhookSecret: webhookSecret,
     logLevel: v.LOG_LEVEL ?? 'info',
     writeQueueMaxBytes: (v.WRITE_QUEUE_MAX_KB ?? 4096) * 1024,
     archiveConcurrency: v.ARCHIVE_CONCURRENCY ?? 1,
     archiveKeepWav: v.ARCHIVE_KEEP_WAV ?? true,
+    maxStreams: v.MAX_STREAMS ?? 2000,
+    startTimeoutS: v.START_TIMEOUT_S ?? 10,
+    maxTimestampLeadS: v.MAX_TIMESTAMP_LEAD_S ?? 60,
     defaults,
     sources,
   };
@@ -653,6 +728,9 @@ export function redactConfig(c: GatewayConfig): RedactedConfig {
     recordingWebhookSecret: c.recordingWebhookSecret === null ? null : REDACTED,
     defaults: { ...c.defaults },
     // null stays null: "this source takes unsigned streams" is worth seeing in the log
-    sources: c.sources.map((s) => ({ ...s, authToken: s.authToken === null ? null : REDACTED })),
+    sources: c.sources.map((s) => ({
+      ...s, authToken: s.authToken === null ? null : REDACTED, apiKeys: s.apiKeys.map(() => REDACTED),
+      ...(s.kinesis ? { kinesis: redactKinesis(s.kinesis) } : {}),
+    })),
   };
 }

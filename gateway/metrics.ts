@@ -10,6 +10,8 @@ export interface GatewayMetrics {
   protocolError(kind: ProtocolErrorKind | 'unknown_event'): void;
   observeWriteLag(lagMs: number): void;
   upgradeRefused(reason: string): void;
+  /** a media frame refused for running ahead of its stream's age plus MAX_TIMESTAMP_LEAD_S */
+  leadRefused(): void;
 }
 
 /** A counter mirrored from a plain number the recorder increments. */
@@ -39,12 +41,14 @@ export function createMetrics(recorder: () => Recorder | null, alarms: () => Ala
   mirroredCounter(registry, 'gateway_frames_late_total', 'media frames that arrived out of order and were put in place', c('framesLate'));
   // Two reasons a received frame is not kept: it came after its audio was written (too_late),
   // or the disk fell behind by more than the writer's queue cap (disk_backpressure, 20 ms units).
-  const dropped: Record<string, number> = { too_late: 0, disk_backpressure: 0 };
+  // timestamp_lead: refused for running ahead of the stream's age (counted here, not by the recorder).
+  const dropped: Record<string, number> = { too_late: 0, disk_backpressure: 0, timestamp_lead: 0 };
+  let leadRefused = 0;
   new Counter({
-    name: 'gateway_frames_dropped_total', help: 'media frames not kept, by reason: too_late (arrived after their audio was written), disk_backpressure (20 ms units dropped because the disk fell behind)',
+    name: 'gateway_frames_dropped_total', help: 'media frames not kept, by reason: too_late (arrived after their audio was written), disk_backpressure (20 ms units dropped because the disk fell behind), timestamp_lead (stamped beyond the stream age plus MAX_TIMESTAMP_LEAD_S)',
     labelNames: ['reason'], registers: [registry],
     collect() {
-      const now = { too_late: c('framesTooLate')(), disk_backpressure: c('framesDroppedBackpressure')() };
+      const now = { too_late: c('framesTooLate')(), disk_backpressure: c('framesDroppedBackpressure')(), timestamp_lead: leadRefused };
       for (const [reason, v] of Object.entries(now)) {
         this.inc({ reason }, Math.max(0, v - dropped[reason]));
         dropped[reason] = v;
@@ -89,5 +93,6 @@ export function createMetrics(recorder: () => Recorder | null, alarms: () => Ala
     protocolError: (kind) => protocolErrors.inc({ kind }),
     observeWriteLag: (ms) => { if (!Number.isNaN(ms)) lag.observe(ms / 1000); },
     upgradeRefused: (reason) => refused.inc({ reason }),
+    leadRefused: () => { leadRefused++; },
   };
 }

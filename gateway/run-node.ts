@@ -3,6 +3,7 @@
 // need a node with an extra route (loadtest/cluster-node.ts) pass `prepare`.
 import { loadConfig, ConfigError, redactConfig } from './config.js';
 import { buildGateway, type Gateway, type GatewayOptions } from './server.js';
+import { startupWarnings } from './startup-warnings.js';
 
 const EX_CONFIG = 78;
 
@@ -35,9 +36,7 @@ export async function runNode(o: RunNodeOptions = {}): Promise<Gateway> {
     throw err;
   }
   gw.log.info({ config: redactConfig(config) }, 'configuration');
-  if (!config.sources.some((s) => s.authToken !== null)) {
-    gw.log.warn('no TWILIO_AUTH_TOKEN configured: unsigned streams are accepted');
-  }
+  for (const warning of startupWarnings(config)) gw.log.warn(warning);
   o.prepare?.(gw);
   const port = await gw.listen();
   gw.log.info({ port, host: config.host }, 'gateway listening');

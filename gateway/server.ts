@@ -5,6 +5,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import pino, { type Logger } from 'pino';
 import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { GatewayConfig, SourceSettings } from './config-types.js';
 import { Recorder } from '../recorder/recorder.js';
@@ -13,11 +14,11 @@ import { IN_PROGRESS_DIR } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
-import { installErrorHandling, frameworkErrors, ApiError } from './api/errors.js';
+import { installErrorHandling, frameworkErrors, clientErrorHandler, ApiError } from './api/errors.js';
 import { installApiAuth } from './api/api-auth.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
-import { Alarms } from '../recorder/alarms.js';
+import { Alarms, ALARMS_PER_KIND } from '../recorder/alarms.js';
 import type { TwilioStreamHandler } from './twilio-stream.js';
 import { CallStates } from '../recorder/call-states.js';
 import { CallControl } from '../recorder/call-control.js';
@@ -28,16 +29,26 @@ import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
 import { WebhookOutbox } from '../recorder/webhook-outbox.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { Cluster, entryOf } from './cluster/cluster.js';
+import { isKnownInCluster } from './cluster/command-router.js';
+import { callTargetOf } from './api/calls-routes.js';
+import { INTERNAL_ACTOR_HEADER } from './api/api-auth.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
 import { Archiver } from '../recorder/archive/archiver.js';
 import { registerArchiveMetrics } from '../recorder/archive/archive-metrics.js';
 import { cannotEncode } from '../recorder/archive/ffmpeg.js';
 import { isArchiveFormat } from '../recorder/archive/formats.js';
 import { ConfigError } from './config.js';
+import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
+import type { CtiEvent } from '../recorder/call-states.js';
+import { applyCtiEvent } from './api/calls-routes.js';
+import { FdBudget } from './fd-budget.js';
+import type { StreamSession } from '../recorder/stream-session.js';
 
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
 import { recoverPartials, type RecoveryResult } from '../recorder/recovery.js';
+import { Deletions } from '../recorder/deletions.js';
+import { KeptMarks } from '../recorder/kept-marks.js';
 
 /** Largest WebSocket message accepted (a Twilio media message is ~300 bytes). */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -54,6 +65,12 @@ export interface GatewayOptions {
   webhookMaxDelayMs?: number;
   /** Redis key prefix in cluster mode (tests isolate runs) */
   redisPrefix?: string;
+  /** cap on the calls whose CTI state the node remembers (default MAX_CALL_STATES) */
+  maxCallStates?: number;
+  /** cluster mode: how long a dead node stays listed as lost before it is forgotten */
+  forgetDeadAfterMs?: number;
+  /** Kinesis consumer timings (tests shorten them) and a benchmark hook */
+  kinesis?: KinesisOptions;
 }
 
 export interface Gateway {
@@ -63,6 +80,8 @@ export interface Gateway {
   recorder: Recorder;
   index: RecordingIndex;
   control: CallControl;
+  /** CTI state per call (account + callSid) */
+  states: CallStates;
   maintenance: Maintenance;
   /** null when RECORDING_WEBHOOK_URL is unset */
   outbox: WebhookOutbox | null;
@@ -77,6 +96,8 @@ export interface Gateway {
   runUnderLease: LeaseRunner;
   /** crash recovery of partials left by a previous process; /readyz is 503 until it settles */
   recovery: Promise<RecoveryResult>;
+  /** agent events from Kinesis; null when no data source has a stream */
+  kinesis: KinesisConsumer | null;
   /** listen on config.host:config.port; resolves with the bound port */
   listen(): Promise<number>;
   /** stop taking streams, let live ones run up to DRAIN_TIMEOUT_S, finalise the rest, close */
@@ -108,6 +129,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
 
   let recorder: Recorder | null = null;
   let archiver: Archiver | null = null;
+  /** streams whose disk_backpressure drop already raised its alarm (one per stream) */
+  const backpressureAlarmed = new WeakSet<StreamSession>();
   let cluster: Cluster | null = null;
   // recordings published before the cluster exists (start-up recovery) are announced once it does
   const publishedEarly: RecordingSidecar[] = [];
@@ -116,16 +139,28 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     else if (config.redisUrl !== null) publishedEarly.push(s);
   };
   const wallNow = opts.wallNow ?? (() => new Date());
-  const alarms = new Alarms(log, config.nodeId, 1000, wallNow);
+  const alarms = new Alarms(log, config.nodeId, ALARMS_PER_KIND, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
   registerArchiveMetrics(metrics.registry, () => archiver);
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
+  // rule deletions a previous run could not finish: never listed again, retried below
+  const deletions: Deletions = new Deletions({
+    recordingsDir: config.recordingsDir,
+    nodeId: config.nodeId,
+    onlyOwn: config.redisUrl !== null,
+    raise: (kind, input) => alarms.raise(kind, input),
+    onDeleted: (rec) => control.onDeleted(rec.sidecar, rec.reason),
+    log: log.child({ component: 'deletions' }),
+    wallNow,
+  });
+  for (const id of await deletions.pendingIds()) index.remove(id);
 
   const settingsFor = settingsResolver(config);
   const outbox = config.recordingWebhookUrl === null ? null : new WebhookOutbox({
     recordingsDir: config.recordingsDir,
+    nodeId: config.nodeId,
     url: config.recordingWebhookUrl,
     secret: config.recordingWebhookSecret as string,
     log: log.child({ component: 'webhook' }),
@@ -140,16 +175,25 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     const left = await outbox.start();
     if (left > 0) log.info({ events: left }, 'recording webhooks left from the last run: resending');
   }
-  const states = new CallStates(CALL_STATE_TTL_MS, wallNow);
+  const states = new CallStates(CALL_STATE_TTL_MS, wallNow, opts.maxCallStates);
+  // this process's own API key: in-process requests (replays, TaskRouter dispatch, commands
+  // forwarded by another node, which checked the caller) pass the API auth with it; never sent out
+  const internalKey = randomBytes(32).toString('hex');
+  const sourceSids = config.sources.map((s) => s.accountSid);
   const control: CallControl = new CallControl({
     recorder: (): Recorder => rec,
     index,
     states,
     alarms,
     recordingsDir: config.recordingsDir,
+    deletions,
+    kept: new KeptMarks(config.recordingsDir),
     settingsFor,
+    scoped: config.sources.length > 0,
     wallNow,
     onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
+    // contract section 7: one structured line per deletion, with who caused it (never a key)
+    audit: (entry) => log.info({ audit: true, ...entry }, `recording ${entry.recordingId} deleted (${entry.reason}, by ${entry.actor})`),
     // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
     onIndexed: announcePublished,
     onRemoved: (id) => cluster?.recordingRemoved(id),
@@ -195,20 +239,32 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
     onRecording: published,
+    outcomeWaitsForEnd: (s) => control.outcomeWaitsForEnd(s),
+    isRecordingIdTaken: (id) => index.get(id) !== undefined,
+    onReserveError: (streamSid, err) => log.error({ streamSid, err }, 'could not reserve the stream\'s recordingId on the volume; recording under a random unique one'),
     onSegmentError: (recordingId, err, id) => {
       alarms.raise('segment_publish_failed', {
         message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
+        accountSid: id.accountSid, callSid: id.callSid, streamSid: id.streamSid,
       });
       void control.onSegmentError(recordingId, err, id);
     },
     onStart: (session) => control.onStart(session),
-    isCallPaused: (callSid) => control.isPaused(callSid),
+    isCallPaused: (callSid, accountSid) => control.isPaused(accountSid, callSid),
     maxQueueBytes: config.writeQueueMaxBytes,
+    onBackpressureDrop: (session) => {
+      if (backpressureAlarmed.has(session)) return;
+      backpressureAlarmed.add(session);
+      alarms.raise('audio_dropped', {
+        message: `the disk fell behind by more than WRITE_QUEUE_MAX_KB for stream ${session.id.streamSid}: audio dropped (written as silence, counted as disk_backpressure)`,
+        callSid: session.id.callSid, streamSid: session.id.streamSid, details: { reason: 'disk_backpressure' },
+      });
+    },
     // The stream keeps running (its socket stays open, nothing else is touched); the audio
     // written before the error is published with `writeError` in its sidecar.
     onWriteError: (session, recordingId, err) => alarms.raise(err.code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
       message: `${err.code === 'ENOSPC' ? 'disk full' : 'disk write failed'} for ${recordingId}: ${err.message}; audio after this point is not kept`,
-      recordingId, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
+      recordingId, accountSid: session.id.accountSid, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
     }),
   });
   const rec: Recorder = recorder;
@@ -217,6 +273,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   // /healthz (a long recovery must not look like a dead process), but /readyz stays 503 until
   // every partial is a published recording, so no load balancer sends streams before that.
   let recovering = true;
+  void deletions.resume();
   const recovery = recoverPartials({
     recordingsDir: config.recordingsDir,
     nodeId: config.nodeId,
@@ -239,6 +296,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
     frameworkErrors,
+    clientErrorHandler,
     // The drain already ended every stream; a client holding a keep-alive API connection (e.g.
     // after a streamed download) must not keep the process from exiting.
     forceCloseConnections: true,
@@ -246,13 +304,35 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     routerOptions: { maxParamLength: 300 },
   });
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
+  const sockets = { open: 0 };
+  const fdBudget = FdBudget.forThisProcess(() => sockets.open);
+  if (fdBudget !== null) {
+    await fdBudget.refresh();
+    const fits = fdBudget.capacity();
+    if (fits < config.maxStreams) {
+      log.warn({ openFilesLimit: fdBudget.limit, streams: fits, maxStreams: config.maxStreams },
+        `the open-file limit (ulimit -n ${fdBudget.limit}) carries about ${fits} streams, fewer than MAX_STREAMS=${config.maxStreams}; upgrades beyond are refused (503)`);
+    }
+  }
+  // A connection that sends no request holds a descriptor for nothing: Node's headersTimeout
+  // starts only with the first byte, so an idle socket gets START_TIMEOUT_S of inactivity (Node's
+  // own timeout handler destroys it). The first request hands the socket back to Node's
+  // timeouts (keep-alive) and a WebSocket upgrade to ws, which clears it.
+  const firstRequestTimeoutMs = config.startTimeoutS * 1000;
+  app.server.on('connection', (socket: import('node:net').Socket) => socket.setTimeout(firstRequestTimeoutMs));
+  app.server.on('request', (req: import('node:http').IncomingMessage) => req.socket.setTimeout(app.server.timeout));
   installErrorHandling(app);
-  installApiAuth(app, { apiKeys: config.apiKeys });
+  installApiAuth(app, { apiKeys: config.apiKeys, sourceKeys: config.sources, internalKey });
   if (config.redisUrl !== null) {
     cluster = new Cluster({
       redisUrl: config.redisUrl, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
       app, recorder: rec, index, alarms, log: log.child({ component: 'cluster' }),
-      internalApiKey: config.apiKeys[0], prefix: opts.redisPrefix,
+      internalKey, prefix: opts.redisPrefix, forgetDeadAfterMs: opts.forgetDeadAfterMs,
+      scopeOf: (accountSid) => control.scopeOf(accountSid),
+      target: (req) => callTargetOf(control, sourceSids, req),
+      knowsLocally: (scope, callSid) => control.knows(scope, callSid),
+      pauseEnabled: (scope, callSid) => control.pauseEnabled(scope, callSid),
+      onStoredPause: (scope, callSid, paused) => control.applyStoredPause(scope, callSid, paused),
     });
     for (const s of publishedEarly.splice(0)) cluster.recordingPublished(s);
   }
@@ -263,7 +343,10 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       : recovering ? 'recovering: finalising recordings left by the previous process'
         : clusterNode?.notReadyReason() ?? null),
   });
-  registerTwilioRoute(app, { config, recorder: rec, metrics, log, isDraining: () => draining, handlers });
+  registerTwilioRoute(app, {
+    config, recorder: rec, metrics, log, isDraining: () => draining, handlers, alarms, sockets, fdBudget,
+    onLeadRefused: metrics.leadRefused, now: opts.now,
+  });
   registerRecordingRoutes(app, { index });
   registerAlarmRoutes(app, { alarms, clusterAlarms: clusterNode ? () => clusterNode.shared.alarms() : undefined });
   registerCallsRoutes(app, {
@@ -271,21 +354,20 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       ? () => clusterNode.calls()
       : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
   });
-  registerCallRoutes(app, { control });
-  registerTaskRouterRoute(app, {
-    config, control,
-    // cluster mode: through the CTI route, which the command router forwards to the call's owner
-    dispatch: clusterNode ? async (ev) => {
-      const r = await app.inject({
-        method: 'POST', url: '/v1/cti/events', payload: ev,
-        headers: config.apiKeys.length > 0 ? { authorization: `Bearer ${config.apiKeys[0]}` } : {},
-      });
-      if (r.statusCode >= 300) {
-        const body = r.json() as { error?: string; message?: string };
-        throw new ApiError(r.statusCode, body.error ?? 'cti_event_failed', body.message ?? `CTI event refused (${r.statusCode})`);
-      }
-    } : undefined,
-  });
+  registerCallRoutes(app, { control, sources: sourceSids, knownInCluster: clusterNode ? isKnownInCluster : undefined });
+  // cluster mode: through the CTI route, which the command router forwards to the call's owner;
+  // `actor` names the sender in the audit line of a deletion it causes
+  const clusterDispatch = clusterNode ? async (ev: CtiEvent, actor = `kinesis:${ev.accountSid ?? ''}`) => {
+    const r = await app.inject({
+      method: 'POST', url: '/v1/cti/events', payload: ev,
+      headers: { authorization: `Bearer ${internalKey}`, [INTERNAL_ACTOR_HEADER]: actor },
+    });
+    if (r.statusCode >= 300) {
+      const body = r.json() as { error?: string; message?: string };
+      throw new ApiError(r.statusCode, body.error ?? 'cti_event_failed', body.message ?? `CTI event refused (${r.statusCode})`);
+    }
+  } : undefined;
+  registerTaskRouterRoute(app, { config, control, dispatch: clusterDispatch });
 
   const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
   const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease;
@@ -296,6 +378,17 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     : runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, () => { maintenance.runOnce(); });
   clusterNode?.onSweep(() => maintenance.runOnce());
   if (clusterNode) await clusterNode.start();
+
+  // Agent events from Kinesis (contract section 9): the same CTI entry point as the API, with
+  // the source's account set. The SDK is loaded only when a source has a stream.
+  const kinesis: KinesisConsumer | null = !config.sources.some((s) => s.kinesis) ? null
+    : (await import('./kinesis/kinesis-consumer.js')).startKinesis({
+      sources: config.sources, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
+      log, registry: metrics.registry,
+      dispatch: clusterDispatch ?? (async (ev) => { await applyCtiEvent(control, ev, `kinesis:${ev.accountSid ?? ''}`); }),
+      raiseUnreadable: (message, details) => alarms.raise('kinesis_unreadable', { message, details }),
+      redis: clusterNode ? { client: clusterNode.link.cmd, prefix: clusterNode.keys.prefix } : null,
+    }, opts.kinesis);
 
   // One sweep for the whole node instead of a timer per stream.
   const sweepMs = Math.min(1000, (config.streamIdleTimeoutS * 1000) / 4);
@@ -314,19 +407,22 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     await rec.endAll('shutdown');
     clearInterval(sweeper);
     stopSweep();
+    await kinesis?.stop(); // before app.close: in cluster mode its events go through app.inject
     await app.close();
     await rec.settled();
     await pool?.stop();
     await outbox?.stop();
     await recovery;
+    await deletions.stop();
     await clusterNode?.close();
   };
 
   return {
-    app, config, alarms, recorder: rec, index, control, maintenance, outbox, archiver: pool, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, control, states, maintenance, outbox, archiver: pool, metrics, log, handlers,
     cluster: clusterNode,
     runUnderLease,
     recovery,
+    kinesis,
     async listen() {
       await app.listen({ port: config.port, host: config.host });
       const addr = app.server.address();

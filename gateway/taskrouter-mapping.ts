@@ -8,8 +8,11 @@ export class BadTaskRouterEvent extends Error {
   override name = 'BadTaskRouterEvent';
 }
 
-/** Which TaskRouter EventType becomes which CTI type (README documents this table). */
-export const TASKROUTER_TO_CTI: Readonly<Record<string, CtiEventType>> = {
+/**
+ * Which TaskRouter EventType becomes which CTI type (README documents this table). No prototype
+ * (and looked up with Object.hasOwn): `constructor` or `__proto__` must not find anything.
+ */
+export const TASKROUTER_TO_CTI: Readonly<Record<string, CtiEventType>> = Object.freeze(Object.assign(Object.create(null) as Record<string, CtiEventType>, {
   'reservation.created': 'ringing',
   'reservation.accepted': 'connected',
   'reservation.rejected': 'not_responding',
@@ -17,11 +20,24 @@ export const TASKROUTER_TO_CTI: Readonly<Record<string, CtiEventType>> = {
   'task.wrapup': 'wrapup',
   'task.completed': 'ended',
   'worker.activity.update': 'agent_available',
-};
+} satisfies Record<string, CtiEventType>));
+
+/** The CTI type of a TaskRouter EventType, or undefined when it is not mapped. */
+export function ctiTypeOf(eventType: string): CtiEventType | undefined {
+  return Object.hasOwn(TASKROUTER_TO_CTI, eventType) ? TASKROUTER_TO_CTI[eventType] : undefined;
+}
+
+/** The form fields of a callback (first value of each), without prototype keys. */
+export type FormFields = ReadonlyMap<string, string>;
 
 export type Mapped =
   | { kind: 'events'; events: CtiEvent[]; workerSid: string | null }
   | { kind: 'ignored'; reason: string };
+
+/** An own property of a parsed JSON object (never one of its prototype). */
+function own(o: Record<string, unknown> | undefined, key: string): unknown {
+  return o !== undefined && Object.hasOwn(o, key) ? o[key] : undefined;
+}
 
 function json(name: string, text: string | undefined): Record<string, unknown> {
   if (text === undefined || text === '') return {};
@@ -35,59 +51,69 @@ function json(name: string, text: string | undefined): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
+function objectOrUndefined(v: unknown): Record<string, unknown> | undefined {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : undefined;
+}
+
 function str(v: unknown): string | undefined {
   return typeof v === 'string' && v.length > 0 && v.length <= 256 ? v : undefined;
 }
 
 /** TimestampMs (ms) or Timestamp (epoch seconds, or ISO 8601) as ISO 8601. */
-function when(p: Record<string, string>): string | undefined {
-  if (p.TimestampMs !== undefined && p.TimestampMs !== '') {
-    const ms = Number(p.TimestampMs);
-    if (!Number.isFinite(ms)) throw new BadTaskRouterEvent(`TimestampMs ${JSON.stringify(p.TimestampMs.slice(0, 40))} is not a number`);
+function when(p: FormFields): string | undefined {
+  const tsMs = p.get('TimestampMs');
+  if (tsMs !== undefined && tsMs !== '') {
+    const ms = Number(tsMs);
+    if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) throw new BadTaskRouterEvent(`TimestampMs ${JSON.stringify(tsMs.slice(0, 40))} is not a number`);
     return new Date(ms).toISOString();
   }
-  if (p.Timestamp === undefined || p.Timestamp === '') return undefined;
-  const t = /^\d+(\.\d+)?$/.test(p.Timestamp) ? Number(p.Timestamp) * 1000 : Date.parse(p.Timestamp);
-  if (!Number.isFinite(t)) throw new BadTaskRouterEvent(`Timestamp ${JSON.stringify(p.Timestamp.slice(0, 40))} is not a time`);
+  const ts = p.get('Timestamp');
+  if (ts === undefined || ts === '') return undefined;
+  const t = /^\d+(\.\d+)?$/.test(ts) ? Number(ts) * 1000 : Date.parse(ts);
+  if (!Number.isFinite(t) || Math.abs(t) > 8.64e15) throw new BadTaskRouterEvent(`Timestamp ${JSON.stringify(ts.slice(0, 40))} is not a time`);
   return new Date(t).toISOString();
 }
 
 /**
  * `lastCallOfWorker` answers which call a worker last had (worker.activity.update carries no task).
  */
-export function mapTaskRouterEvent(p: Record<string, string>, lastCallOfWorker: (workerSid: string) => string | undefined): Mapped {
-  const type = p.EventType;
+export function mapTaskRouterEvent(fields: FormFields | Readonly<Record<string, string>>, lastCallOfWorker: (workerSid: string) => string | undefined): Mapped {
+  // a plain record (the Kinesis adapter) becomes a map of its own properties only
+  const p: FormFields = fields instanceof Map ? fields : new Map(Object.entries(fields));
+  const type = p.get('EventType');
   if (!type) throw new BadTaskRouterEvent('EventType is missing');
-  if (p.AccountSid !== undefined && !ACCOUNT_SID_RE.test(p.AccountSid)) throw new BadTaskRouterEvent('AccountSid is not an account SID');
-  const cti = TASKROUTER_TO_CTI[type];
-  if (cti === undefined) return { kind: 'ignored', reason: `EventType ${type} is not mapped` };
+  const accountSid = p.get('AccountSid');
+  if (accountSid !== undefined && !ACCOUNT_SID_RE.test(accountSid)) throw new BadTaskRouterEvent('AccountSid is not an account SID');
+  const cti = ctiTypeOf(type);
+  if (cti === undefined) return { kind: 'ignored', reason: `EventType ${type.slice(0, 64)} is not mapped` };
   const at = when(p);
-  const task = json('TaskAttributes', p.TaskAttributes);
-  const worker = json('WorkerAttributes', p.WorkerAttributes);
-  const workerSid = str(p.WorkerSid) ?? null;
-  const employeeId = str(worker.employee_id) ?? str(worker.employeeId) ?? workerSid ?? undefined;
+  const task = json('TaskAttributes', p.get('TaskAttributes'));
+  const worker = json('WorkerAttributes', p.get('WorkerAttributes'));
+  const workerSid = str(p.get('WorkerSid')) ?? null;
+  const employeeId = str(own(worker, 'employee_id')) ?? str(own(worker, 'employeeId')) ?? workerSid ?? undefined;
 
   if (type === 'worker.activity.update') {
-    if (!/^available$/i.test(p.WorkerActivityName ?? '')) return { kind: 'ignored', reason: `activity ${p.WorkerActivityName ?? '?'} is not Available` };
+    const activity = p.get('WorkerActivityName') ?? '';
+    if (!/^available$/i.test(activity)) return { kind: 'ignored', reason: `activity ${activity.slice(0, 64) || '?'} is not Available` };
     const callSid = workerSid === null ? undefined : lastCallOfWorker(workerSid);
     if (callSid === undefined) return { kind: 'ignored', reason: 'the worker has no known call' };
-    return { kind: 'events', workerSid, events: [{ type: cti, callSid, employeeId, at, accountSid: p.AccountSid }] };
+    return { kind: 'events', workerSid, events: [{ type: cti, callSid, employeeId, at, accountSid }] };
   }
 
-  const callSid = task.call_sid;
+  const callSid = own(task, 'call_sid');
   if (callSid === undefined) return { kind: 'ignored', reason: 'TaskAttributes has no call_sid (not a voice task)' };
   if (typeof callSid !== 'string' || !CALL_SID_RE.test(callSid)) throw new BadTaskRouterEvent('TaskAttributes.call_sid is not a call SID');
-  const conversations = task.conversations as Record<string, unknown> | undefined;
+  const conversations = objectOrUndefined(own(task, 'conversations'));
   // Flex keeps conversations.conversation_id across transfers: all legs of a contact share it
-  const ctiSessionId = str(task.ctiSessionId) ?? str(conversations?.conversation_id) ?? str(p.TaskSid);
+  const ctiSessionId = str(own(task, 'ctiSessionId')) ?? str(own(conversations, 'conversation_id')) ?? str(p.get('TaskSid'));
   // the agent leg of a Flex conference is its own call: it belongs to the same contact
-  const conference = task.conference as { participants?: Record<string, unknown> } | undefined;
+  const participants = objectOrUndefined(own(objectOrUndefined(own(task, 'conference')), 'participants'));
   const calls = [callSid];
-  const workerLeg = conference?.participants?.worker;
+  const workerLeg = own(participants, 'worker');
   if (typeof workerLeg === 'string' && CALL_SID_RE.test(workerLeg) && workerLeg !== callSid) calls.push(workerLeg);
   return {
     kind: 'events',
     workerSid,
-    events: calls.map((c) => ({ type: cti, callSid: c, ctiSessionId, employeeId, at, accountSid: p.AccountSid })),
+    events: calls.map((c) => ({ type: cti, callSid: c, ctiSessionId, employeeId, at, accountSid })),
   };
 }

@@ -3,11 +3,12 @@
 // Counters and times are strings on the wire; they must be decimal digits.
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { STREAM_SID_RE } from '../recorder/storage-layout.js';
 
 const Digits = Type.String({ pattern: '^[0-9]{1,15}$' });
 const TrackName = Type.Union([Type.Literal('inbound'), Type.Literal('outbound')]);
-/** Free text we copy into sidecars: bounded, no control characters. */
-const ParamValue = Type.String({ maxLength: 512, pattern: '^[^\\u0000-\\u001f]*$' });
+/** streamSid becomes a file name: MZ + 32 hex, a UUID or another path-safe id (storage-layout.ts). */
+const StreamSid = Type.String({ pattern: STREAM_SID_RE.source });
 
 /** Largest decoded payload accepted: 0.5 s of audio, far above Twilio's 20 ms frames. */
 export const MAX_PAYLOAD_BYTES = 4000;
@@ -21,13 +22,14 @@ export const ConnectedMessage = Type.Object({
 export const StartMessage = Type.Object({
   event: Type.Literal('start'),
   sequenceNumber: Digits,
-  streamSid: Type.String({ pattern: '^MZ[0-9a-f]{32}$' }),
+  streamSid: StreamSid,
   start: Type.Object({
     accountSid: Type.String({ pattern: '^AC[0-9a-f]{32}$' }),
     callSid: Type.String({ pattern: '^CA[0-9a-f]{32}$' }),
-    streamSid: Type.Optional(Type.String({ pattern: '^MZ[0-9a-f]{32}$' })),
+    streamSid: Type.Optional(StreamSid),
     tracks: Type.Array(TrackName, { minItems: 1, maxItems: 2, uniqueItems: true }),
-    customParameters: Type.Optional(Type.Record(Type.String({ maxLength: 128 }), ParamValue, { maxProperties: 99 })),
+    // Metadata never refuses a call: any shape is taken, cleaned and clipped (custom-parameters.ts).
+    customParameters: Type.Optional(Type.Unknown()),
     mediaFormat: Type.Object({
       encoding: Type.Literal('audio/x-mulaw'),
       sampleRate: Type.Literal(8000),

@@ -5,11 +5,11 @@ import { checkers, type TwilioEvent, type TwilioMessage } from './twilio-message
 export type ProtocolErrorKind =
   | 'not_json' | 'binary_frame' | 'invalid_message' | 'bad_base64' | 'media_before_start'
   | 'duplicate_start' | 'wrong_stream_sid' | 'unknown_account' | 'message_too_large'
-  | 'timestamp_jump' | 'unexpected_track';
+  | 'timestamp_jump' | 'unexpected_track' | 'start_timeout';
 
 export const PROTOCOL_ERROR_KINDS: readonly ProtocolErrorKind[] = [
   'not_json', 'binary_frame', 'invalid_message', 'bad_base64', 'media_before_start', 'duplicate_start',
-  'wrong_stream_sid', 'unknown_account', 'message_too_large', 'timestamp_jump', 'unexpected_track',
+  'wrong_stream_sid', 'unknown_account', 'message_too_large', 'timestamp_jump', 'unexpected_track', 'start_timeout',
 ];
 
 /** Why a text frame is not a message we act on. Allocated only on the error path. */

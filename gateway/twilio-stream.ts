@@ -8,10 +8,18 @@ import { MAX_PAYLOAD_BYTES, type MediaMessage, type StartMessage } from './twili
 import type { Recorder, StreamOwner } from '../recorder/recorder.js';
 import type { StreamSession } from '../recorder/stream-session.js';
 import type { CloseReason } from '../recorder/sidecar.js';
+import { ErrorBudget } from './error-budget.js';
+import { cleanCustomParameters } from './custom-parameters.js';
 
 export interface StreamSocket {
   close(code: number, reason: string): void;
 }
+
+/** Why audio that reached us was not kept (each raises one alarm per stream). */
+export type DropReason =
+  | 'too_late' | 'timestamp_lead'
+  // media messages refused by the protocol: their audio is not kept either
+  | 'media_before_start' | 'wrong_stream_sid' | 'unexpected_track' | 'bad_base64';
 
 export interface StreamHandlerDeps {
   recorder: Recorder;
@@ -19,11 +27,19 @@ export interface StreamHandlerDeps {
   acceptAccount: (accountSid: string) => boolean;
   log: Logger;
   onProtocolError: (kind: ProtocolErrorKind | 'unknown_event') => void;
-  /** close a stream after this many bad messages in a row */
-  maxConsecutiveErrors: number;
-  /** a frame further than this ahead of the newest audio is refused (a corrupt timestamp would
-   * otherwise make us write hours of silence) */
-  maxJumpMs: number;
+  /** close a stream that sends more than `limit` bad messages within `windowMs` */
+  errorBudget: { limit: number; windowMs: number };
+  /** a frame stamped further ahead than the stream's age plus this is refused (a corrupt
+   * timestamp would otherwise make us write hours of silence) */
+  maxLeadMs: number;
+  /** a socket that has sent no start by then is closed (1008); 0 = never */
+  startTimeoutMs: number;
+  /** monotonic ms (stream age for the timestamp bound, error budget window) */
+  now: () => number;
+  /** audio was dropped: called once per stream and reason (the caller raises the alarm) */
+  onAudioDropped: (reason: DropReason, ids: { callSid: string; streamSid: string }, detail: string) => void;
+  /** frames refused for running ahead of the stream's age (dropped-frames metric) */
+  onLeadRefused: () => void;
 }
 
 type State = 'awaiting_start' | 'recording' | 'ended';
@@ -45,9 +61,16 @@ export class TwilioStreamHandler implements StreamOwner {
   private session: StreamSession | null = null;
   private streamSid = '';
   private log: Logger;
-  private consecutiveErrors = 0;
+  private readonly budget: ErrorBudget;
   private readonly errorCounts = new Map<string, number>();
-  private readonly maxJumpSamples: number;
+  /** monotonic ms of the start message: the stream's age is measured from it */
+  private startedAt = 0;
+  /** a frame starting at or beyond this sample is ahead of the stream's age: re-check with the clock */
+  private leadLimit = 0;
+  private readonly maxLeadSamples: number;
+  private startTimer: NodeJS.Timeout | null = null;
+  /** drop reasons already alarmed for this stream */
+  private readonly alarmed = new Set<DropReason>();
   /** resolves when the recording (if any) is published */
   finished: Promise<unknown> = Promise.resolve();
 
@@ -55,7 +78,26 @@ export class TwilioStreamHandler implements StreamOwner {
     this.socket = socket;
     this.deps = deps;
     this.log = deps.log;
-    this.maxJumpSamples = deps.maxJumpMs * 8;
+    this.maxLeadSamples = deps.maxLeadMs * 8;
+    this.budget = new ErrorBudget(deps.errorBudget.limit, deps.errorBudget.windowMs);
+    if (deps.startTimeoutMs > 0) {
+      this.startTimer = setTimeout(() => this.onStartTimeout(), deps.startTimeoutMs);
+      this.startTimer.unref();
+    }
+  }
+
+  private clearStartTimer(): void {
+    if (this.startTimer !== null) clearTimeout(this.startTimer);
+    this.startTimer = null;
+  }
+
+  /** A socket that never says which stream it is holds a descriptor for nothing: close it. */
+  private onStartTimeout(): void {
+    this.startTimer = null;
+    if (this.state !== 'awaiting_start') return;
+    this.deps.onProtocolError('start_timeout');
+    this.noteOnce('start_timeout', `no start within ${this.deps.startTimeoutMs / 1000} s: closing (1008)`, 'info');
+    this.end(CLOSE_POLICY, 'no start message in time');
   }
 
   get currentState(): State {
@@ -83,7 +125,7 @@ export class TwilioStreamHandler implements StreamOwner {
       case 'media': this.onMedia(msg); return;
       case 'start': this.onStart(msg); return;
       case 'stop': this.onStop(msg.streamSid); return;
-      case 'connected': this.consecutiveErrors = 0; return;
+      case 'connected': return;
       case 'dtmf':
       case 'mark':
         if (this.checkSid(msg.streamSid)) this.touch();
@@ -94,31 +136,55 @@ export class TwilioStreamHandler implements StreamOwner {
   private onMedia(msg: MediaMessage): void {
     const session = this.session;
     if (session === null) {
-      this.error('media_before_start', 'media received before start');
+      this.refuseMedia('media_before_start', 'media received before start');
       return;
     }
     if (msg.streamSid !== this.streamSid) {
-      this.error('wrong_stream_sid', `media for ${msg.streamSid.slice(0, 40)} on stream ${this.streamSid}`);
+      this.refuseMedia('wrong_stream_sid', `media for ${msg.streamSid.slice(0, 40)} on stream ${this.streamSid}`);
       return;
     }
     const m = msg.media;
     const channel = session.channelOf(m.track);
     if (channel < 0) {
-      this.error('unexpected_track', `media on track ${m.track}, stream has ${session.id.tracks.join('+')}`);
+      this.refuseMedia('unexpected_track', `media on track ${m.track}, stream has ${session.id.tracks.join('+')}`);
       return;
     }
     const n = decodeBase64Into(m.payload, scratch);
     if (n < 0) {
-      this.error('bad_base64', 'media.payload is not valid base64');
+      this.refuseMedia('bad_base64', 'media.payload is not valid base64');
       return;
     }
     const start = Number(m.timestamp) * 8;
-    if (start > session.frontier + this.maxJumpSamples) {
-      this.error('timestamp_jump', `timestamp ${m.timestamp} is more than ${this.deps.maxJumpMs} ms ahead of the audio`);
+    // Bounded by the stream's age, not by its newest frame: jumps cannot add up. The clock is
+    // read only when a frame passes the bound computed at the last reading.
+    if (start >= this.leadLimit && !this.withinLead(start)) {
+      this.deps.onLeadRefused();
+      this.dropped('timestamp_lead', `timestamp ${m.timestamp} ms is more than ${this.deps.maxLeadMs / 1000} s (MAX_TIMESTAMP_LEAD_S) ahead of the stream's age: frame refused`);
+      this.error('timestamp_jump', `timestamp ${m.timestamp} is ahead of the stream's age by more than MAX_TIMESTAMP_LEAD_S`);
       return;
     }
-    this.consecutiveErrors = 0;
-    session.media(channel, start, scratch, n);
+    if (session.media(channel, start, scratch, n) === 'too_late' && !this.alarmed.has('too_late')) {
+      this.dropped('too_late', `a frame stamped ${m.timestamp} ms arrived after its audio was written: dropped`);
+    }
+  }
+
+  /** A media message the protocol refuses: a protocol error, and its audio is dropped. */
+  private refuseMedia(kind: ProtocolErrorKind & DropReason, detail: string): void {
+    if (!this.alarmed.has(kind)) this.dropped(kind, `${detail}: its audio is dropped`);
+    this.error(kind, detail);
+  }
+
+  private withinLead(start: number): boolean {
+    this.leadLimit = (this.deps.now() - this.startedAt) * 8 + this.maxLeadSamples;
+    return start < this.leadLimit;
+  }
+
+  /** Audio is being dropped: one alarm per stream and reason (counters count every frame). */
+  private dropped(reason: DropReason, detail: string): void {
+    if (this.alarmed.has(reason)) return;
+    this.alarmed.add(reason);
+    const ids = this.session?.id;
+    this.deps.onAudioDropped(reason, { callSid: ids?.callSid ?? '', streamSid: this.streamSid }, detail);
   }
 
   private onStart(msg: StartMessage): void {
@@ -138,12 +204,14 @@ export class TwilioStreamHandler implements StreamOwner {
       this.end(CLOSE_POLICY, 'unknown accountSid');
       return;
     }
+    const custom = cleanCustomParameters(s.customParameters);
+    if (custom.clipped > 0) this.log.info({ clipped: custom.clipped }, 'customParameters clipped (kept with a marker)');
     const session = this.deps.recorder.start({
       accountSid: s.accountSid,
       callSid: s.callSid,
       streamSid: msg.streamSid,
       tracks: s.tracks,
-      customParameters: s.customParameters ?? {},
+      customParameters: custom.params,
     }, this);
     if (session === null) {
       this.deps.onProtocolError('duplicate_start');
@@ -154,7 +222,9 @@ export class TwilioStreamHandler implements StreamOwner {
     this.session = session;
     this.streamSid = msg.streamSid;
     this.state = 'recording';
-    this.consecutiveErrors = 0;
+    this.clearStartTimer();
+    this.startedAt = this.deps.now();
+    this.leadLimit = this.maxLeadSamples;
     this.log.info({ tracks: s.tracks }, 'stream started');
   }
 
@@ -182,7 +252,6 @@ export class TwilioStreamHandler implements StreamOwner {
   }
 
   private touch(): void {
-    this.consecutiveErrors = 0;
     this.session?.touch();
   }
 
@@ -194,6 +263,7 @@ export class TwilioStreamHandler implements StreamOwner {
 
   /** The socket went away (Twilio closed after stop, or the network dropped). */
   onClose(_code: number): void {
+    this.clearStartTimer();
     if (this.state === 'ended') return;
     this.finish('hangup');
     this.state = 'ended';
@@ -219,6 +289,7 @@ export class TwilioStreamHandler implements StreamOwner {
   }
 
   private end(code: number, reason: string): void {
+    this.clearStartTimer();
     this.state = 'ended';
     this.socket.close(code, reason);
   }
@@ -226,9 +297,9 @@ export class TwilioStreamHandler implements StreamOwner {
   private error(kind: ProtocolErrorKind, detail: string): void {
     this.deps.onProtocolError(kind);
     this.noteOnce(kind, detail, 'warn');
-    this.consecutiveErrors++;
-    if (this.consecutiveErrors >= this.deps.maxConsecutiveErrors) {
-      this.log.warn({ kind, consecutive: this.consecutiveErrors }, 'closing stream: too many bad messages in a row');
+    if (this.state !== 'ended' && this.budget.spend(this.deps.now())) {
+      const { limit, windowMs } = this.deps.errorBudget;
+      this.log.warn({ kind, errors: Object.fromEntries(this.errorCounts) }, `closing stream: more than ${limit} bad messages within ${windowMs / 1000} s`);
       const invalidData = kind === 'not_json' || kind === 'invalid_message' || kind === 'bad_base64' || kind === 'binary_frame';
       // The contract's reasons have no "protocol error": to the recording it is a hang-up.
       this.finish('hangup');

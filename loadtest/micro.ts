@@ -59,7 +59,9 @@ async function main(): Promise<void> {
   });
   const h = new TwilioStreamHandler({ close() {} }, {
     recorder: rec, acceptAccount: () => true, log: pino({ level: 'silent' }), onProtocolError() {},
-    maxConsecutiveErrors: 20, maxJumpMs: 600_000,
+    errorBudget: { limit: 50, windowMs: 10_000 }, startTimeoutMs: 0, now: () => performance.now(),
+    // frames go in far faster than real time: allow the largest lead
+    maxLeadMs: 86_400_000, onAudioDropped() {}, onLeadRefused() {},
   });
   h.onMessage(Buffer.from(`{"event":"start","sequenceNumber":"1","streamSid":"${sid}","start":{"accountSid":"AC${'b'.repeat(32)}","callSid":"CA${'c'.repeat(32)}","streamSid":"${sid}","tracks":["inbound","outbound"],"customParameters":{},"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}`), false);
   bench('gateway: whole handler (timeline + segment writes queued)', msgs, (b) => h.onMessage(b, false));

@@ -1,7 +1,10 @@
 // Durable file publication: a reader sees either nothing or the complete file, even across a
 // crash. Write elsewhere, fsync the data, rename, fsync the directory (so the rename itself
 // survives a power cut).
-import { open, rename, mkdir } from 'node:fs/promises';
+import { rename, mkdir, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+// every open here waits out a descriptor shortage (EMFILE) instead of losing a recording
+import { openRetrying as open } from './fd-retry.js';
 import path from 'node:path';
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -13,19 +16,30 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Atomically replace `file` with `data`. */
+/**
+ * Atomically replace `file` with `data`. The temporary name is unique per call (random, not the
+ * pid: in containers every process is pid 1, and two rewrites in one process share a pid), and
+ * created exclusively, so concurrent writers never write into one another's temporary file: the
+ * last rename wins with a complete file. Callers that read-modify-write serialise per file
+ * (see KeyedLock) so that no update is lost.
+ */
 export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   const dir = path.dirname(file);
   await mkdir(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  const fh = await open(tmp, 'w');
+  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx');
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
   }
-  await rename(tmp, file);
   await fsyncDir(dir);
 }
 
@@ -35,4 +49,21 @@ export async function publishFile(from: string, to: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   await rename(from, to);
   await fsyncDir(dir);
+}
+
+/**
+ * One runner at a time per key (e.g. one writer per recording's sidecar): each call waits for
+ * the previous one of its key, then runs; keys with nothing waiting are forgotten.
+ */
+export class KeyedLock {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const result = prev.then(fn);
+    const tail = result.then(() => undefined, () => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => { if (this.tails.get(key) === tail) this.tails.delete(key); });
+    return result;
+  }
 }

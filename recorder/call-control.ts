@@ -2,8 +2,7 @@
 // holds), pause/resume, and what happens to each recording when it is published (kept and
 // indexed, or deleted by a rule) — each outcome announced once to the webhook outbox.
 // Contract section 5. HTTP lives in gateway/api/*; this module is plain method calls.
-import { unlink } from 'node:fs/promises';
-import path from 'node:path';
+import { readFile, unlink } from 'node:fs/promises';
 import type { SourceSettings } from '../gateway/config-types.js';
 import type { Alarms } from './alarms.js';
 import type { CallState, CallStates, CtiEvent } from './call-states.js';
@@ -12,11 +11,25 @@ import type { RecordingIndex } from './recording-index.js';
 import type { RecordingSidecar } from './sidecar.js';
 import type { StreamIdentity, StreamSession } from './stream-session.js';
 import { sidecarPathOf } from './storage-layout.js';
-import { writeFileAtomic } from './atomic-file.js';
-import { ARCHIVE_FORMATS, archiveFileName } from './archive/formats.js';
+import { KeyedLock, writeFileAtomic } from './atomic-file.js';
+import type { Deletions } from './deletions.js';
+import type { KeptMarks } from './kept-marks.js';
+import { clipId, eventTime } from './ingest-limits.js';
 
 export type RecordingEvent = 'finished' | 'failed' | 'deleted';
 export type DeleteReason = 'not_responding' | 'min_session_length';
+
+/** One deletion, as the audit log line records it (contract section 7). */
+export interface AuditEntry {
+  recordingId: string;
+  accountSid: string;
+  callSid: string;
+  /** `rule` (min_session_length) or `event` (not_responding) */
+  cause: 'rule' | 'event';
+  reason: DeleteReason;
+  /** who caused it: `rule`, `twilio:<AccountSid>` (signed TaskRouter), `key:<id>`, `loopback`, ... */
+  actor: string;
+}
 
 export interface CallControlDeps {
   recorder: () => Recorder;
@@ -24,8 +37,19 @@ export interface CallControlDeps {
   states: CallStates;
   alarms: Alarms;
   recordingsDir: string;
+  /** durable rule deletions (alarm and retry when the disk refuses) */
+  deletions: Deletions;
+  /** durable `connected` marks */
+  kept: KeptMarks;
   settingsFor: (accountSid: string) => SourceSettings;
+  /**
+   * Whether calls are keyed by account: true when data sources are configured. The embedded
+   * default (no source) has no tenants: every call is in the one scope ''.
+   */
+  scoped: boolean;
   wallNow: () => Date;
+  /** one structured line per deletion (audit: true) */
+  audit?: (entry: AuditEntry) => void;
   /** hand an outcome to the webhook outbox (absent when no webhook is configured) */
   announce?: (event: RecordingEvent, body: Record<string, unknown>) => Promise<void>;
   /** a recording entered (or changed in) the index / left it: cluster mode tells the other nodes */
@@ -36,6 +60,8 @@ export interface CallControlDeps {
 
 /** The answer of a CTI event or a pause/resume, as the API returns it. */
 export interface CallView {
+  /** absent in the embedded default (calls are not keyed by account there) */
+  accountSid?: string;
   callSid: string;
   ctiSessionId: string | null;
   employeeId: string | null;
@@ -47,6 +73,7 @@ export interface CallView {
 }
 
 export interface PauseResult {
+  accountSid?: string;
   callSid: string;
   paused: boolean;
   /** per live stream: the call-time instant (ms) the pause or resume took effect */
@@ -62,27 +89,70 @@ export class PauseDisabledError extends Error {
 }
 
 export class CallControl {
-  /** one sidecar rewrite at a time per recording (read-modify-write must not lose an update) */
-  private readonly sidecarWrites = new Map<string, Promise<unknown>>();
+  /** one sidecar rewrite at a time per recording, so concurrent events never lose fields */
+  private readonly sidecarLock = new KeyedLock();
 
   constructor(private readonly deps: CallControlDeps) {}
+
+  /** wall-clock now (ms): event times are judged against it */
+  now(): number {
+    return this.deps.wallNow().getTime();
+  }
+
+  /** The account a call's state belongs to: its events' account, else its live stream's. */
+  private accountOf(s: CallState): string | null {
+    return s.accountSid ?? this.recorder.streamsOfCall(s.callSid)[0]?.id.accountSid ?? null;
+  }
+
+  /** kept in memory, or durably (a `connected` before a restart or before the state expired) */
+  private async isKept(s: CallState | undefined, callSid: string, accountSid: string | null): Promise<boolean> {
+    if (s?.kept) return true;
+    if (!(await this.deps.kept.isKept(accountSid, callSid))) return false;
+    if (s) {
+      s.kept = true;
+      s.discard = false;
+    }
+    return true;
+  }
 
   private get recorder(): Recorder {
     return this.deps.recorder();
   }
 
-  /** The settings that govern a call: its stream's account, else the account of its CTI events. */
-  settingsForCall(callSid: string): SourceSettings {
-    const live = this.recorder.streamsOfCall(callSid)[0];
-    const account = live?.id.accountSid ?? this.deps.states.get(callSid)?.accountSid ?? '';
-    return this.deps.settingsFor(account);
+  /** The key account of a call of `accountSid`: itself, or '' in the embedded default. */
+  scopeOf(accountSid: string | undefined | null): string {
+    return this.deps.scoped ? accountSid ?? '' : '';
+  }
+
+  /** The live streams of a call of this account scope on this node. */
+  streamsOf(scope: string, callSid: string): StreamSession[] {
+    return this.recorder.streamsOfCall(callSid).filter((s) => this.scopeOf(s.id.accountSid) === scope);
+  }
+
+  /** Is a call known on this node (live stream or CTI state)? */
+  knows(scope: string, callSid: string): boolean {
+    return this.streamsOf(scope, callSid).length > 0 || this.deps.states.get(scope, callSid) !== undefined;
+  }
+
+  /** The settings that govern a call: its stream's account, else its scope's. */
+  settingsForCall(scope: string, callSid: string): SourceSettings {
+    const live = this.streamsOf(scope, callSid)[0];
+    return this.deps.settingsFor(live?.id.accountSid ?? scope);
+  }
+
+  private isLive = (s: CallState): boolean => this.streamsOf(s.accountSid, s.callSid).length > 0;
+
+  /** The state of a call, created if new (bounded: see CallStates). */
+  private stateOf(scope: string, callSid: string): CallState {
+    return this.deps.states.getOrCreate(scope, callSid, this.isLive);
   }
 
   view(s: CallState): CallView {
     return {
+      ...(s.accountSid === '' ? {} : { accountSid: s.accountSid }),
       callSid: s.callSid, ctiSessionId: s.ctiSessionId, employeeId: s.employeeId, kept: s.kept,
       discard: s.discard && !s.kept, paused: s.paused, onHold: s.holdSince !== null,
-      liveStreams: this.recorder.streamsOfCall(s.callSid).length,
+      liveStreams: this.streamsOf(s.accountSid, s.callSid).length,
     };
   }
 
@@ -90,25 +160,27 @@ export class CallControl {
    * Apply a validated CTI event. Every check happens before the first change (the caller
    * validated shapes; `at` is parsed here), so a bad event changes nothing.
    */
-  async applyEvent(ev: CtiEvent): Promise<CallView> {
-    const at = ev.at === undefined ? this.deps.wallNow().getTime() : Date.parse(ev.at);
-    if (!Number.isFinite(at)) throw new RangeError(`at ${JSON.stringify(ev.at)} is not an ISO 8601 date-time`);
+  async applyEvent(ev: CtiEvent, actor = 'internal'): Promise<CallView> {
+    const at = eventTime(ev.at, this.deps.wallNow().getTime());
 
-    const s = this.deps.states.getOrCreate(ev.callSid);
+    const scope = this.scopeOf(ev.accountSid);
+    const s = this.stateOf(scope, ev.callSid);
     this.deps.states.touch(s);
-    if (ev.accountSid !== undefined) s.accountSid = ev.accountSid;
+    if (ev.type === 'not_responding' && !s.kept && !s.discard) this.discardActor.set(s, actor);
     const before = `${s.ctiSessionId}\u0000${s.employeeId}`;
-    if (ev.ctiSessionId !== undefined) s.ctiSessionId = ev.ctiSessionId;
-    if (ev.employeeId !== undefined) s.employeeId = ev.employeeId;
+    if (ev.ctiSessionId !== undefined) s.ctiSessionId = clipId(ev.ctiSessionId);
+    if (ev.employeeId !== undefined) s.employeeId = clipId(ev.employeeId);
     const attributionChanged = before !== `${s.ctiSessionId}\u0000${s.employeeId}`;
 
     switch (ev.type) {
       case 'connected':
+        // durable before the answer: a replayed not_responding must find it after a restart
+        await this.deps.kept.mark(this.accountOf(s), s.callSid, new Date(at));
         s.kept = true;
         s.discard = false;
         break;
       case 'not_responding':
-        if (!s.kept) s.discard = true;
+        if (!(await this.isKept(s, s.callSid, this.accountOf(s)))) s.discard = true;
         break;
       case 'hold':
         if (s.holdSince === null) {
@@ -124,8 +196,8 @@ export class CallControl {
         break; // ringing, consult, conference, transfer, wrapup, agent_available: attribution only
     }
 
-    for (const session of this.recorder.streamsOfCall(ev.callSid)) this.attribute(session, s);
-    if (s.discard && !s.kept) await this.deletePublished(ev.callSid, 'not_responding');
+    for (const session of this.streamsOf(scope, ev.callSid)) this.attribute(session, s);
+    if (s.discard && !s.kept) await this.deletePublished(s, 'not_responding');
     else if (attributionChanged) await this.reattributePublished(s);
     return this.view(s);
   }
@@ -141,25 +213,26 @@ export class CallControl {
   /** Raise long_hold once per hold when it has lasted longer than LONG_HOLD_DURATION_MIN. */
   checkHold(s: CallState, now: number): void {
     if (s.holdSince === null || s.holdAlarmed) return;
-    const limitMin = this.settingsForCall(s.callSid).longHoldDurationMin;
+    const limitMin = this.settingsForCall(s.accountSid, s.callSid).longHoldDurationMin;
     const heldMs = now - s.holdSince;
     if (heldMs <= limitMin * 60_000) return;
     s.holdAlarmed = true;
     this.deps.alarms.raise('long_hold', {
       message: `call ${s.callSid} has been on hold for ${Math.round(heldMs / 60_000)} min (LONG_HOLD_DURATION_MIN ${limitMin})`,
       callSid: s.callSid,
+      ...(s.accountSid === '' ? {} : { accountSid: s.accountSid }),
       details: { holdSince: new Date(s.holdSince).toISOString(), heldMs, limitMin, ctiSessionId: s.ctiSessionId },
     });
   }
 
   /** Stream start: take what CTI events already said about the call. */
   onStart(session: StreamSession): void {
-    const s = this.deps.states.get(session.id.callSid);
+    const s = this.deps.states.get(this.scopeOf(session.id.accountSid), session.id.callSid);
     if (s) this.attribute(session, s);
   }
 
-  isPaused(callSid: string): boolean {
-    return this.deps.states.get(callSid)?.paused ?? false;
+  isPaused(accountSid: string, callSid: string): boolean {
+    return this.deps.states.get(this.scopeOf(accountSid), callSid)?.paused ?? false;
   }
 
   private attribute(session: StreamSession, s: CallState): void {
@@ -167,23 +240,32 @@ export class CallControl {
     if (s.employeeId !== null) session.attribution.employeeId = s.employeeId;
   }
 
-  pause(callSid: string): PauseResult {
-    return this.setPaused(callSid, true);
+  /**
+   * `knownElsewhere`: cluster mode found the call in Redis (a stream, queued CTI events or a
+   * stored pause) though this node has nothing of it: the pause is remembered here too.
+   */
+  pause(scope: string, callSid: string, knownElsewhere = false): PauseResult {
+    return this.setPaused(scope, callSid, true, knownElsewhere);
   }
 
-  resume(callSid: string): PauseResult {
-    return this.setPaused(callSid, false);
+  resume(scope: string, callSid: string, knownElsewhere = false): PauseResult {
+    return this.setPaused(scope, callSid, false, knownElsewhere);
   }
 
-  private setPaused(callSid: string, paused: boolean): PauseResult {
-    const live = this.recorder.streamsOfCall(callSid);
-    if (live.length === 0 && this.deps.states.get(callSid) === undefined) {
-      throw new UnknownCallError(`call ${callSid} is not known on this node: no live stream and no CTI event for it`);
+  /** Pause enabled for this call's data source? */
+  pauseEnabled(scope: string, callSid: string): boolean {
+    return this.settingsForCall(scope, callSid).enablePauseResume;
+  }
+
+  private setPaused(scope: string, callSid: string, paused: boolean, knownElsewhere: boolean): PauseResult {
+    const live = this.streamsOf(scope, callSid);
+    if (live.length === 0 && this.deps.states.get(scope, callSid) === undefined && !knownElsewhere) {
+      throw new UnknownCallError(`call ${callSid} is not known: no live stream and no CTI event for it`);
     }
-    if (!this.settingsForCall(callSid).enablePauseResume) {
+    if (!this.pauseEnabled(scope, callSid)) {
       throw new PauseDisabledError(`pause/resume is disabled for the data source of call ${callSid}; set TWILIO_ENABLE_PAUSE_RESUME=true to allow it`);
     }
-    const s = this.deps.states.getOrCreate(callSid);
+    const s = this.stateOf(scope, callSid);
     this.deps.states.touch(s);
     s.paused = paused;
     const streams = live.map((session) => {
@@ -191,7 +273,33 @@ export class CallControl {
       this.recorder.streamChanged(session); // cluster mode: GET /v1/calls shows `paused` everywhere
       return { streamSid: session.id.streamSid, atMs };
     });
-    return { callSid, paused, streams };
+    return { ...(scope === '' ? {} : { accountSid: scope }), callSid, paused, streams };
+  }
+
+  /**
+   * Cluster mode: Redis holds a pause (or a resume) of this call that another node stored, or
+   * that a stream registering here found. Applied to the state (a stream starting later starts
+   * paused) and to the call's live streams on this node.
+   */
+  applyStoredPause(scope: string, callSid: string, paused: boolean): void {
+    let s = this.deps.states.get(scope, callSid);
+    if (s === undefined) {
+      if (!paused) return;
+      try {
+        s = this.stateOf(scope, callSid);
+      } catch (err) {
+        this.deps.onError(`remembering the pause of call ${callSid}`, err as Error);
+        return;
+      }
+    }
+    this.deps.states.touch(s);
+    s.paused = paused;
+    for (const session of this.streamsOf(scope, callSid)) {
+      if (session.paused === paused) continue;
+      if (paused) session.pause();
+      else session.resume();
+      this.recorder.streamChanged(session);
+    }
   }
 
   /**
@@ -200,22 +308,28 @@ export class CallControl {
    */
   async onRecording(sidecar: RecordingSidecar, all: readonly RecordingSidecar[]): Promise<void> {
     try {
-      const s = this.deps.states.get(sidecar.callSid);
+      const s = this.deps.states.get(this.scopeOf(sidecar.accountSid), sidecar.callSid);
       const minMs = this.deps.settingsFor(sidecar.accountSid).minSessionLengthS * 1000;
       const streamMs = Math.max(...all.map((r) => r.offsetMs + r.durationMs));
       let reason: DeleteReason | null = null;
-      if (s !== undefined && s.discard && !s.kept) reason = 'not_responding';
+      if (s !== undefined && s.discard && !(await this.isKept(s, sidecar.callSid, sidecar.accountSid))) reason = 'not_responding';
       else if (minMs > 0 && streamMs < minMs) reason = 'min_session_length';
       if (reason !== null) {
-        await this.deleteFiles(sidecar);
-        await this.announce('deleted', { ...sidecar, deleteReason: reason });
+        this.audit(sidecar, reason === 'not_responding' ? 'event' : 'rule', reason,
+          reason === 'not_responding' && s !== undefined ? this.discardActor.get(s) ?? 'internal' : 'rule');
+        await this.deleteFiles(sidecar, reason);
         return;
       }
+      // events since the segment's sidecar was written (a rotated segment that waited) apply too
+      if (s !== undefined) sidecar = await this.rewriteAttribution(sidecar, s) ?? sidecar;
       this.deps.index.add(sidecar, sidecarPathOf(this.deps.recordingsDir, sidecar));
       this.deps.onIndexed?.(sidecar);
-      await this.announce(sidecar.writeError === undefined ? 'finished' : 'failed', { ...sidecar });
+      // not this.announce: a webhook that could not be queued must leave the outcome undone
+      await this.deps.announce?.(sidecar.writeError === undefined ? 'finished' : 'failed', { ...sidecar });
     } catch (err) {
+      // rethrown: the segment's marks stay in .inprogress and the next start redoes its outcome
       this.deps.onError(`handling recording ${sidecar.recordingId}`, err as Error);
+      throw err;
     }
   }
 
@@ -235,70 +349,119 @@ export class CallControl {
     }
   }
 
-  private async deleteFiles(sidecar: RecordingSidecar): Promise<void> {
-    const sidecarPath = sidecarPathOf(this.deps.recordingsDir, sidecar);
-    const gone = (e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; };
-    // the sidecar first: a crash in between leaves an orphan WAV, never a sidecar without audio
-    await unlink(sidecarPath).catch(gone);
-    await unlink(path.join(path.dirname(sidecarPath), sidecar.audioFile)).catch(gone);
-    // its compressed copy (made, or being made: the archiver removes a late one itself)
-    for (const f of ARCHIVE_FORMATS) await unlink(path.join(path.dirname(sidecarPath), archiveFileName(sidecar.recordingId, f))).catch(gone);
+  /** Who sent the `not_responding` that marked a call for deletion (for the audit line). */
+  private readonly discardActor = new WeakMap<CallState, string>();
+
+  private audit(sidecar: RecordingSidecar, cause: AuditEntry['cause'], reason: DeleteReason, actor: string): void {
+    this.deps.audit?.({
+      recordingId: sidecar.recordingId, accountSid: sidecar.accountSid, callSid: sidecar.callSid, cause, reason, actor,
+    });
+  }
+
+  /** The published recordings of a call of this scope (another account's are never touched). */
+  private publishedOf(scope: string, callSid: string): RecordingSidecar[] {
+    const { items } = this.deps.index.query({ callSid, limit: 100_000 });
+    return items.filter((r) => this.scopeOf(r.accountSid) === scope);
+  }
+
+  /** Announced as `deleted` once the files are gone (now, or by a later retry: deletions.ts). */
+  private async deleteFiles(sidecar: RecordingSidecar, reason: DeleteReason): Promise<void> {
+    await this.deps.deletions.delete(sidecar, reason);
+  }
+
+  /** The `deleted` webhook of a deletion whose files are gone (deletions.ts calls this). */
+  async onDeleted(sidecar: RecordingSidecar, reason: string): Promise<void> {
+    await this.announce('deleted', { ...sidecar, deleteReason: reason });
   }
 
   /** Every published recording of the call: files, sidecars and index entries. */
-  private async deletePublished(callSid: string, reason: DeleteReason): Promise<void> {
-    const { items } = this.deps.index.query({ callSid, limit: 100_000 });
-    for (const sidecar of items) {
+  private async deletePublished(s: CallState, reason: DeleteReason): Promise<void> {
+    for (const sidecar of this.publishedOf(s.accountSid, s.callSid)) {
+      // checked per recording: its account's durable `connected` mark keeps it
+      if (await this.isKept(s, s.callSid, sidecar.accountSid)) continue;
+      this.audit(sidecar, 'event', reason, this.discardActor.get(s) ?? 'internal');
       this.deps.index.remove(sidecar.recordingId);
       this.deps.onRemoved?.(sidecar.recordingId);
-      await this.deleteFiles(sidecar);
-      await this.announce('deleted', { ...sidecar, deleteReason: reason });
+      await this.deleteFiles(sidecar, reason);
     }
   }
 
   /** CTI events after the stream ended: the published sidecars take the new attribution. */
   private async reattributePublished(s: CallState): Promise<void> {
-    const { items } = this.deps.index.query({ callSid: s.callSid, limit: 100_000 });
-    for (const { recordingId } of items) {
-      await this.rewriteSidecar(recordingId, (old) => {
-        const updated: RecordingSidecar = {
-          ...old,
-          ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
-          employeeId: s.employeeId ?? old.employeeId,
-        };
-        return updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId ? null : updated;
-      });
+    for (const listed of this.publishedOf(s.accountSid, s.callSid)) {
+      // unchanged or deleted meanwhile: rewriteSidecar leaves it alone
+      await this.rewriteSidecar(listed.recordingId, (old) => attributed(old, s));
     }
   }
 
   /**
-   * The one path that rewrites a published sidecar (attribution, archive): `change` gets the
-   * current sidecar and returns the new one (null: no change). One writer per recording at a
-   * time. Returns the sidecar as written, or null when the recording is not (or no longer)
-   * indexed — a recording deleted meanwhile is never brought back.
+   * A segment not indexed yet (its outcome is being decided): the sidecar takes the events since
+   * it was written. Same lock as rewriteSidecar. null: nothing to change, or deleted meanwhile.
+   */
+  private rewriteAttribution(listed: RecordingSidecar, s: CallState): Promise<RecordingSidecar | null> {
+    return this.sidecarLock.run(listed.recordingId, async () => {
+      const file = sidecarPathOf(this.deps.recordingsDir, listed);
+      const old = await readSidecar(file);
+      const updated = old && attributed(old, s);
+      if (!updated) return null;
+      await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
+      return updated;
+    });
+  }
+
+  /**
+   * Must a rotated segment's outcome wait for the stream's end? Only when the minimum length
+   * could still delete it: the stream so far is shorter than MIN_SESSION_LENGTH_S.
+   */
+  outcomeWaitsForEnd(sidecar: RecordingSidecar): boolean {
+    const minMs = this.deps.settingsFor(sidecar.accountSid).minSessionLengthS * 1000;
+    return minMs > 0 && sidecar.offsetMs + sidecar.durationMs < minMs;
+  }
+
+  /**
+   * The one path that rewrites an indexed sidecar (attribution, archive): one writer per
+   * recording at a time (sidecarLock), reading the sidecar as it is on disk now, so a concurrent
+   * rewrite never loses the other's fields. `change` returns the new sidecar (null: no change).
+   * Returns the sidecar as it now stands, or null when the recording is not (or no longer)
+   * indexed: a recording deleted meanwhile is never brought back.
    */
   rewriteSidecar(recordingId: string, change: (cur: RecordingSidecar) => RecordingSidecar | null): Promise<RecordingSidecar | null> {
-    const run = async (): Promise<RecordingSidecar | null> => {
-      const cur = this.deps.index.get(recordingId);
-      if (!cur) return null;
-      const updated = change(cur.sidecar);
-      if (updated === null) return cur.sidecar;
-      const file = sidecarPathOf(this.deps.recordingsDir, updated);
+    return this.sidecarLock.run(recordingId, async () => {
+      const listed = this.deps.index.get(recordingId);
+      if (!listed) return null;
+      const file = sidecarPathOf(this.deps.recordingsDir, listed.sidecar);
+      const cur = await readSidecar(file);
+      if (cur === null) return null; // its deletion removed the file
+      const updated = change(cur);
+      if (updated === null) return cur;
       await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
       if (!this.deps.index.get(recordingId)) {
-        // deleted while the file was written: its deletion may have run before our rename
+        // deleted while the file was written: its deletion may have unlinked before our rename
         await unlink(file).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
         return null;
       }
       this.deps.index.add(updated, file);
       this.deps.onIndexed?.(updated);
       return updated;
-    };
-    const prev = this.sidecarWrites.get(recordingId) ?? Promise.resolve();
-    const result = prev.then(run, run);
-    const tail = result.catch(() => undefined);
-    this.sidecarWrites.set(recordingId, tail);
-    void tail.then(() => { if (this.sidecarWrites.get(recordingId) === tail) this.sidecarWrites.delete(recordingId); });
-    return result;
+    });
+  }
+}
+
+/** The sidecar with a call's attribution applied; null when it changes nothing. */
+function attributed(old: RecordingSidecar, s: CallState): RecordingSidecar | null {
+  const updated: RecordingSidecar = {
+    ...old,
+    ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
+    employeeId: s.employeeId ?? old.employeeId,
+  };
+  return updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId ? null : updated;
+}
+
+/** A sidecar as it is on disk now; null when it is gone (deleted meanwhile) or unreadable. */
+async function readSidecar(file: string): Promise<RecordingSidecar | null> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
+  } catch {
+    return null;
   }
 }

@@ -39,6 +39,7 @@ export class Maintenance {
       this.deps.alarms.raise('long_call', {
         message: `stream ${session.id.streamSid} of call ${session.id.callSid} has run ${Math.round(ageMs / 60_000)} min ` +
           `(LONG_CALL_DURATION_MIN ${limitMin}): closing it`,
+        accountSid: session.id.accountSid,
         callSid: session.id.callSid,
         streamSid: session.id.streamSid,
         details: { startedAt: session.startedAt.toISOString(), ageMs, limitMin },
@@ -46,7 +47,7 @@ export class Maintenance {
       owner.endByServer('long_call');
     }
     for (const s of this.deps.states.all()) this.deps.control.checkHold(s, now);
-    const expiredStates = this.deps.states.expire((callSid) => this.deps.recorder.streamsOfCall(callSid).length > 0);
+    const expiredStates = this.deps.states.expire((s) => this.deps.control.streamsOf(s.accountSid, s.callSid).length > 0);
     return { longCalls, expiredStates };
   }
 

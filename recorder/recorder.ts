@@ -1,10 +1,14 @@
 // The node's registry of live stream sessions: creates them, finds them by streamSid and
 // callSid, ends them (stop, hang-up, idle, shutdown) and keeps the node-wide frame counters that
 // /metrics reads. Counters are plain numbers bumped per frame; prom-client reads them on scrape.
-import { StreamSession, type Attribution, type StreamIdentity } from './stream-session.js';
+import { StreamSession, removePartialMarks, type Attribution, type StreamIdentity } from './stream-session.js';
+import { reserveStreamBase, unreservedBase } from './recording-ids.js';
+import { crashPoint } from './crash-points.js';
+import type { SegmentPaths } from './storage-layout.js';
 import type { PlaceResult } from './timeline.js';
 import type { CloseReason, RecordingSidecar } from './sidecar.js';
 import type { SourceSettings } from '../gateway/config-types.js';
+import { clipId } from './ingest-limits.js';
 
 export interface RecorderCounters {
   framesReceived: number;
@@ -35,17 +39,33 @@ export interface RecorderOptions {
   now?: () => number;
   wallNow?: () => Date;
   onWritten?: (bytes: number, lagMs: number) => void;
-  /** a published segment; the session's end waits for the returned promise (policy, index) */
+  /**
+   * A published segment's outcome (rules, index, webhook), run as soon as the segment is
+   * published (a rotated segment mid-call too); `all` is the stream's segments published so far
+   * (every segment once the stream ended). The session's end waits for it.
+   */
   onRecording?: (sidecar: RecordingSidecar, all: readonly RecordingSidecar[]) => void | Promise<void>;
+  /**
+   * A rotated segment whose outcome depends on how long the whole stream gets (a minimum
+   * length longer than the stream so far): its outcome waits for the stream's end. Its partial
+   * marks stay in .inprogress meanwhile, so a crash still gives it an outcome at recovery.
+   */
+  outcomeWaitsForEnd?: (sidecar: RecordingSidecar) => boolean;
+  /** a recordingId used before reservations existed (in the index): never reused */
+  isRecordingIdTaken?: (recordingId: string) => boolean;
+  /** the volume refused a stream's name reservation (it records under a random unique name) */
+  onReserveError?: (streamSid: string, err: Error) => void;
   onSegmentError?: (recordingId: string, err: Error, id: StreamIdentity) => void;
   /** a stream began: the CTI layer applies what it already knows of the call */
   onStart?: (session: StreamSession) => void;
   /** was this call paused before the stream started? */
-  isCallPaused?: (callSid: string) => boolean;
+  isCallPaused?: (callSid: string, accountSid: string) => boolean;
   /** a segment writer's first disk error (alarm) */
   onWriteError?: (session: StreamSession, recordingId: string, err: NodeJS.ErrnoException) => void;
   /** per segment writer, audio bytes that may wait for the disk */
   maxQueueBytes?: number;
+  /** audio of a stream dropped because the disk fell behind (20 ms units; per write, not per frame) */
+  onBackpressureDrop?: (session: StreamSession, frames: number) => void;
 }
 
 /** Per-stream (never per-frame) notifications, e.g. for the cluster's stream registry. */
@@ -58,6 +78,13 @@ export interface LiveStream {
 
 type Live = LiveStream;
 
+/** Per stream: its published segments and their outcomes, in flight or waiting for the end. */
+interface Outcomes {
+  published: RecordingSidecar[];
+  waiting: { sidecar: RecordingSidecar; paths: SegmentPaths }[];
+  running: Promise<void>[];
+}
+
 export class Recorder {
   readonly counters: RecorderCounters = {
     framesReceived: 0, framesLate: 0, framesDuplicate: 0, framesTooLate: 0, framesMissing: 0,
@@ -67,7 +94,8 @@ export class Recorder {
   private readonly live = new Map<string, Live>();
   private readonly byCall = new Map<string, Set<string>>();
   /** sessions ended but not yet published, for drain */
-  private readonly pending = new Set<Promise<RecordingSidecar[]>>();
+  private readonly pending = new Set<Promise<unknown>>();
+  private readonly outcomes = new WeakMap<StreamSession, Outcomes>();
   private readonly countFrame: (r: PlaceResult) => void;
   private readonly countWritten: (bytes: number, lagMs: number) => void;
   private readonly startedListeners: StreamListener[] = [];
@@ -138,9 +166,10 @@ export class Recorder {
     if (this.live.has(id.streamSid)) return null;
     const settings = this.opts.settingsFor(id.accountSid);
     const attribution: Attribution = {
-      ctiSessionId: id.customParameters.ctiSessionId ?? null,
-      employeeId: id.customParameters.employeeId ?? settings.defaultEmployeeId,
+      ctiSessionId: clipId(id.customParameters.ctiSessionId) ?? null,
+      employeeId: clipId(id.customParameters.employeeId) ?? settings.defaultEmployeeId,
     };
+    const outcomes: Outcomes = { published: [], waiting: [], running: [] };
     const session = new StreamSession(id, attribution, {
       recordingsDir: this.opts.recordingsDir,
       nodeId: this.opts.nodeId,
@@ -157,11 +186,17 @@ export class Recorder {
         this.opts.onSegmentError?.(rid, err, id);
       },
       pauseBehavior: settings.pauseBehavior,
-      startPaused: this.opts.isCallPaused?.(id.callSid) ?? false,
+      startPaused: this.opts.isCallPaused?.(id.callSid, id.accountSid) ?? false,
       onWriteError: (rid, err) => this.opts.onWriteError?.(session, rid, err),
       maxQueueBytes: this.opts.maxQueueBytes,
-      onDropped: (frames) => { this.counters.framesDroppedBackpressure += frames; },
+      onDropped: (frames) => {
+        this.counters.framesDroppedBackpressure += frames;
+        this.opts.onBackpressureDrop?.(session, frames);
+      },
+      reserveBase: () => this.reserve(id),
+      onSegmentPublished: (sidecar, paths) => this.segmentPublished(outcomes, sidecar, paths),
     });
+    this.outcomes.set(session, outcomes);
     this.live.set(id.streamSid, { session, owner });
     let set = this.byCall.get(id.callSid);
     if (!set) this.byCall.set(id.callSid, (set = new Set()));
@@ -183,13 +218,12 @@ export class Recorder {
     }
     const wasClosed = session.closed;
     const done = session.close(reason);
-    if (!wasClosed) {
+    const outcomes = this.outcomes.get(session);
+    if (!wasClosed && outcomes) {
       const tracked = done.then(async (sidecars) => {
-        for (const s of sidecars) {
-          this.counters.recordingsPublished++;
-          this.counters.framesMissing += s.framesMissing;
-          await this.opts.onRecording?.(s, sidecars);
-        }
+        // every segment is published: the ones waiting for the stream's length get it now
+        for (const w of outcomes.waiting.splice(0)) outcomes.running.push(this.outcome(w.sidecar, sidecars, w.paths));
+        await Promise.all(outcomes.running);
         return sidecars;
       });
       this.pending.add(tracked);
@@ -197,6 +231,50 @@ export class Recorder {
       return tracked;
     }
     return done;
+  }
+
+  /** The stream's unique name on the shared volume (recording-ids.ts). */
+  private async reserve(id: StreamIdentity): Promise<string> {
+    const taken = this.opts.isRecordingIdTaken;
+    try {
+      return await reserveStreamBase({
+        recordingsDir: this.opts.recordingsDir,
+        streamSid: id.streamSid,
+        owner: { accountSid: id.accountSid, callSid: id.callSid, nodeId: this.opts.nodeId },
+        usedWithoutReservation: taken ? (base) => taken(`${base}-0000`) : undefined,
+      });
+    } catch (err) {
+      this.opts.onReserveError?.(id.streamSid, err as Error);
+      return unreservedBase(id.streamSid);
+    }
+  }
+
+  /** A segment is on disk under its final names: its outcome now, or at the stream's end. */
+  private segmentPublished(o: Outcomes, sidecar: RecordingSidecar, paths: SegmentPaths): void {
+    this.counters.recordingsPublished++;
+    this.counters.framesMissing += sidecar.framesMissing;
+    o.published.push(sidecar);
+    if (sidecar.closeReason === 'rotate' && this.opts.outcomeWaitsForEnd?.(sidecar)) {
+      o.waiting.push({ sidecar, paths });
+      return;
+    }
+    const run = this.outcome(sidecar, [...o.published], paths);
+    o.running.push(run);
+  }
+
+  private outcome(sidecar: RecordingSidecar, all: readonly RecordingSidecar[], paths: SegmentPaths): Promise<void> {
+    const run = (async () => {
+      try {
+        await this.opts.onRecording?.(sidecar, all);
+      } catch {
+        return; // the marks stay: the next start's recovery gives it its outcome
+      }
+      crashPoint('publish:outcome-done');
+      await removePartialMarks(paths);
+    })();
+    this.pending.add(run);
+    void run.finally(() => this.pending.delete(run));
+    return run;
   }
 
   /** A stream began recording on this node (called after it is registered as live). */

@@ -20,6 +20,8 @@ export interface IndexedRecording {
 }
 
 export interface RecordingQuery {
+  /** only this account's recordings (a per-source API key) */
+  accountSid?: string;
   callSid?: string;
   ctiSessionId?: string;
   employeeId?: string;
@@ -315,6 +317,7 @@ export class RecordingIndex {
       const e = candidates[i];
       if (toT !== undefined && e.t >= toT) break;
       if (
+        (q.accountSid !== undefined && e.sidecar.accountSid !== q.accountSid) ||
         (q.callSid !== undefined && e.sidecar.callSid !== q.callSid) ||
         (q.ctiSessionId !== undefined && e.sidecar.ctiSessionId !== q.ctiSessionId) ||
         (q.employeeId !== undefined && e.sidecar.employeeId !== q.employeeId)

@@ -16,7 +16,20 @@
 //   - framesMissing = holes between the first and last covered sample as of the checkpoint;
 //   - duplicate / late / tooLate = the checkpoint's counters (they may run up to one jitter
 //     window ahead of the audio on disk).
-// Without a checkpoint (a crash in the first 2 s) everything comes from the audio.
+// Without a checkpoint (a crash in the first 2 s) everything comes from the audio, read in
+// bounded pieces (never the whole data range at once).
+//
+// Every step of publication is recoverable. A segment's meta stays in .inprogress until its
+// outcome (rules, index, webhook) is done, so at start each meta is in one of these states:
+//   - partial WAV beside it: the process died while recording, or before the audio's rename:
+//     sealed and published as above;
+//   - no partial, final WAV and sidecar: died before or during the outcome: the outcome is
+//     redone from the published sidecar (the webhook may go out twice, with the same eventId
+//     and the same body);
+//   - no partial, final WAV, no sidecar: died between the audio's rename and the sidecar:
+//     the sidecar is built from the final WAV (as for a partial) and the outcome runs;
+//   - nothing published: died before the partial existed: the meta goes.
+// A recording whose deletion is pending (deletions.ts) is left to that deletion.
 //
 // A partial whose meta is unreadable cannot be put under a call: its audio is still kept, with a
 // valid header, in RECORDINGS_DIR/.unattributed/ (not indexed, kept for an operator), and a
@@ -26,7 +39,9 @@ import path from 'node:path';
 import { buildWavHeader, parseWavHeader, wavHeaderLength, type WavInfo } from '../codecs/wav.js';
 import { publishFile, writeFileAtomic } from './atomic-file.js';
 import { hashFile } from './segment-writer.js';
-import { CHECKPOINT_EXT, IN_PROGRESS_DIR, RECORDING_ID_RE, segmentPaths } from './storage-layout.js';
+import { CHECKPOINT_EXT, IN_PROGRESS_DIR, RECORDING_ID_RE, segmentPaths, type SegmentPaths } from './storage-layout.js';
+import { DELETIONS_DIR } from './deletions.js';
+import { crashPoint } from './crash-points.js';
 import type { RecordingSidecar, Track, TrackFrameStats, PausedInterval, Encoding } from './sidecar.js';
 import { frameTotals } from './sidecar.js';
 import type { AlarmInput, AlarmKind } from './alarms.js';
@@ -41,7 +56,8 @@ export interface RecoveryDeps {
   /** cluster mode: only this node's partials are ours to recover */
   onlyOwn: boolean;
   raise: (kind: AlarmKind, input: AlarmInput) => void;
-  onRecovered: (sidecar: RecordingSidecar) => void;
+  /** a recovered recording's outcome (rules, index, webhook); awaited before its meta goes */
+  onRecovered: (sidecar: RecordingSidecar) => void | Promise<void>;
   log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
 }
 
@@ -91,7 +107,6 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
         continue;
       }
       const sidecar = await recoverOne(deps, partial, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT)));
-      deps.onRecovered(sidecar);
       result.recovered++;
       deps.log.info({ recordingId: id, durationMs: sidecar.durationMs, framesReceived: sidecar.framesReceived }, 'recovered a partial recording');
     } catch (err) {
@@ -102,23 +117,82 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
       });
     }
   }
-  // Meta or checkpoint files with no partial beside them (the crash came before the audio file
-  // was opened, or after it was published) describe nothing left to recover.
+  // Meta files with no partial beside them: the segment's audio was published (or never
+  // written) and its outcome may not have happened yet.
   for (const n of names) {
-    const id = n.endsWith('.json') ? n.slice(0, -5) : n.endsWith(CHECKPOINT_EXT) ? n.slice(0, -CHECKPOINT_EXT.length) : null;
-    if (id === null || (await exists(path.join(dir, `${id}.wav`)))) continue;
-    if (deps.onlyOwn) {
-      const meta = await readJson<Meta>(path.join(dir, `${id}.json`));
-      if (meta === null || meta.nodeId !== deps.nodeId) continue;
+    if (!n.endsWith('.json') || n.startsWith('.')) continue;
+    const id = n.slice(0, -5);
+    if (await exists(path.join(dir, `${id}.wav`))) continue; // handled above (or kept for its node)
+    const meta = await readJson<Meta>(path.join(dir, n));
+    if (meta !== null && deps.onlyOwn && meta.nodeId !== deps.nodeId) continue;
+    try {
+      if (meta !== null && RECORDING_ID_RE.test(id) && meta.recordingId === id && (await finishPublished(deps, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT))))) {
+        result.recovered++;
+      }
+      await unlink(path.join(dir, n)).catch(() => undefined);
+      await unlink(path.join(dir, id + CHECKPOINT_EXT)).catch(() => undefined);
+    } catch (err) {
+      result.failed++;
+      deps.raise('recovery_failed', {
+        message: `published segment ${id} could not be given its outcome: ${(err as Error).message}`,
+        recordingId: id, callSid: meta?.callSid, streamSid: meta?.streamSid,
+      });
     }
+  }
+  // Checkpoints with neither partial nor meta describe nothing left to recover.
+  for (const n of names) {
+    if (!n.endsWith(CHECKPOINT_EXT)) continue;
+    const id = n.slice(0, -CHECKPOINT_EXT.length);
+    if ((await exists(path.join(dir, `${id}.wav`))) || (await exists(path.join(dir, `${id}.json`)))) continue;
     await unlink(path.join(dir, n)).catch(() => undefined);
   }
   return result;
 }
 
-async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt: Checkpoint | null): Promise<RecordingSidecar> {
+function pathsOf(deps: RecoveryDeps, meta: Meta): SegmentPaths {
   const streamStart = new Date(Date.parse(meta.startedAt) - meta.offsetMs);
-  const paths = segmentPaths(deps.recordingsDir, meta.accountSid, meta.callSid, streamStart, meta.recordingId);
+  return segmentPaths(deps.recordingsDir, meta.accountSid, meta.callSid, streamStart, meta.recordingId);
+}
+
+/**
+ * A segment whose audio was published but whose meta is still there: finish what the crash
+ * interrupted. Returns false when there was nothing to finish.
+ */
+async function finishPublished(deps: RecoveryDeps, meta: Meta, ckpt: Checkpoint | null): Promise<boolean> {
+  if (await exists(path.join(deps.recordingsDir, DELETIONS_DIR, `${meta.recordingId}.json`))) return false;
+  const paths = pathsOf(deps, meta);
+  if (!(await exists(paths.audio))) return false; // never published: nothing was written
+  let sidecar = await readJson<RecordingSidecar>(paths.sidecar);
+  if (sidecar === null || sidecar.recordingId !== meta.recordingId) {
+    // died between the audio's rename and its sidecar: build the sidecar from the final file
+    sidecar = await sidecarFromAudio(paths.audio, meta, ckpt);
+    await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
+    crashPoint('recovery:sidecar-written');
+  }
+  await deps.onRecovered(sidecar);
+  deps.log.info({ recordingId: meta.recordingId }, 'finished the outcome of a segment published before the crash');
+  return true;
+}
+
+async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt: Checkpoint | null): Promise<RecordingSidecar> {
+  const paths = pathsOf(deps, meta);
+  const sidecar = await sidecarFromAudio(partial, meta, ckpt);
+  // Same order as a normal publish: audio under its final name, then the sidecar, then the
+  // outcome, then the partial's meta goes. A crash in between leaves the meta, and the next
+  // start finishes the rest (finishPublished).
+  await publishFile(partial, paths.audio);
+  crashPoint('recovery:audio-renamed');
+  await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
+  crashPoint('recovery:sidecar-written');
+  await deps.onRecovered(sidecar);
+  await unlink(paths.partialMeta).catch(() => undefined);
+  await unlink(paths.partialStats).catch(() => undefined);
+  return sidecar;
+}
+
+/** Seal `file` (a partial, or a published WAV without its sidecar) and describe it. */
+async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | null): Promise<RecordingSidecar> {
+  const partial = file;
   const { info, dataBytes } = await sealPartial(partial, meta.encoding);
   const bps = info.blockAlign;
   const channels = info.channels;
@@ -156,12 +230,6 @@ async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt:
     audioBytes,
     sha256,
   };
-  // Same order as a normal publish: audio under its final name, then the sidecar, then the
-  // partial's meta goes. A crash in between leaves the meta, and the next start redoes this.
-  await publishFile(partial, paths.audio);
-  await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
-  await unlink(paths.partialMeta).catch(() => undefined);
-  await unlink(paths.partialStats).catch(() => undefined);
   return sidecar;
 }
 
@@ -196,27 +264,40 @@ async function sealPartial(file: string, expected?: Encoding): Promise<{ info: W
   }
 }
 
-/** Per channel, 20 ms blocks in data [from, to) that are not entirely silence. */
+/** 20 ms blocks read per piece while scanning audio (bounded memory: ~250 KiB of stereo PCM) */
+const SCAN_BLOCKS = 400;
+
+/**
+ * Per channel, 20 ms blocks in data [from, to) that are not entirely silence. Read in pieces of
+ * whole blocks, so an hour of audio costs one piece of memory, not the hour.
+ */
 async function nonSilentBlocks(file: string, info: WavInfo, from: number, to: number): Promise<number[]> {
   const counts = new Array<number>(info.channels).fill(0);
   if (to <= from) return counts;
   const fh = await open(file, 'r');
   try {
-    const buf = Buffer.alloc(to - from);
-    await fh.read(buf, 0, buf.length, info.dataOffset + from);
+    const blockBytes = FRAME_SAMPLES * info.blockAlign;
+    const buf = Buffer.alloc(Math.min(to - from, SCAN_BLOCKS * blockBytes));
     const bytesPerSample = info.blockAlign / info.channels;
     const pcm = info.encoding === 'pcm16';
-    const frames = buf.length / info.blockAlign;
-    for (let c = 0; c < info.channels; c++) {
-      for (let b = 0; b < frames; b += FRAME_SAMPLES) {
-        const end = Math.min(frames, b + FRAME_SAMPLES);
-        let sound = false;
-        for (let i = b; i < end && !sound; i++) {
-          const o = i * info.blockAlign + c * bytesPerSample;
-          sound = pcm ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff;
+    for (let pos = from; pos < to;) {
+      const want = Math.min(buf.length, to - pos);
+      const { bytesRead } = await fh.read(buf, 0, want, info.dataOffset + pos);
+      if (bytesRead <= 0) break;
+      const frames = Math.floor(bytesRead / info.blockAlign);
+      if (frames === 0) break;
+      for (let c = 0; c < info.channels; c++) {
+        for (let b = 0; b < frames; b += FRAME_SAMPLES) {
+          const end = Math.min(frames, b + FRAME_SAMPLES);
+          let sound = false;
+          for (let i = b; i < end && !sound; i++) {
+            const o = i * info.blockAlign + c * bytesPerSample;
+            sound = pcm ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff;
+          }
+          if (sound) counts[c]++;
         }
-        if (sound) counts[c]++;
       }
+      pos += frames * info.blockAlign;
     }
     return counts;
   } finally {

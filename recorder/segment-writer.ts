@@ -3,7 +3,7 @@
 // queued and sent with one writev at a time, so memory per stream is bounded by what the disk
 // has not yet taken, and nothing on this path blocks the event loop.
 import { open, mkdir, unlink, type FileHandle } from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { openRetrying } from './fd-retry.js';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { buildWavHeader, wavHeaderLength } from '../codecs/wav.js';
@@ -51,11 +51,16 @@ export interface SegmentResult {
 // Shared read-only silence, so a gap costs no allocation (mu-law 0xFF decodes to PCM 0).
 const SILENCE_MULAW = Buffer.alloc(16000 * 2, 0xff);
 const SILENCE_PCM16 = Buffer.alloc(16000 * 4, 0);
+/**
+ * Silence goes to the file at most this much per write: a long gap is one queue entry (a count,
+ * no memory) written in pieces of views on the shared silence, never a buffer of the gap's size.
+ */
+const MAX_SILENCE_PER_WRITE = 1024 * 1024;
 
 export const DEFAULT_MAX_QUEUE_BYTES = 4 * 1024 * 1024;
 
 interface Pending {
-  /** audio, or null for a run of `silence` bytes of dropped audio (shared silence, no memory) */
+  /** audio, or null for a run of `silence` bytes (a gap, or dropped audio): shared silence, no memory */
   buf: Buffer | null;
   silence: number;
   /** the pool buffer `buf` is a view of, returned to the pool after the write */
@@ -77,7 +82,7 @@ export class SegmentWriter {
   dataBytes = 0;
   /** audio bytes that reached the file */
   writtenBytes = 0;
-  /** bytes waiting for the disk (dropped-audio silence runs excluded: they take no memory) */
+  /** audio bytes waiting for the disk (silence runs excluded: they take no memory) */
   queuedBytes = 0;
   /** audio bytes not kept because the disk was too slow (written as silence instead) */
   droppedBytes = 0;
@@ -105,7 +110,7 @@ export class SegmentWriter {
     const { paths } = this.opts;
     await mkdir(path.dirname(paths.partial), { recursive: true });
     await writeFileAtomic(paths.partialMeta, JSON.stringify(this.opts.meta));
-    const fh = await open(paths.partial, 'w');
+    const fh = await openRetrying(paths.partial, 'w');
     const header = buildWavHeader({
       encoding: this.opts.encoding, channels: this.opts.channels, sampleRate: this.opts.sampleRate, dataBytes: 0,
     });
@@ -116,7 +121,8 @@ export class SegmentWriter {
   /**
    * Queue `n` samples of every channel: channel c is mu-law `planes[c][offset .. offset + n)`.
    * They are interleaved (and decoded for pcm16) into a pooled buffer in one pass, so the
-   * caller may reuse its planes at once. `silent`: no audio at all (shared silence, no copy).
+   * caller may reuse its planes at once. `silent`: no audio at all (a gap): queued as a count
+   * of silence, which takes no memory and does not count toward the queue cap.
    */
   append(planes: readonly Buffer[], offset: number, n: number, silent: boolean, arrival: number): void {
     const pcm = this.opts.encoding === 'pcm16';
@@ -125,30 +131,34 @@ export class SegmentWriter {
       this.dataBytes += bytes; // after a write error nothing more reaches the disk
       return;
     }
-    if (!silent && this.queuedBytes + bytes > this.maxQueueBytes) {
+    if (silent) {
+      this.dataBytes += bytes;
+      this.queueSilence(bytes);
+      return;
+    }
+    if (this.queuedBytes + bytes > this.maxQueueBytes) {
       // The disk is behind by more than the cap: keep the timeline, not the audio.
       this.dataBytes += bytes;
       this.droppedBytes += bytes;
       this.opts.onDropped?.(bytes);
-      const last = this.queue.length > 0 ? this.queue[this.queue.length - 1] : null;
-      if (last !== null && last.buf === null) last.silence += bytes;
-      else this.queue.push({ buf: null, silence: bytes, owner: null, arrival: NaN });
-      if (!this.pumping) this.pumping = this.pump();
+      this.queueSilence(bytes);
       return;
     }
-    let buf: Buffer;
-    let owner: Buffer | null = null;
-    if (silent && bytes <= SILENCE_PCM16.length) {
-      buf = (pcm ? SILENCE_PCM16 : SILENCE_MULAW).subarray(0, bytes);
-    } else {
-      owner = this.take(bytes);
-      buf = owner.length === bytes ? owner : owner.subarray(0, bytes);
-      if (pcm) interleavePcm16(planes, offset, n, buf);
-      else interleaveMulaw(planes, offset, n, buf);
-    }
+    const owner = this.take(bytes);
+    const buf = owner.length === bytes ? owner : owner.subarray(0, bytes);
+    if (pcm) interleavePcm16(planes, offset, n, buf);
+    else interleaveMulaw(planes, offset, n, buf);
     this.dataBytes += buf.length;
     this.queue.push({ buf, silence: 0, owner, arrival });
     this.queuedBytes += buf.length;
+    if (!this.pumping) this.pumping = this.pump();
+  }
+
+  /** `bytes` of silence after what is queued: merged into a trailing silence run (no memory). */
+  private queueSilence(bytes: number): void {
+    const last = this.queue.length > 0 ? this.queue[this.queue.length - 1] : null;
+    if (last !== null && last.buf === null) last.silence += bytes;
+    else this.queue.push({ buf: null, silence: bytes, owner: null, arrival: NaN });
     if (!this.pumping) this.pumping = this.pump();
   }
 
@@ -164,18 +174,40 @@ export class SegmentWriter {
   private async pump(): Promise<void> {
     try {
       const fh = await this.opened;
+      const silence = this.opts.encoding === 'pcm16' ? SILENCE_PCM16 : SILENCE_MULAW;
       while (this.queue.length > 0 && !this.error) {
-        const batch = this.queue;
-        this.queue = [];
+        // Everything queued, except that silence goes out at most MAX_SILENCE_PER_WRITE at a
+        // time: the rest of a long run stays queued (as a count) for the next write.
         const bufs: Buffer[] = [];
-        for (const p of batch) {
-          if (p.buf !== null) bufs.push(p.buf);
-          else pushSilence(bufs, p.silence, this.opts.encoding === 'pcm16' ? SILENCE_PCM16 : SILENCE_MULAW);
-        }
+        const batch: Pending[] = [];
         let total = 0;
         let queued = 0;
-        for (const b of bufs) total += b.length;
-        for (const p of batch) if (p.buf !== null) queued += p.buf.length;
+        let silenceLeft = MAX_SILENCE_PER_WRITE;
+        let taken = 0;
+        for (const p of this.queue) {
+          if (p.buf !== null) {
+            bufs.push(p.buf);
+            total += p.buf.length;
+            queued += p.buf.length;
+            batch.push(p);
+            taken++;
+            continue;
+          }
+          if (silenceLeft === 0) break;
+          const n = Math.min(p.silence, silenceLeft);
+          pushSilence(bufs, n, silence);
+          total += n;
+          silenceLeft -= n;
+          if (n === p.silence) {
+            batch.push(p);
+            taken++;
+          } else {
+            p.silence -= n; // the run's remainder stays at the head of the queue
+            batch.push({ buf: null, silence: n, owner: null, arrival: NaN });
+            break;
+          }
+        }
+        this.queue.splice(0, taken);
         // Positional writes: the header went in with pwrite, which leaves the file offset alone.
         const at = this.headerLength + this.writtenBytes;
         let done = (await fh.writev(bufs, at)).bytesWritten;
@@ -336,10 +368,11 @@ function interleavePcm16(planes: readonly Buffer[], offset: number, n: number, o
   }
 }
 
-export function hashFile(file: string): Promise<string> {
+export async function hashFile(file: string): Promise<string> {
+  const fh = await openRetrying(file, 'r');
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
-    createReadStream(file)
+    fh.createReadStream() // closes fh at its end or on error
       .on('data', (chunk) => h.update(chunk))
       .on('error', reject)
       .on('end', () => resolve(h.digest('hex')));

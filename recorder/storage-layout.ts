@@ -4,19 +4,28 @@ import path from 'node:path';
 
 export const ACCOUNT_SID_RE = /^AC[0-9a-f]{32}$/;
 export const CALL_SID_RE = /^CA[0-9a-f]{32}$/;
-export const STREAM_SID_RE = /^MZ[0-9a-f]{32}$/;
-/** `<streamSid>-<segment index, 4 digits>`: unique, and stable across a restart of the node. */
-export const RECORDING_ID_RE = /^MZ[0-9a-f]{32}-\d{4}$/;
+/**
+ * Twilio's MZ + 32 hex, or a UUID (seen as streamSid in Twilio's own captures): both are safe as
+ * file names, and refusing a stream for the shape of its id would lose the whole call.
+ */
+const STREAM_SID_SHAPE = 'MZ[0-9a-f]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';
+export const STREAM_SID_RE = new RegExp(`^(?:${STREAM_SID_SHAPE})$`);
+/**
+ * `<streamSid>-<segment index, 4 digits>`, or `<streamSid>-r<n>-<segment>` for the n-th later
+ * stream that reused the streamSid (recording-ids.ts): unique across accounts and nodes.
+ */
+export const RECORDING_ID_RE = new RegExp(`^(?:${STREAM_SID_SHAPE})(?:-r[1-9]\\d{0,9})?-\\d{4}$`);
 
 /** In-progress segments live here (same filesystem, so the final rename is atomic). */
 export const IN_PROGRESS_DIR = '.inprogress';
 
-export function recordingIdFor(streamSid: string, segmentIndex: number): string {
-  return `${streamSid}-${String(segmentIndex).padStart(4, '0')}`;
+/** `base`: the stream's reserved name (its streamSid, or `<streamSid>-r<n>`; recording-ids.ts) */
+export function recordingIdFor(base: string, segmentIndex: number): string {
+  return `${base}-${String(segmentIndex).padStart(4, '0')}`;
 }
 
 export function streamSidOfRecordingId(recordingId: string): string {
-  return recordingId.slice(0, 34);
+  return recordingId.replace(/(?:-r\d+)?-\d{4}$/, '');
 }
 
 /** `<accountSid>/<YYYY>/<MM>/<DD>/<callSid>`, relative to RECORDINGS_DIR, dated by UTC stream start. */

@@ -4,8 +4,10 @@
 // It knows nothing of WebSockets or JSON: the gateway drives it through plain method calls.
 import { Timeline, type PlaceResult, type RegionCoverage, type TimelineSink } from './timeline.js';
 import { SegmentWriter } from './segment-writer.js';
-import { recordingIdFor, segmentPaths } from './storage-layout.js';
+import { recordingIdFor, segmentPaths, type SegmentPaths } from './storage-layout.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { crashPoint } from './crash-points.js';
+import { unreservedBase } from './recording-ids.js';
 import { unlink } from 'node:fs/promises';
 import type {
   CloseReason, Encoding, PausedInterval, RecordingSidecar, Track, TrackFrameStats,
@@ -57,6 +59,32 @@ export interface StreamSessionOptions {
   maxQueueBytes?: number;
   /** 20 ms units of audio a published segment lost to disk backpressure */
   onDropped?: (frames: number) => void;
+  /**
+   * Reserve the stream's unique name (recording-ids.ts); its recordings are `<base>-<segment>`.
+   * Default: the streamSid itself (no reservation).
+   */
+  reserveBase?: () => Promise<string>;
+  /**
+   * A segment is published (audio and sidecar under their final names). When set, the partial's
+   * meta and checkpoint stay in .inprogress as the durable mark of an outcome still to happen
+   * (rules, index, webhook): the receiver removes them (removePartialMarks) once it is done, and
+   * crash recovery redoes the outcome of any segment whose mark is still there.
+   */
+  onSegmentPublished?: (sidecar: RecordingSidecar, paths: SegmentPaths) => void;
+}
+
+/** Remove what marks a segment as not yet fully handled (see onSegmentPublished). */
+export async function removePartialMarks(paths: SegmentPaths): Promise<void> {
+  await unlink(paths.partialMeta).catch(() => undefined);
+  await unlink(paths.partialStats).catch(() => undefined);
+}
+
+/** An emitted region held (copied) until the stream's name is reserved. */
+interface HeldRegion {
+  planes: Buffer[];
+  samples: number;
+  from: number;
+  cov: RegionCoverage;
 }
 
 /** A frame that arrived while its call time was paused: dropped before the timeline. */
@@ -100,6 +128,12 @@ export class StreamSession implements TimelineSink {
   framesPaused = 0;
   /** monotonic ms of the last message of any kind (idle detection) */
   lastActivity: number;
+  /** the stream's reserved name (null until the reservation settles) */
+  private base: string | null = null;
+  /** settles once the base is known and the regions held meanwhile went to the writer */
+  private readonly named: Promise<void>;
+  /** regions emitted before the base was known (the first few hundred ms at most) */
+  private held: HeldRegion[] | null = null;
 
   constructor(id: StreamIdentity, attribution: Attribution, opts: StreamSessionOptions) {
     this.id = id;
@@ -118,6 +152,25 @@ export class StreamSession implements TimelineSink {
     this.current = this.segment(0);
     this.skip = opts.pauseBehavior === 'skip';
     if (opts.startPaused) this.pauseFrom = 0;
+    if (opts.reserveBase === undefined) {
+      this.base = id.streamSid;
+      this.named = Promise.resolve();
+    } else {
+      this.held = [];
+      // the reserver falls back on its own; a rejection here would hold the audio forever
+      this.named = opts.reserveBase().catch(() => unreservedBase(id.streamSid)).then((base) => {
+        this.base = base;
+        const held = this.held ?? [];
+        this.held = null;
+        for (const r of held) this.emit(r.planes, 0, r.samples, r.from, r.cov);
+      });
+    }
+  }
+
+  /** The recordingId of segment `index` (the base must be known). */
+  recordingIdOf(index: number): string {
+    if (this.base === null) throw new Error('the stream has no reserved name yet');
+    return recordingIdFor(this.base, index);
   }
 
   get paused(): boolean {
@@ -231,6 +284,15 @@ export class StreamSession implements TimelineSink {
 
   /** TimelineSink: a finished region of audio, in order, never crossing a segment boundary. */
   emit(planes: readonly Buffer[], offset: number, samples: number, from: number, cov: RegionCoverage): void {
+    if (this.held !== null) {
+      // The name is being reserved (a few ms): keep a copy, the timeline reuses its planes.
+      this.held.push({
+        planes: planes.map((p) => Buffer.from(p.subarray(offset, offset + samples))),
+        samples, from,
+        cov: { covered: [...cov.covered], firstCovered: [...cov.firstCovered], lastCoveredEnd: [...cov.lastCoveredEnd], oldestArrival: cov.oldestArrival },
+      });
+      return;
+    }
     const index = Math.floor(from / this.segmentSamples);
     if (index !== this.current.index) {
       this.finishSegment(this.current, 'rotate');
@@ -272,7 +334,7 @@ export class StreamSession implements TimelineSink {
   }
 
   private openWriter(seg: SegmentState): SegmentWriter {
-    const recordingId = recordingIdFor(this.id.streamSid, seg.index);
+    const recordingId = this.recordingIdOf(seg.index);
     const paths = segmentPaths(this.opts.recordingsDir, this.id.accountSid, this.id.callSid, this.startedAt, recordingId);
     return new SegmentWriter({
       paths,
@@ -325,9 +387,10 @@ export class StreamSession implements TimelineSink {
   private async publish(seg: SegmentState, reason: CloseReason): Promise<RecordingSidecar | null> {
     const writer = seg.writer;
     if (!writer) return null;
-    const recordingId = recordingIdFor(this.id.streamSid, seg.index);
+    const recordingId = this.recordingIdOf(seg.index);
     try {
       const result = await writer.finalize();
+      crashPoint('publish:audio-renamed');
       const frames: Partial<Record<Track, TrackFrameStats>> = {};
       for (let c = 0; c < this.channels; c++) {
         const s = seg.stats[c];
@@ -358,8 +421,9 @@ export class StreamSession implements TimelineSink {
       };
       const paths = segmentPaths(this.opts.recordingsDir, this.id.accountSid, this.id.callSid, this.startedAt, recordingId);
       await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
-      await unlink(paths.partialMeta).catch(() => undefined);
-      await unlink(paths.partialStats).catch(() => undefined);
+      crashPoint('publish:sidecar-written');
+      if (this.opts.onSegmentPublished) this.opts.onSegmentPublished(sidecar, paths);
+      else await removePartialMarks(paths);
       return sidecar;
     } catch (err) {
       this.opts.onSegmentError(recordingId, err as Error);
@@ -402,6 +466,16 @@ export class StreamSession implements TimelineSink {
    */
   close(reason: CloseReason): Promise<RecordingSidecar[]> {
     if (this.closing) return this.closing;
+    if (this.base === null) {
+      // ended before its name was reserved: close once the held audio reached its writer
+      this.closing = this.named.then(() => this.closeNamed(reason), () => this.closeNamed(reason));
+      return this.closing;
+    }
+    this.closing = this.closeNamed(reason);
+    return this.closing;
+  }
+
+  private closeNamed(reason: CloseReason): Promise<RecordingSidecar[]> {
     this.resume(); // an open pause ends with the stream
     this.timeline.flushAll();
     // silence: a pause running to the end of the call stays in the file as silence
@@ -410,7 +484,6 @@ export class StreamSession implements TimelineSink {
       if (seg.writer) this.finishSegment(seg, reason);
     }
     this.segments.clear();
-    this.closing = Promise.all(this.finalizing).then((all) => all.filter((s): s is RecordingSidecar => s !== null));
-    return this.closing;
+    return Promise.all(this.finalizing).then((all) => all.filter((s): s is RecordingSidecar => s !== null));
   }
 }

@@ -15,12 +15,15 @@ import { RecordingIndex } from '../recorder/recording-index.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { audioPathOnDisk, readSidecarFromDisk, startTestGateway, waitForRecordings } from './fixtures/harness.js';
 import { post, until } from './fixtures/calls.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { ffmpegDecode, ffprobe, TONE_HZ, toneCall, toneSeparationDb } from './fixtures/archive.js';
 
 const FRAMES = 250; // 5 s
 // every archive is encoded, decoded and re-decoded by ffmpeg: more than tap's default 30 s per file
 t.setTimeout(300_000);
 const WEBHOOK_SECRET = 'webhook-secret-for-archive-tests';
+const run = promisify(execFile);
 
 /** A webhook receiver that keeps every body (always 204). */
 async function receiver(t: Tap): Promise<{ url: string; got: Record<string, any>[] }> {
@@ -213,6 +216,37 @@ t.test('ARCHIVE_KEEP_WAV=false: the WAV goes only after a verified archive; play
   const del = await post(`${g.http}/v1/cti/events`, { type: 'not_responding', callSid: call.callSid });
   t.equal(del.status, 200);
   t.same(await readdir(dir), [], 'no audio of a deleted recording is left');
+});
+
+t.test('a rule deletion the disk refuses, retried after a restart, removes the archive too', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-archive-del-'));
+  const env = { PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir, LOG_LEVEL: 'silent', ARCHIVE_FORMAT: 'flac' };
+  const first = await buildGateway(loadConfig(env));
+  const port = await first.listen();
+  const base = `http://127.0.0.1:${port}`;
+  const call = await toneCall(`ws://127.0.0.1:${port}/twilio/v1`, 50);
+  const [p] = await waitForRecordings(base, call.callSid, 1);
+  const s = await waitForArchive(base, p.recordingId);
+  const wavPath = audioPathOnDisk(dir, s);
+  const sidecarFile = wavPath.replace(/\.wav$/, '.json');
+  const recDir = path.dirname(wavPath);
+  // an immutable sidecar cannot be unlinked (even by root): the deletion fails as on a bad disk
+  await run('chattr', ['+i', sidecarFile]);
+  t.teardown(async () => {
+    await run('chattr', ['-i', sidecarFile]).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+  t.equal((await post(`${base}/v1/cti/events`, { type: 'not_responding', callSid: call.callSid })).status, 200);
+  await until(() => first.alarms.count('delete_failed') > 0, 'the delete_failed alarm');
+  await first.close();
+
+  const second = await buildGateway(loadConfig(env));
+  t.teardown(() => second.close());
+  await second.listen();
+  t.same((await readdir(recDir)).sort(), [`${s.recordingId}.flac`, `${s.recordingId}.json`, `${s.recordingId}.wav`], 'the deletion is still pending');
+  await run('chattr', ['-i', sidecarFile]); // the disk recovers: the restart's retry goes through
+  await until(async () => (await readdir(recDir)).length === 0, 'the retried deletion', 30_000);
+  t.same(await readdir(path.join(dir, '.deletions')), [], 'no deletion left pending');
 });
 
 t.test('a job that cannot be made raises archive_failed, keeps the WAV and the job for the next start', async (t) => {

@@ -75,7 +75,7 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
   // a command through a node that does not hold the call
   const onN1 = perNode('n1')[0];
   const routed = await api<PauseAnswer>(n2.http, `/v1/calls/${onN1.callSid}/pause`, 'POST');
-  t.equal(routed.status, 200);
+  t.equal(routed.status, 200, `routed pause answered ${JSON.stringify(routed.body)}`);
   t.same(routed.body.streams.map((x) => x.streamSid), [onN1.streamSid], 'n2 forwarded the pause to n1, which paused its stream');
   const pausedView = await until('paused listed cluster-wide', async () => {
     const { body } = await api<Calls>(n3.http, `/v1/calls?callSid=${onN1.callSid}`);

@@ -100,7 +100,7 @@ t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings
   const c = await TwilioStreamClient.connect(b.wsUrl);
   const early = await post(`${a.http}/v1/cti/events`, { type: 'connected', callSid: c.callSid, ctiSessionId: 'S-1' });
   t.equal(early.status, 200, 'accepted by the local route');
-  t.equal(await redis.llen(`${prefix}cti-pending:${c.callSid}`), 1, 'queued in Redis for whichever node gets the stream');
+  t.equal(await redis.llen(`${prefix}cti-pending::${c.callSid}`), 1, 'queued in Redis for whichever node gets the stream');
 
   c.sendConnected();
   c.sendStart({ tracks: ['inbound'] });
@@ -116,7 +116,7 @@ t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings
   const replayed = await until('queued CTI event replayed on b', async () => ctiSeen.find((e) => e.nodeId === 'node-b' && e.live));
   t.match(replayed.body, { type: 'connected', callSid: c.callSid, ctiSessionId: 'S-1' }, 'b replays the queued event through its own route');
   t.ok((replayed.body as { at?: string }).at, 'with the time it was first received');
-  t.equal(await redis.exists(`${prefix}cti-pending:${c.callSid}`), 0, 'taken off the queue');
+  t.equal(await redis.exists(`${prefix}cti-pending::${c.callSid}`), 0, 'taken off the queue');
 
   // a command sent to a (which does not hold the call) runs on b
   const ping = await post(`${a.http}/v1/calls/${c.callSid}/ping`);
@@ -134,11 +134,11 @@ t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings
 
   // a holder that is registered but dead: 503, never a false 200
   const ghostCall = `CA${'1'.repeat(32)}`;
-  await redis.hset(`${prefix}call:${ghostCall}`, `MZ${'1'.repeat(32)}`, 'node-ghost');
+  await redis.hset(`${prefix}call::${ghostCall}`, `MZ${'1'.repeat(32)}`, 'node-ghost');
   const ghost = await post(`${a.http}/v1/calls/${ghostCall}/ping`);
   t.equal(ghost.status, 503);
   t.match(ghost.body, { error: 'owner_lost', message: /node-ghost/ });
-  await redis.del(`${prefix}call:${ghostCall}`);
+  await redis.del(`${prefix}call::${ghostCall}`);
 
   // recordings: published by b, listed by a
   c.sendStop();
@@ -149,7 +149,7 @@ t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings
     const { body } = await getJson<{ items: StreamEntry[] }>(`${a.http}/v1/calls`);
     return !body.items.some((e) => e.streamSid === c.streamSid);
   });
-  t.equal(await redis.exists(`${prefix}call:${c.callSid}`), 0, 'the call index is cleaned up');
+  t.equal(await redis.exists(`${prefix}call::${c.callSid}`), 0, 'the call index is cleaned up');
 
   // alarms raised on b are listed by a
   b.gw.alarms.raise('long_call', { message: 'test alarm from b' });
@@ -194,10 +194,10 @@ t.test('a TaskRouter callback received by one node reaches the node holding the 
 t.test('a node that leaves cleanly is not reported lost; a dead node is', async (t) => {
   const a = await node(t, 'node-c');
   // a node that died holding a stream: registered streams, no heartbeat
-  const entry: StreamEntry = { callSid: `CA${'2'.repeat(32)}`, streamSid: `MZ${'2'.repeat(32)}`, nodeId: 'node-dead', paused: false, startedAt: new Date().toISOString() };
+  const entry: StreamEntry = { accountSid: `AC${'2'.repeat(32)}`, callSid: `CA${'2'.repeat(32)}`, streamSid: `MZ${'2'.repeat(32)}`, nodeId: 'node-dead', paused: false, startedAt: new Date().toISOString() };
   await redis.multi().sadd(`${prefix}nodes`, 'node-dead')
     .hset(`${prefix}node:node-dead:streams`, entry.streamSid, JSON.stringify(entry))
-    .hset(`${prefix}call:${entry.callSid}`, entry.streamSid, 'node-dead').exec();
+    .hset(`${prefix}call::${entry.callSid}`, entry.streamSid, 'node-dead').exec();
   const lost = await until('listed as lost', async () => {
     const { body } = await getJson<{ items: StreamEntry[]; lost: (StreamEntry & { lostSince: string })[] }>(`${a.http}/v1/calls`);
     return body.lost.find((e) => e.streamSid === entry.streamSid);
@@ -209,7 +209,7 @@ t.test('a node that leaves cleanly is not reported lost; a dead node is', async 
   t.equal(a.gw.alarms.count('node_lost'), 1, 'still once after more watch rounds');
   const cmd = await post(`${a.http}/v1/calls/${entry.callSid}/ping`);
   t.equal(cmd.status, 503, 'a command for a lost call: 503');
-  await redis.del(`${prefix}node:node-dead:streams`, `${prefix}call:${entry.callSid}`, `${prefix}nodes`);
+  await redis.del(`${prefix}node:node-dead:streams`, `${prefix}call::${entry.callSid}`, `${prefix}nodes`);
 });
 
 t.test('Redis lost and back: not ready, node-scoped alarms, recordings published meanwhile reach every node', async (t) => {

@@ -72,6 +72,9 @@ t.test('an empty environment gives the contract defaults', async (t) => {
     writeQueueMaxBytes: 4 * 1024 * 1024,
     archiveConcurrency: 1,
     archiveKeepWav: true,
+    maxStreams: 2000,
+    startTimeoutS: 10,
+    maxTimestampLeadS: 60,
     defaults: DEFAULT_SOURCE,
     sources: [],
   });
@@ -198,6 +201,9 @@ const ALLOWED: Record<string, string> = {
   ARCHIVE_FORMAT: 'one of none, opus, flac, mp3',
   ARCHIVE_CONCURRENCY: 'an integer 1..64',
   ARCHIVE_KEEP_WAV: 'true, false, 1 or 0',
+  MAX_STREAMS: 'an integer 1..100000',
+  START_TIMEOUT_S: 'an integer 1..300',
+  MAX_TIMESTAMP_LEAD_S: 'an integer 1..86400',
 };
 
 /** Test names must stay on one TAP line. */
@@ -222,6 +228,15 @@ const BAD: Array<[string, string, string]> = [
   ['ARCHIVE_CONCURRENCY', '65', RANGE],
   ['ARCHIVE_KEEP_WAV', '', VALID],
   ['ARCHIVE_KEEP_WAV', 'no', VALID],
+  ...NOT_INT.map((v): [string, string, string] => ['MAX_STREAMS', v, VALID]),
+  ['MAX_STREAMS', '0', RANGE],
+  ['MAX_STREAMS', '100001', RANGE],
+  ...NOT_INT.map((v): [string, string, string] => ['START_TIMEOUT_S', v, VALID]),
+  ['START_TIMEOUT_S', '0', RANGE],
+  ['START_TIMEOUT_S', '301', RANGE],
+  ...NOT_INT.map((v): [string, string, string] => ['MAX_TIMESTAMP_LEAD_S', v, VALID]),
+  ['MAX_TIMESTAMP_LEAD_S', '0', RANGE],
+  ['MAX_TIMESTAMP_LEAD_S', '86401', RANGE],
   ['PORT', '-1', RANGE],
   ['PORT', '99999999999999999999999', RANGE],
   ['HOST', '', VALID],
@@ -566,6 +581,7 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
     {
       accountSid: SID_A,
       authToken: TOKEN_A,
+      apiKeys: [],
       recordingFormat: 'mulaw',
       enablePauseResume: true,
       pauseBehavior: 'skip',
@@ -576,10 +592,10 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
       segmentMaxS: 900,
       archiveFormat: 'flac',
     },
-    { accountSid: SID_B, authToken: TOKEN_B, ...globals, segmentMaxS: 1200 },
-    { accountSid: SID_C, authToken: null, ...globals },
+    { accountSid: SID_B, authToken: TOKEN_B, apiKeys: [], ...globals, segmentMaxS: 1200 },
+    { accountSid: SID_C, authToken: null, apiKeys: [], ...globals },
   ], 'a source value beats the global one, even one from the environment');
-  t.equal(Object.keys(c.sources[0]).sort().join(), [...Object.keys(DEFAULT_SOURCE), 'accountSid', 'authToken'].sort().join(),
+  t.equal(Object.keys(c.sources[0]).sort().join(), [...Object.keys(DEFAULT_SOURCE), 'accountSid', 'authToken', 'apiKeys'].sort().join(),
     'sources carry exactly the DataSource fields');
   t.equal(SOURCE_SETTING_NAMES.length, Object.keys(DEFAULT_SOURCE).length, 'one file name per SourceSettings field');
 });
@@ -743,4 +759,36 @@ t.test('GATEWAY_CONFIG: the default readFile reads the real file', async (t) => 
   t.equal(c.port, 7000);
   t.same(c.sources.map((s) => [s.accountSid, s.authToken, s.recordingFormat]), [[SID_A, null, 'pcm16']]);
   t.ok(fs.existsSync(path.join(dir, 'gw.json')));
+});
+
+t.test('GATEWAY_CONFIG: per-source apiKeys (contract section 7)', async (t) => {
+  const c = withFile({
+    API_KEYS: KEY_1,
+    dataSources: [
+      { TWILIO_ACCOUNT_SID: SID_A, apiKeys: ['source-a-key-0123456789'] },
+      { TWILIO_ACCOUNT_SID: SID_B, apiKeys: 'source-b-key-0123456789,source-b-key2-0123456789' },
+      { TWILIO_ACCOUNT_SID: SID_C },
+    ],
+  });
+  t.same(c.apiKeys, [KEY_1]);
+  t.same(c.sources.map((s) => s.apiKeys), [['source-a-key-0123456789'], ['source-b-key-0123456789', 'source-b-key2-0123456789'], []]);
+  t.notMatch(JSON.stringify(redactConfig(c)), /source-a-key/, 'per-source keys are redacted like API_KEYS');
+
+  const twice = fileError({ dataSources: [
+    { TWILIO_ACCOUNT_SID: SID_A, apiKeys: ['shared-key-0123456789'] },
+    { TWILIO_ACCOUNT_SID: SID_B, apiKeys: ['shared-key-0123456789'] },
+  ] });
+  t.equal(twice.setting, 'dataSources[1].apiKeys', 'a key in two sources names the second');
+  t.match(twice.message, /repeats a key of dataSources\[0\]\.apiKeys/);
+  t.notMatch(twice.message, /shared-key/, 'the key itself is never shown');
+
+  const both = fileError({ API_KEYS: KEY_2, dataSources: [{ TWILIO_ACCOUNT_SID: SID_A, apiKeys: [KEY_2] }] });
+  t.equal(both.setting, 'dataSources[0].apiKeys');
+  t.match(both.message, /repeats a key of API_KEYS/);
+  const bothEnv = fileError({ dataSources: [{ TWILIO_ACCOUNT_SID: SID_A, apiKeys: [KEY_2] }] }, { API_KEYS: KEY_2 });
+  t.equal(bothEnv.setting, 'dataSources[0].apiKeys', 'also when API_KEYS comes from the environment');
+
+  const short = fileError({ dataSources: [{ TWILIO_ACCOUNT_SID: SID_A, apiKeys: ['short'] }] });
+  t.equal(short.setting, 'dataSources[0].apiKeys', 'the same rules as API_KEYS, named by the source');
+  t.match(short.message, /shorter than 16/);
 });

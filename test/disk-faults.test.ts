@@ -130,6 +130,8 @@ t.test('a stalled disk: bounded queue, dropped audio counted, file stays aligned
   const dropped = await metric(gw.http, /^gateway_frames_dropped_total\{reason="disk_backpressure"\} (\d+)/m);
   t.ok(queued > 0 && queued <= 48 * 1024, `write queue bounded: ${queued} bytes`);
   t.ok(dropped > 0, `dropped frames counted: ${dropped}`);
+  const alarmed = await (await fetch(`${gw.http}/v1/alarms?kind=audio_dropped`)).json() as { items: { streamSid?: string; details?: { reason?: string } }[] };
+  t.same(alarmed.items.map((a) => [a.streamSid, a.details?.reason]), [[c.streamSid, 'disk_backpressure']], 'one audio_dropped alarm for the stream');
   t.equal((await fetch(`${gw.http}/healthz`)).status, 200, 'the node answers while the disk is stalled');
   sh('fsfreeze', ['-u', rec]);
   frozen = false;

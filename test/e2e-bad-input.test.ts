@@ -9,6 +9,7 @@ import { runStream, type RunStreamResult } from '../loadtest/stream-runner.js';
 import { frameFor, trackAudio } from '../loadtest/audio-fixtures.js';
 import { randomSid } from '../loadtest/sids.js';
 import { startTestGateway, waitForRecordings, fetchAudio, decodeWav, type TestGateway } from './fixtures/harness.js';
+import { ERROR_BUDGET } from '../gateway/twilio-route.js';
 
 const CLEAN_FRAMES = 200;
 
@@ -31,6 +32,15 @@ async function protocolErrors(g: TestGateway, kind: string): Promise<number> {
   const m = text.match(new RegExp(`^gateway_protocol_errors_total\\{kind="${kind}"\\} (\\d+)`, 'm'));
   return m ? Number(m[1]) : NaN;
 }
+
+/** reasons of the audio_dropped alarms raised so far */
+async function droppedAlarms(g: TestGateway): Promise<(string | undefined)[]> {
+  const r = await (await fetch(`${g.http}/v1/alarms?kind=audio_dropped`)).json() as { items: { details?: { reason?: string } }[] };
+  return r.items.map((a) => a.details?.reason);
+}
+
+/** protocol errors that refuse a media message: its audio is dropped, which raises an alarm */
+const MEDIA_DROPS = new Set(['bad_base64', 'wrong_stream_sid', 'unexpected_track', 'media_before_start']);
 
 async function open(g: TestGateway, opts: Parameters<typeof TwilioStreamClient.connect>[1] = {}) {
   const c = await TwilioStreamClient.connect(g.wsUrl, opts);
@@ -92,6 +102,8 @@ for (const [name, kind, inject] of injected) {
     t.equal(closed.code, 1000, 'one bad message does not end the stream');
     await expectIntact(t, g, callSid, 9, 40);
     t.equal(await protocolErrors(g, kind), before + 1, `counted as ${kind}`);
+    if (MEDIA_DROPS.has(kind)) t.same(await droppedAlarms(g), [kind], 'the dropped audio raised one alarm');
+    else if (kind !== 'timestamp_jump') t.same(await droppedAlarms(g), [], 'no audio dropped, no alarm');
     await verifyNeighbour(t);
   });
 }
@@ -124,6 +136,7 @@ t.test('bad input: media (and stop) before start', async (t) => {
   t.equal((await c.closed).code, 1000);
   await expectIntact(t, g, c.callSid, 9, 40);
   t.equal(await protocolErrors(g, 'media_before_start'), 1);
+  t.same(await droppedAlarms(g), ['media_before_start'], 'the dropped audio raised one alarm');
   await verifyNeighbour(t);
 });
 
@@ -197,11 +210,87 @@ t.test('bad input: a stream that keeps sending garbage is closed (1007) and its 
   const c = await open(g);
   c.sendStart({ tracks: ['inbound'] });
   sendFrames(c, 9, 0, 30);
-  for (let i = 0; i < 50; i++) c.sendRaw(`garbage ${i}`);
+  for (let i = 0; i <= ERROR_BUDGET.limit; i++) c.sendRaw(`garbage ${i}`);
   const closed = await c.closed;
   t.equal(closed.code, 1007);
   await expectIntact(t, g, c.callSid, 9, 30, 'hangup');
   await verifyNeighbour(t);
+});
+
+t.test('bad input: garbage mixed with valid frames is closed (1007) once the error budget is spent', async (t) => {
+  // One valid frame, then three invalid messages, again and again: never 20 bad ones in a row,
+  // but 75 bad messages a second. More than ERROR_BUDGET.limit of them within the window close it.
+  const g = await startTestGateway(t);
+  const verifyNeighbour = cleanNeighbour(g, 510);
+  const c = await open(g);
+  c.sendStart({ tracks: ['inbound'] });
+  const groups = ERROR_BUDGET.limit * 4;
+  for (let i = 0; i < groups; i++) {
+    sendFrames(c, 9, i, i + 1);
+    c.sendRaw(`garbage ${i}`);
+    c.sendRaw('[1,2,3]');
+    c.sendRaw(Buffer.from([i & 0xff]), true);
+  }
+  c.sendStop();
+  const closed = await c.closed;
+  t.equal(closed.code, 1007, 'closed for invalid data, not by the stop at the end');
+  // the (limit+1)-th bad message comes in group floor(limit / 3): the frames before it are kept
+  const kept = Math.floor(ERROR_BUDGET.limit / 3) + 1;
+  await expectIntact(t, g, c.callSid, 9, kept, 'hangup');
+  await verifyNeighbour(t);
+});
+
+t.test('bad input: metadata never refuses a call (control characters, huge or many customParameters)', async (t) => {
+  const g = await startTestGateway(t);
+  const verifyNeighbour = cleanNeighbour(g, 511);
+  const many: Record<string, string> = {};
+  for (let i = 0; i < 150; i++) many[`p${i}`] = `v${i}`;
+  const hugeKey = 'k'.repeat(40_000);
+  const params: Record<string, string> = {
+    ...many,
+    ctiSessionId: 'S-\n1042\twith tab',
+    employeeId: 'E77',
+    longButFine: 'x'.repeat(600),
+    huge: 'y'.repeat(5000),
+    [hugeKey]: 'value of a huge key',
+    ['__proto__']: 'not a prototype',
+  };
+  t.ok(params.ctiSessionId.includes('\n') && params.ctiSessionId.includes('\t'), 'a value with a newline and a tab');
+  const c = await open(g);
+  c.sendStart({ tracks: ['inbound'], customParameters: params });
+  sendFrames(c, 9, 0, 40);
+  c.sendStop();
+  t.equal((await c.closed).code, 1000, 'recorded and stopped normally');
+  await expectIntact(t, g, c.callSid, 9, 40);
+  const [rec] = await waitForRecordings(g.http, c.callSid, 1);
+  const kept = rec.customParameters;
+  t.equal(rec.ctiSessionId, params.ctiSessionId, 'the newline and tab are kept as sent');
+  t.equal(kept.longButFine, params.longButFine, 'a 600-character value is kept whole');
+  t.match(kept.huge, /^y{1024}…\[clipped 3976 chars\]$/, 'a huge value is clipped with a visible marker');
+  const clippedKey = Object.keys(kept).find((k) => k.startsWith('kkkk'));
+  t.equal(clippedKey, `${'k'.repeat(256)}…[clipped 39744 chars]`, 'a huge key is clipped with a marker');
+  t.equal(kept[clippedKey as string], 'value of a huge key');
+  for (let i = 0; i < 150; i++) if (kept[`p${i}`] !== `v${i}`) t.fail(`parameter p${i} kept`);
+  t.equal(Object.keys(kept).filter((k) => /^p\d+$/.test(k)).length, 150, 'all 150 parameters kept');
+  t.equal(Object.getOwnPropertyDescriptor(kept, '__proto__')?.value, 'not a prototype', '"__proto__" is kept as a plain key');
+  t.equal(await protocolErrors(g, 'invalid_message'), 0, 'nothing counted as invalid');
+  await verifyNeighbour(t);
+});
+
+t.test('bad input: a streamSid shaped as a UUID is recorded (it is path-safe)', async (t) => {
+  const g = await startTestGateway(t);
+  const uuid = '3f2b8c1e-9d4a-4b7c-8e6f-1a3b5d7c9e0f';
+  const c = await open(g, { streamSid: uuid });
+  c.sendStart({ tracks: ['inbound'] });
+  sendFrames(c, 9, 0, 40);
+  c.sendStop();
+  t.equal((await c.closed).code, 1000);
+  await expectIntact(t, g, c.callSid, 9, 40);
+  const [rec] = await waitForRecordings(g.http, c.callSid, 1);
+  t.equal(rec.recordingId, `${uuid}-0000`);
+  t.equal(rec.streamSid, uuid);
+  const one = await fetch(`${g.http}/v1/recordings/${rec.recordingId}`);
+  t.equal(one.status, 200, 'found by its id through the API');
 });
 
 t.test('bad input: close without stop, in the middle of a frame burst', async (t) => {
@@ -239,9 +328,9 @@ t.test('bad input: ids shaped to escape the recordings folder are refused by sha
     await c.close();
   }
   t.ok(await protocolErrors(g, 'invalid_message') >= 4, 'each refused as an invalid start');
-  const top = (await readdir(g.dir)).filter((e) => e !== '.inprogress');
+  const top = (await readdir(g.dir)).filter((e) => e !== '.inprogress' && e !== '.ids');
   await verifyNeighbour(t);
-  const after = (await readdir(g.dir)).filter((e) => e !== '.inprogress');
+  const after = (await readdir(g.dir)).filter((e) => e !== '.inprogress' && e !== '.ids');
   t.same(top, [], 'nothing written for the bad ids');
   t.equal(after.length, 1, 'only the neighbour account folder exists');
   t.match(after[0], /^AC[0-9a-f]{32}$/);

@@ -43,6 +43,7 @@ t.test('signed TaskRouter events attribute the call and drive the rules', async 
   await runStream({ ...stream, tracks: ['inbound'], seed: 2, frames: 20, callSid: agentLeg });
   const [customer] = await waitForRecordings(g.http, callSid, 1);
   t.match(customer, { ctiSessionId: 'WT-contact-1', employeeId: 'E-42' });
+  await waitForRecordings(g.http, agentLeg, 1); // published asynchronously after its socket closed
   const contact = await getJson<{ recordings: RecordingSidecar[] }>(`${g.http}/v1/cti-sessions/WT-contact-1`);
   t.same(contact.body.recordings.map((r) => r.callSid).sort(), [callSid, agentLeg].sort(), 'the agent leg belongs to the same contact');
 

@@ -69,7 +69,7 @@ t.test('finished and deleted recordings reach a receiver that is down, then flak
   const short = await runStream({ url: g.wsUrl, tracks: ['inbound'], seed: 2, frames: 10, realtime: false });
   const [rec] = await waitForRecordings(g.http, kept.callSid, 1);
   await g.gw.recorder.settled();
-  const outbox = path.join(g.dir, '.outbox');
+  const outbox = g.gw.outbox!.dir;
   t.equal((await readdir(outbox)).filter((f) => f.endsWith('.json')).length, 2, 'both events wait on disk while the receiver is down');
   await new Promise((r) => setTimeout(r, 300)); // a few failed attempts
   await rx.up();
@@ -95,7 +95,8 @@ t.test('the outbox survives a gateway restart: what was not acknowledged is sent
   const res = await runStream({ url: first.wsUrl, tracks: ['inbound', 'outbound'], seed: 3, frames: 25, realtime: false });
   const [rec] = await waitForRecordings(first.http, res.callSid, 1);
   await first.gw.close(); // receiver still down: the event stays in the outbox
-  t.same(await readdir(path.join(dir, '.outbox')), [`${rec.recordingId}.finished.json`]);
+  const events = (dir: string) => readdir(dir).then((n) => n.filter((f) => f.endsWith('.json')));
+  t.same(await events(first.gw.outbox!.dir), [`${rec.recordingId}.finished.json`]);
   t.equal(rx.got.length, 0);
 
   await rx.up();
@@ -103,7 +104,7 @@ t.test('the outbox survives a gateway restart: what was not acknowledged is sent
   await until(() => rx.got.length >= 1, 'the event from the previous run');
   t.same([...rx.byEventId(t).keys()], [`${rec.recordingId}.finished`], 'delivered once per event id');
   t.match(rx.got[0].json, { event: 'finished', recordingId: rec.recordingId, streamSid: res.streamSid });
-  await until(async () => (await readdir(path.join(dir, '.outbox'))).length === 0, 'the outbox to empty');
+  await until(async () => (await events(second.gw.outbox!.dir)).length === 0, 'the outbox to empty');
   await second.gw.close();
   t.equal(second.gw.outbox?.delivered, 1);
 });

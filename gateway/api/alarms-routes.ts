@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Alarm, Alarms } from '../../recorder/alarms.js';
+import { accessOf, canSee } from './api-auth.js';
 
 export interface AlarmRoutesDeps {
   alarms: Alarms;
@@ -20,15 +21,18 @@ export function registerAlarmRoutes(app: FastifyInstance, deps: AlarmRoutesDeps)
     },
   }, async (req) => {
     const q = req.query as { kind?: string; limit: number };
+    // a per-source key sees the alarms of its account's calls only (node-wide ones are not its)
+    const access = accessOf(req);
+    const wanted = (a: Alarm) => (q.kind === undefined || a.kind === q.kind) && (access.accountSid === null || (a.accountSid !== undefined && canSee(access, a.accountSid)));
     if (deps.clusterAlarms) {
       try {
-        const all = (await deps.clusterAlarms()).filter((a) => q.kind === undefined || a.kind === q.kind);
+        const all = (await deps.clusterAlarms()).filter(wanted);
         return { items: all.slice(0, q.limit), scope: 'cluster' };
       } catch {
         // Redis away: this node's own alarms are still worth seeing (redis_unavailable among them)
       }
     }
-    const all = deps.alarms.recent().filter((a) => q.kind === undefined || a.kind === q.kind);
+    const all = deps.alarms.recent().filter(wanted);
     // newest first, as an operator reads them
     return { items: all.slice(-q.limit).reverse(), scope: deps.clusterAlarms ? 'node' : 'cluster' };
   });

@@ -1,23 +1,37 @@
-// Call control API (contract sections 4 and 5): CTI events and PCI pause/resume (the list of
+// Call control API (contract sections 4, 5 and 7): CTI events and PCI pause/resume (the list of
 // live streams is list-calls-routes.ts). The policy itself is recorder/call-control.ts.
+// Every call is addressed by account and callSid: the account comes from the caller's per-source
+// API key, else `accountSid` in the request, else the one configured data source; with several
+// sources and a global key it is required. A call of another account does not exist (404).
 import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import {
   PauseDisabledError, UnknownCallError, type CallControl, type PauseResult,
 } from '../../recorder/call-control.js';
-import { CTI_EVENT_TYPES, type CtiEvent } from '../../recorder/call-states.js';
-import { CALL_SID_RE } from '../../recorder/storage-layout.js';
+import { CTI_EVENT_TYPES, TooManyCallsError, type CtiEvent } from '../../recorder/call-states.js';
+import { ACCOUNT_SID_RE, CALL_SID_RE } from '../../recorder/storage-layout.js';
+import { accessOf, type ApiAccess } from './api-auth.js';
 import { ApiError } from './errors.js';
+import { eventTime } from '../../recorder/ingest-limits.js';
 
 export interface CallRoutesDeps {
   control: CallControl;
+  /** configured data sources (account sids); empty = the embedded default, no tenants */
+  sources: readonly string[];
+  /**
+   * Cluster mode: the router found the call in Redis (stream, queued events, stored pause) though
+   * this node has nothing of it. Absent on a single node.
+   */
+  knownInCluster?: (req: FastifyRequest) => boolean;
 }
 
-const Id = Type.String({ minLength: 1, maxLength: 256 });
+// no maxLength: a longer id is clipped with a marker (recorder/ingest-limits.ts), never refused
+const Id = Type.String({ minLength: 1 });
 
 export const CtiEventBody = Type.Object({
   type: Type.Union(CTI_EVENT_TYPES.map((t) => Type.Literal(t))),
   callSid: Type.String({ pattern: CALL_SID_RE.source }),
+  accountSid: Type.Optional(Type.String({ pattern: ACCOUNT_SID_RE.source })),
   ctiSessionId: Type.Optional(Id),
   employeeId: Type.Optional(Id),
   at: Type.Optional(Type.String({ format: 'date-time' })),
@@ -27,34 +41,102 @@ type CtiEventBody = Static<typeof CtiEventBody>;
 
 const CallParams = Type.Object({ callSid: Type.String({ pattern: CALL_SID_RE.source }) });
 type CallParams = Static<typeof CallParams>;
+const CallQuery = Type.Object({ accountSid: Type.Optional(Type.String({ pattern: ACCOUNT_SID_RE.source })) }, { additionalProperties: false });
+type CallQuery = Static<typeof CallQuery>;
 
-export async function applyCtiEvent(control: CallControl, ev: CtiEvent) {
+/** A per-call request, resolved: the account scope of the call (see CallControl.scopeOf). */
+export interface CallTarget {
+  scope: string;
+  callSid: string;
+}
+
+/**
+ * The account scope a request addresses. Throws 404 when a per-source key names another account
+ * (for it that call does not exist) and 400 when the account cannot be told.
+ */
+export function resolveScope(control: CallControl, sources: readonly string[], access: ApiAccess, given: string | undefined, callSid: string): string {
+  if (sources.length === 0) return ''; // embedded default: no tenants to keep apart
+  if (access.accountSid !== null) {
+    if (given !== undefined && given !== access.accountSid) throw new ApiError(404, 'not_found', `no call ${callSid} for this API key`);
+    return control.scopeOf(access.accountSid);
+  }
+  if (given !== undefined) {
+    if (!sources.includes(given)) throw new ApiError(400, 'bad_request', `accountSid ${given} is not a configured data source`);
+    return control.scopeOf(given);
+  }
+  if (sources.length === 1) return control.scopeOf(sources[0]);
+  throw new ApiError(400, 'bad_request', `accountSid is required: ${sources.length} data sources are configured and this API key may act for any of them`);
+}
+
+const targets = new WeakMap<object, CallTarget | null>();
+
+/** Which call a per-call command addresses (POST /v1/calls/:callSid/<verb>, POST /v1/cti/events), or null. */
+export function callTargetOf(control: CallControl, sources: readonly string[], req: FastifyRequest): CallTarget | null {
+  const cached = targets.get(req.raw);
+  if (cached !== undefined) return cached;
+  let t: CallTarget | null = null;
+  const url = req.routeOptions.url ?? '';
+  if (req.method === 'POST' && url.startsWith('/v1/calls/:callSid/')) {
+    const callSid = (req.params as { callSid?: unknown }).callSid;
+    const given = (req.query as { accountSid?: string } | undefined)?.accountSid;
+    if (typeof callSid === 'string') t = { callSid, scope: resolveScope(control, sources, accessOf(req), given, callSid) };
+  } else if (req.method === 'POST' && url === '/v1/cti/events') {
+    const body = req.body as { callSid?: unknown; accountSid?: string } | null;
+    if (typeof body?.callSid === 'string') {
+      t = { callSid: body.callSid, scope: resolveScope(control, sources, accessOf(req), body.accountSid, body.callSid) };
+    }
+  }
+  targets.set(req.raw, t);
+  return t;
+}
+
+export async function applyCtiEvent(control: CallControl, ev: CtiEvent, actor?: string) {
   try {
-    return await control.applyEvent(ev);
+    return await control.applyEvent(ev, actor);
   } catch (err) {
     if (err instanceof RangeError) throw new ApiError(400, 'bad_request', err.message);
+    if (err instanceof TooManyCallsError) throw new ApiError(503, 'too_many_calls', err.message);
     throw err;
   }
 }
 
-function pauseCall(control: CallControl, callSid: string, paused: boolean): PauseResult {
+function checkEventTime(at: unknown, control: CallControl): void {
+  if (typeof at !== 'string' || !Number.isFinite(Date.parse(at))) return; // the schema names a malformed one
   try {
-    return paused ? control.pause(callSid) : control.resume(callSid);
+    eventTime(at, control.now());
+  } catch (err) {
+    throw new ApiError(400, 'bad_request', (err as Error).message);
+  }
+}
+
+function pauseCall(control: CallControl, t: CallTarget, paused: boolean, knownElsewhere: boolean): PauseResult {
+  try {
+    return paused ? control.pause(t.scope, t.callSid, knownElsewhere) : control.resume(t.scope, t.callSid, knownElsewhere);
   } catch (err) {
     if (err instanceof UnknownCallError) throw new ApiError(404, 'not_found', err.message);
     if (err instanceof PauseDisabledError) throw new ApiError(409, 'pause_disabled', err.message);
+    if (err instanceof TooManyCallsError) throw new ApiError(503, 'too_many_calls', err.message);
     throw err;
   }
 }
 
 export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): void {
-  const { control } = deps;
+  const { control, sources } = deps;
+  const target = (req: FastifyRequest) => callTargetOf(control, sources, req) as CallTarget;
 
-  app.post<{ Body: CtiEventBody }>('/v1/cti/events', { schema: { body: CtiEventBody } }, async (req) =>
-    applyCtiEvent(control, req.body));
+  app.post<{ Body: CtiEventBody }>('/v1/cti/events', {
+    schema: { body: CtiEventBody },
+    // before the cluster router (a preHandler) forwards or queues the event: a time far from now is refused here
+    preValidation: async (req) => checkEventTime((req.body as { at?: unknown } | null)?.at, control),
+  }, async (req) => {
+    const t = target(req);
+    const ev: CtiEvent = { ...req.body, accountSid: t.scope === '' ? undefined : t.scope };
+    return applyCtiEvent(control, ev, accessOf(req).actor);
+  });
 
   for (const action of ['pause', 'resume'] as const) {
-    app.post<{ Params: CallParams }>(`/v1/calls/:callSid/${action}`, { schema: { params: CallParams } }, async (req) =>
-      pauseCall(control, req.params.callSid, action === 'pause'));
+    app.post<{ Params: CallParams; Querystring: CallQuery }>(`/v1/calls/:callSid/${action}`, {
+      schema: { params: CallParams, querystring: CallQuery },
+    }, async (req) => pauseCall(control, target(req), action === 'pause', deps.knownInCluster?.(req) ?? false));
   }
 }

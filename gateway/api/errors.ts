@@ -1,6 +1,8 @@
 // Every error the HTTP API answers has one shape: `{ "error": "<code>", "message": "<what and why>" }`
 // (contract section 4). Routes throw ApiError; schema validation, unknown routes, fastify's own
 // client errors and anything unexpected are mapped here.
+import { STATUS_CODES, maxHeaderSize } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 export interface ErrorBody {
@@ -89,6 +91,33 @@ export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): F
  */
 export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   errorHandler(error, request, reply);
+}
+
+/**
+ * Pass as the `clientErrorHandler` option of `Fastify({...})`: requests Node's parser refuses
+ * before any route (headers over its 16 KiB limit, garbage, a slow client) get the same
+ * `{ error, message }` shape instead of fastify's own.
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  let status: number;
+  let body: ErrorBody;
+  if (err.code === 'HPE_HEADER_OVERFLOW') {
+    status = 431;
+    body = { error: clientErrorCode(431), message: `the request headers are larger than this server accepts (${maxHeaderSize} bytes in all); send fewer or shorter headers` };
+  } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    status = 408;
+    body = { error: clientErrorCode(408), message: 'the request was not received in time' };
+  } else {
+    status = 400;
+    body = { error: clientErrorCode(400), message: 'the request is not valid HTTP/1.1 and could not be parsed' };
+  }
+  const json = JSON.stringify(body);
+  // as Node and fastify do: answer if the socket still takes data, then close it
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(json)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${json}`);
+  }
+  socket.destroy(err);
 }
 
 /** Installs the error and not-found handlers on the root instance (they apply to every route). */

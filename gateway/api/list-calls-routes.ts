@@ -5,6 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { ApiError } from './errors.js';
+import { accessOf, canSee } from './api-auth.js';
 import type { CallsSnapshot } from '../cluster/cluster-view.js';
 
 export interface CallsRoutesDeps {
@@ -27,7 +28,10 @@ export function registerCallsRoutes(app: FastifyInstance, deps: CallsRoutesDeps)
     } catch (err) {
       throw new ApiError(503, 'cluster_unavailable', `cannot read the cluster's streams from Redis (${(err as Error).message}); retry shortly`);
     }
-    if (callSid === undefined) return snap;
-    return { items: snap.items.filter((e) => e.callSid === callSid), lost: snap.lost.filter((e) => e.callSid === callSid) };
+    // a per-source key sees only its account's streams
+    const access = accessOf(req);
+    const shown = (e: { accountSid?: string; callSid: string }) =>
+      canSee(access, e.accountSid ?? '') && (callSid === undefined || e.callSid === callSid);
+    return { items: snap.items.filter(shown), lost: snap.lost.filter(shown) };
   });
 }

@@ -9,10 +9,11 @@ import { bytesPerSample, transcode } from '../../codecs/transcode.js';
 import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../recorder/recording-index.js';
 import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
-import { contactAudio } from './contact-audio.js';
-import { archivePath, assertConversionSlot, convertRecording, decodedArchivePcm, encodePcm, SkipBytes } from './archive-audio.js';
+import { contactAudio, type ContactAudio } from './contact-audio.js';
+import { archivePath, assertConversionSlot, convertRecording, decodedArchivePcm, encodePcm } from './archive-audio.js';
 import { ARCHIVE_FORMATS, formatSpec, isArchiveFormat, type ArchiveFormat } from '../../recorder/archive/formats.js';
-import { wavHeaderLength } from '../../codecs/wav.js';
+import { accessOf, canSee } from './api-auth.js';
+import { clipId } from '../../recorder/ingest-limits.js';
 
 export interface RecordingRoutesOptions {
   index: RecordingIndex;
@@ -29,8 +30,9 @@ type AudioFormat = 'pcm16' | 'mulaw';
 
 const ListQuery = Type.Object({
   callSid: Type.Optional(Type.String({ pattern: CALL_SID_RE.source })),
-  ctiSessionId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
-  employeeId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  // no maxLength: a longer value is clipped as it was at ingest (recorder/ingest-limits.ts)
+  ctiSessionId: Type.Optional(Type.String({ minLength: 1 })),
+  employeeId: Type.Optional(Type.String({ minLength: 1 })),
   from: Type.Optional(Type.String({ format: 'date-time' })),
   to: Type.Optional(Type.String({ format: 'date-time' })),
   limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT }),
@@ -44,7 +46,7 @@ type IdParams = Static<typeof IdParams>;
 const AudioQuery = Type.Object({ format: Type.Optional(Type.String()) });
 type AudioQuery = Static<typeof AudioQuery>;
 
-const CtiParams = Type.Object({ ctiSessionId: Type.String({ minLength: 1, maxLength: 256 }) });
+const CtiParams = Type.Object({ ctiSessionId: Type.String({ minLength: 1 }) });
 type CtiParams = Static<typeof CtiParams>;
 
 /**
@@ -67,12 +69,13 @@ function parseDate(name: string, value: string | undefined): Date | undefined {
   return d;
 }
 
-function lookup(index: RecordingIndex, id: string): IndexedRecording {
+/** A recording the caller may see: another account's is answered 404, like a missing one. */
+function lookup(index: RecordingIndex, id: string, request: FastifyRequest): IndexedRecording {
   if (!RECORDING_ID_RE.test(id)) {
     throw new ApiError(400, 'bad_request', `recording id ${JSON.stringify(id.slice(0, 80))} is malformed: expected MZ followed by 32 hex digits, "-" and a 4-digit segment index`);
   }
   const rec = index.get(id);
-  if (!rec) throw new ApiError(404, 'not_found', `no recording with id ${id}`);
+  if (!rec || !canSee(accessOf(request), rec.sidecar.accountSid)) throw new ApiError(404, 'not_found', `no recording with id ${id}`);
   return rec;
 }
 
@@ -278,7 +281,7 @@ async function openOrNull(file: string): Promise<FileHandle | null> {
 type AudioRequest = FastifyRequest<{ Params: IdParams; Querystring: AudioQuery }>;
 
 async function sendAudio(request: AudioRequest, reply: FastifyReply, index: RecordingIndex) {
-  const rec = lookup(index, request.params.id);
+  const rec = lookup(index, request.params.id, request);
   const { format } = request.query;
   if (format !== undefined && !(AUDIO_FORMATS as readonly string[]).includes(format)) {
     throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported; use one of ${AUDIO_FORMATS.join(', ')}, or leave it out for the file as stored`);
@@ -363,6 +366,52 @@ async function serve(request: AudioRequest, reply: FastifyReply, fh: FileHandle,
   }
 }
 
+/** The contact WAV, whole or the one byte range asked for (its length is known up front). */
+async function sendContactAudio(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio) {
+  let owned = false;
+  try {
+    const name = `contact-${(request.params as CtiParams).ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.wav`;
+    reply.headers({ 'accept-ranges': 'bytes', etag: audio.etag, 'content-type': 'audio/wav', 'content-disposition': `inline; filename="${name}"` });
+    const ifRange = request.headers['if-range'];
+    const rangeHeader = ifRange === undefined || String(ifRange).trim() === audio.etag ? request.headers.range : undefined;
+    const range = parseRange(rangeHeader, audio.size);
+    if (range === 'unsatisfiable') {
+      throw new ApiError(416, 'range_not_satisfiable', `range ${JSON.stringify(rangeHeader)} selects nothing of the ${audio.size} bytes of this contact's audio`, {
+        'content-range': `bytes */${audio.size}`,
+      });
+    }
+    const part = range ?? { start: 0, end: audio.size - 1 };
+    if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${audio.size}`);
+    reply.header('content-length', String(part.end - part.start + 1));
+    if (request.method === 'HEAD') return reply.send();
+    owned = true;
+    return reply.send(audio.body(part));
+  } finally {
+    if (!owned) await audio.close();
+  }
+}
+
+/**
+ * The contact's PCM16 stereo mix, without its WAV header, encoded on the fly (no Range: the
+ * encoded length is not known before encoding). The 12 h bound and account scoping are
+ * contactAudio's, as for the WAV.
+ */
+async function sendContactCompressed(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio, format: ArchiveFormat) {
+  let owned = false;
+  try {
+    const spec = formatSpec(format);
+    const name = `contact-${(request.params as CtiParams).ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.${spec.ext}`;
+    const headers = { 'accept-ranges': 'none', 'content-type': spec.contentType, 'content-disposition': `inline; filename="${name}"` };
+    if (request.method === 'HEAD') return reply.headers(headers).send();
+    // 503 busy / 501 no ffmpeg are thrown here, before any header is set (finally closes the legs)
+    const body = encodePcm(audio.body({ start: audio.dataOffset, end: audio.size - 1 }), 2, format);
+    owned = true; // the mix stream closes the legs' files when it ends or is destroyed
+    return reply.headers(headers).send(body);
+  } finally {
+    if (!owned) await audio.close();
+  }
+}
+
 export function registerRecordingRoutes(app: FastifyInstance, options: RecordingRoutesOptions): void {
   const { index } = options;
 
@@ -385,14 +434,15 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
       }
     }
     return index.query({
-      callSid: q.callSid, ctiSessionId: q.ctiSessionId, employeeId: q.employeeId, from, to, limit: q.limit, cursor: q.cursor,
+      accountSid: accessOf(request).accountSid ?? undefined,
+      callSid: q.callSid, ctiSessionId: clipId(q.ctiSessionId), employeeId: clipId(q.employeeId), from, to, limit: q.limit, cursor: q.cursor,
     });
   });
 
   app.get<{ Params: IdParams }>('/v1/recordings/:id', {
     schema: { params: IdParams },
     preValidation: onlyQueryParams([]),
-  }, async (request) => lookup(index, request.params.id).sidecar);
+  }, async (request) => lookup(index, request.params.id, request).sidecar);
 
   app.route<{ Params: IdParams; Querystring: AudioQuery }>({
     method: ['GET', 'HEAD'],
@@ -406,36 +456,27 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     schema: { params: CtiParams },
     preValidation: onlyQueryParams([]),
   }, async (request) => {
-    const { ctiSessionId } = request.params;
-    const recordings = index.byCtiSession(ctiSessionId);
+    const ctiSessionId = clipId(request.params.ctiSessionId);
+    const access = accessOf(request);
+    const recordings = index.byCtiSession(ctiSessionId).filter((s) => canSee(access, s.accountSid));
     if (recordings.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
     return { ctiSessionId, recordings };
   });
 
-  app.get<{ Params: CtiParams; Querystring: AudioQuery }>('/v1/cti-sessions/:ctiSessionId/audio', {
+  // HEAD explicitly: fastify's generated HEAD route would read (mix) the whole body and drop it
+  app.route<{ Params: CtiParams; Querystring: AudioQuery }>({
+    method: ['GET', 'HEAD'],
+    url: '/v1/cti-sessions/:ctiSessionId/audio',
     schema: { params: CtiParams, querystring: AudioQuery },
     preValidation: onlyQueryParams(Object.keys(AudioQuery.properties)),
-  }, async (request, reply) => {
-    const { ctiSessionId } = request.params;
-    const { format } = request.query;
-    if (format !== undefined && format !== 'wav' && !isArchiveFormat(format)) {
-      throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported for a whole contact; use one of wav, ${ARCHIVE_FORMATS.join(', ')}`);
-    }
-    const { size, body } = await contactAudio(index, ctiSessionId);
-    const base = `contact-${ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_')}`;
-    if (isArchiveFormat(format)) {
-      // the PCM16 stereo mix, without its WAV header, encoded on the fly
-      const spec = formatSpec(format);
-      reply.headers({ 'content-type': spec.contentType, 'content-disposition': `inline; filename="${base}.${spec.ext}"` });
-      const pcm = body.pipe(new SkipBytes(wavHeaderLength('pcm16')));
-      pcm.on('close', () => body.destroy()); // the legs' files close with it
-      return reply.send(encodePcm(pcm, 2, format));
-    }
-    reply.headers({
-      'content-type': 'audio/wav',
-      'content-length': String(size),
-      'content-disposition': `inline; filename="${base}.wav"`,
-    });
-    return reply.send(body);
+    handler: async (request, reply) => {
+      const { format } = request.query;
+      if (format !== undefined && format !== 'wav' && !isArchiveFormat(format)) {
+        throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported for a whole contact; use one of wav, ${ARCHIVE_FORMATS.join(', ')}`);
+      }
+      const audio = await contactAudio(index, clipId(request.params.ctiSessionId), accessOf(request).accountSid);
+      if (isArchiveFormat(format)) return sendContactCompressed(request, reply, audio, format);
+      return sendContactAudio(request, reply, audio);
+    },
   });
 }

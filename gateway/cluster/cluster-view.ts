@@ -2,9 +2,13 @@
 // a call (command routing), and which nodes died. Every node watches every 2 s; the first to
 // see a dead node's heartbeat gone marks it lost (SET NX), so `node_lost` is raised once in the
 // cluster, 5..7 s after the death (heartbeat TTL + watch period), well inside the 15 s asked.
+// A node that stays dead longer than FORGET_DEAD_NODE_MS is forgotten: its streams leave the
+// `call:` keys and the lost list, so late commands for its calls are no longer answered
+// `owner_lost` forever (a CTI event is queued, a pause finds no holder). If it comes back, its
+// start-up recovery still finalises what it had on disk.
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Keys, StreamEntry } from './keys.js';
+import { FORGET_DEAD_NODE_MS, type Keys, type ScopeOf, type StreamEntry } from './keys.js';
 import type { RedisLink } from './redis-link.js';
 
 export const WATCH_EVERY_MS = 2000;
@@ -32,6 +36,10 @@ export interface ClusterViewOptions {
   nodeId: string;
   log: Logger;
   onNodeLost: (nodeId: string, streams: StreamEntry[]) => void;
+  scopeOf: ScopeOf;
+  /** how long a dead node stays listed before it is forgotten; default FORGET_DEAD_NODE_MS */
+  forgetDeadAfterMs?: number;
+  wallNow?: () => number;
 }
 
 export class ClusterView {
@@ -77,9 +85,24 @@ export class ClusterView {
         await this.redis.multi().srem(k.nodes(), id).del(k.lost(id)).exec();
         continue;
       }
-      const first = await this.redis.set(k.lost(id), new Date().toISOString(), 'NX');
-      if (first === 'OK') this.o.onNodeLost(id, streams);
+      const now = this.o.wallNow?.() ?? Date.now();
+      const first = await this.redis.set(k.lost(id), new Date(now).toISOString(), 'NX');
+      if (first === 'OK') {
+        this.o.onNodeLost(id, streams);
+        continue;
+      }
+      const since = Date.parse((await this.redis.get(k.lost(id))) ?? '');
+      if (Number.isFinite(since) && now - since >= (this.o.forgetDeadAfterMs ?? FORGET_DEAD_NODE_MS)) await this.forget(id, streams);
     }
+  }
+
+  /** A node dead for good: its streams leave the call index; the lost list forgets it. */
+  private async forget(id: string, streams: StreamEntry[]): Promise<void> {
+    const k = this.o.keys;
+    const m = this.redis.multi();
+    for (const e of streams) m.hdel(k.call(this.o.scopeOf(e.accountSid ?? ''), e.callSid), e.streamSid);
+    await m.del(k.streams(id), k.lost(id)).srem(k.nodes(), id).exec();
+    this.o.log.warn({ deadNodeId: id, streams: streams.length }, 'cluster: forgot a node that stayed dead; its calls are no longer listed as lost');
   }
 
   private async streamsOf(nodeId: string): Promise<StreamEntry[]> {
@@ -110,9 +133,9 @@ export class ClusterView {
     return { items: items.sort(byStart), lost: lost.sort(byStart) };
   }
 
-  /** Which nodes hold streams of `callSid`. */
-  async owners(callSid: string): Promise<Owners> {
-    return this.classify(Object.values(await this.redis.hgetall(this.o.keys.call(callSid))));
+  /** Which nodes hold streams of a call. */
+  async owners(scope: string, callSid: string): Promise<Owners> {
+    return this.classify(Object.values(await this.redis.hgetall(this.o.keys.call(scope, callSid))));
   }
 
   async classify(nodeIds: string[]): Promise<Owners> {

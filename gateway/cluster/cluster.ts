@@ -10,10 +10,14 @@
 // - a listed field of a stream changes (pause/resume sets `session.paused`): call
 //   `recorder.streamChanged(session)`; GET /v1/calls shows it cluster-wide.
 // - CTI events for a call with no stream anywhere are queued here and replayed, when the stream
-//   starts, through POST /v1/cti/events on its node, `at` set to when they were first received.
+//   starts (or, if Redis was away then, at the node's next sync), through POST /v1/cti/events on
+//   its node, in the order they happened, `at` set to when they were first received.
 //   The node that received an event also ran its local route then (keep it as pending state, as
 //   on a single node), so it does not get it replayed if the stream lands on it.
-//   `cluster.pendingCti.push/take(callSid, …)` is there for direct use.
+//   `cluster.pendingCti.push/take(scope, callSid, …)` is there for direct use.
+// - pause/resume are stored in Redis by the router; a stream whose call is paused there is paused
+//   when it registers (`onStoredPause`), and a pause for a call nobody holds yet is announced to
+//   every node so that a stream starting later starts paused from its first frame.
 // - a periodic cluster-wide job (long-call sweep): `gateway.runUnderLease('long-call-sweep',
 //   config.maintenanceIntervalS * 1000, () => sweep.runOnce())` (a plain interval on one node).
 import type { FastifyInstance } from 'fastify';
@@ -23,11 +27,12 @@ import type { StreamSession } from '../../recorder/stream-session.js';
 import type { RecordingIndex } from '../../recorder/recording-index.js';
 import type { Alarm, Alarms } from '../../recorder/alarms.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
-import { Keys, type StreamEntry } from './keys.js';
+import { Keys, type ScopeOf, type StreamEntry } from './keys.js';
 import { RedisLink } from './redis-link.js';
 import { NodeRegistry } from './node-registry.js';
 import { ClusterView, type CallsSnapshot } from './cluster-view.js';
-import { CommandRouter } from './command-router.js';
+import { CommandRouter, type PauseNotice, type RoutedTarget } from './command-router.js';
+import type { FastifyRequest } from 'fastify';
 import { PendingCti } from './pending-cti.js';
 import { SharedState } from './shared-state.js';
 import { redisLease, type LeaseRunner } from './lease.js';
@@ -41,15 +46,26 @@ export interface ClusterOptions {
   index: RecordingIndex;
   alarms: Alarms;
   log: Logger;
-  /** a configured API key, for in-process replays of queued CTI events */
-  internalApiKey?: string;
+  /** this process's own API key: forwarded commands and replays of queued CTI events run with it */
+  internalKey: string;
+  /** the account a call is keyed by (its own; '' when no data source is configured) */
+  scopeOf: ScopeOf;
+  /** the call a per-call command addresses (the call routes resolve it) */
+  target: (req: FastifyRequest) => RoutedTarget | null;
+  knowsLocally: (scope: string, callSid: string) => boolean;
+  pauseEnabled: (scope: string, callSid: string) => boolean;
+  /** Redis holds a pause (or, paused=false, a resume) of a call: apply it to this node's state and streams */
+  onStoredPause: (scope: string, callSid: string, paused: boolean) => void;
   /** key prefix (tests isolate runs sharing one Redis) */
   prefix?: string;
+  /** how long a dead node stays listed as lost before it is forgotten (tests shorten it) */
+  forgetDeadAfterMs?: number;
 }
 
 /** The stream as GET /v1/calls lists it. `paused` is read structurally: pause/resume owns it. */
 export function entryOf(session: StreamSession, nodeId: string): StreamEntry {
   return {
+    accountSid: session.id.accountSid,
     callSid: session.id.callSid,
     streamSid: session.id.streamSid,
     nodeId,
@@ -76,22 +92,27 @@ export class Cluster {
     this.link = new RedisLink({ url: o.redisUrl, log });
     this.shared = new SharedState({ link: this.link, keys: this.keys, nodeId, log, index: o.index, recordingsDir: o.recordingsDir });
     this.registry = new NodeRegistry({
-      link: this.link, keys: this.keys, nodeId, log,
+      link: this.link, keys: this.keys, nodeId, log, scopeOf: o.scopeOf,
       liveStreams: () => [...recorder.sessions()].map((s) => entryOf(s, nodeId)),
+      onRegistered: (e, paused) => this.registered(e, paused),
       afterSync: () => this.afterSync(),
     });
     this.view = new ClusterView({
-      link: this.link, keys: this.keys, nodeId, log,
+      link: this.link, keys: this.keys, nodeId, log, scopeOf: o.scopeOf, forgetDeadAfterMs: o.forgetDeadAfterMs,
       onNodeLost: (lost, streams) => o.alarms.raise('node_lost', {
         message: `node ${lost} stopped its heartbeat with ${streams.length} live stream(s); they are listed as lost until it restarts`,
+        subject: `node:${lost}`,
         details: { lostNodeId: lost, streams: streams.map((s) => ({ callSid: s.callSid, streamSid: s.streamSid })) },
       }),
     });
     this.pendingCti = new PendingCti(this.link.cmd, this.keys);
     this.router = new CommandRouter({
       app: o.app, link: this.link, keys: this.keys, nodeId, log, view: this.view, pendingCti: this.pendingCti,
-      holdsLocally: (callSid) => recorder.streamsOfCall(callSid).length > 0,
-      internalHeaders: o.internalApiKey ? { authorization: `Bearer ${o.internalApiKey}` } : {},
+      target: o.target,
+      holdsLocally: (scope, callSid) => recorder.streamsOfCall(callSid).some((s) => o.scopeOf(s.id.accountSid) === scope),
+      knowsLocally: o.knowsLocally,
+      pauseEnabled: o.pauseEnabled,
+      internalKey: o.internalKey,
     });
     this.runUnderLease = redisLease(this.link.cmd, this.keys, nodeId, log, () => this.link.ready);
 
@@ -109,9 +130,10 @@ export class Cluster {
     this.link.onReady(() => {
       if (this.redisLostAlarm) clearTimeout(this.redisLostAlarm);
       this.redisLostAlarm = null;
-      this.link.sub.subscribe(this.keys.maintenanceChannel()).catch(() => undefined);
+      this.link.sub.subscribe(this.keys.maintenanceChannel(), this.keys.pauseChannel()).catch(() => undefined);
     });
-    this.link.sub.on('message', (channel: string) => {
+    this.link.sub.on('message', (channel: string, message: string) => {
+      if (channel === this.keys.pauseChannel()) this.pauseNotice(message);
       if (channel !== this.keys.maintenanceChannel()) return;
       for (const fn of this.sweepListeners) fn();
     });
@@ -135,15 +157,31 @@ export class Cluster {
   }
 
   private streamStarted(s: StreamSession): void {
-    const e = entryOf(s, this.o.nodeId);
-    this.registry.streamStarted(e);
-    if (!this.link.ready) return;
+    // registered (at once, or by the next sync when Redis is away): then `registered` below
+    this.registry.streamStarted(entryOf(s, this.o.nodeId));
+  }
+
+  private pauseNotice(message: string): void {
+    let n: PauseNotice;
+    try {
+      n = JSON.parse(message) as PauseNotice;
+    } catch {
+      return;
+    }
+    if (n.from === this.o.nodeId || typeof n.callSid !== 'string' || typeof n.scope !== 'string') return;
+    this.o.onStoredPause(n.scope, n.callSid, n.paused === true);
+  }
+
+  /** A stream is in Redis: apply a stored pause, then the CTI events queued for its call. */
+  private registered(e: StreamEntry, paused: boolean): void {
+    const scope = this.o.scopeOf(e.accountSid);
+    if (paused) this.o.onStoredPause(scope, e.callSid, true);
     // registered first (same connection, in order), then take: see pending-cti.ts
-    void this.pendingCti.take(e.callSid).then(async (events) => {
+    void this.pendingCti.take(scope, e.callSid).then(async (events) => {
       for (const p of events) {
         if (p.receivedBy === this.o.nodeId) continue; // our own route already applied it
         const replay = { ...p.event, at: p.event.at ?? p.receivedAt };
-        const r = await this.router.runLocally('POST', '/v1/cti/events', replay);
+        const r = await this.router.runLocally('POST', '/v1/cti/events', replay, p.actor);
         if (r.status >= 300) this.o.log.warn({ callSid: e.callSid, status: r.status, body: r.body.slice(0, 200) }, 'cluster: queued CTI event refused');
       }
     }).catch((err: Error) => this.o.log.warn({ err: err.message, callSid: e.callSid }, 'cluster: could not take queued CTI events'));

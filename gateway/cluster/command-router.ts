@@ -5,6 +5,16 @@
 // forwarded header, so pause/resume/CTI routes need no cluster code of their own. A request
 // carrying the header is never forwarded again. When the owner cannot be reached the answer is
 // 503 with the reason, never a 200 that did not happen.
+//
+// Calls are addressed by account and callSid (`target`, resolved by the call routes from the
+// caller's key and the request). The sender has checked the caller's key; a forwarded command
+// carries the caller's scope and actor, and the owner runs it with its own in-process key (Redis
+// is the cluster's trust boundary: whoever can publish there controls the cluster anyway).
+//
+// Pause and resume (PCI) are stored in Redis (`paused:<acct>:<callSid>`) in the same Lua script
+// that reads the call's holders: a stream registering at the same moment either sees the pause or
+// is seen as a holder and gets the command. With no holder anywhere, the pause is kept for the
+// stream to come (announced on the `pause` channel, read again at each stream's registration).
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -13,11 +23,13 @@ import type { Keys } from './keys.js';
 import type { RedisLink } from './redis-link.js';
 import type { ClusterView } from './cluster-view.js';
 import type { PendingCti } from './pending-cti.js';
+import { INTERNAL_ACTOR_HEADER, INTERNAL_SCOPE_HEADER, accessOf } from '../api/api-auth.js';
+import { CALL_KEY_TTL_MS } from './keys.js';
 
 export const FORWARDED_HEADER = 'x-gateway-forwarded-by';
 export const FORWARD_TIMEOUT_MS = 1000;
-/** headers that travel with a forwarded command (auth is checked again by the owner) */
-const PASSED_HEADERS = ['authorization', 'content-type', 'accept'];
+/** headers that travel with a forwarded command (the caller's key does not: see above) */
+const PASSED_HEADERS = ['content-type', 'accept'];
 
 interface CommandMessage {
   id: string;
@@ -26,6 +38,9 @@ interface CommandMessage {
   url: string;
   headers: Record<string, string>;
   payload?: string;
+  /** the caller's account restriction (null: every account) and who it was, for the owner */
+  scope: string | null;
+  actor: string;
 }
 
 export interface CommandReply {
@@ -35,25 +50,44 @@ export interface CommandReply {
   body: string;
 }
 
-interface Routed {
+/** A per-call command: the call (account scope + callSid) it addresses. */
+export interface RoutedTarget {
+  scope: string;
   callSid: string;
-  /** CTI: with no holder anywhere the event waits in Redis for the stream */
-  pendingWhenUnowned: boolean;
 }
 
-/** Which requests are per-call commands, and of which call. */
-export function routedCall(req: FastifyRequest): Routed | null {
-  if (req.method !== 'POST') return null;
+type Kind = 'cti' | 'pause' | 'resume' | 'command';
+
+function kindOf(req: FastifyRequest): Kind {
   const url = req.routeOptions.url ?? '';
-  if (url.startsWith('/v1/calls/:callSid/')) {
-    const callSid = (req.params as { callSid?: unknown }).callSid;
-    return typeof callSid === 'string' ? { callSid, pendingWhenUnowned: false } : null;
-  }
-  if (url === '/v1/cti/events') {
-    const callSid = (req.body as { callSid?: unknown } | null)?.callSid;
-    return typeof callSid === 'string' ? { callSid, pendingWhenUnowned: true } : null;
-  }
-  return null;
+  if (url === '/v1/cti/events') return 'cti';
+  if (url === '/v1/calls/:callSid/pause') return 'pause';
+  if (url === '/v1/calls/:callSid/resume') return 'resume';
+  return 'command';
+}
+
+/**
+ * Store or clear the pause of a call and read its holders, atomically.
+ * KEYS: call, paused, cti-pending. ARGV: '1' pause / '0' resume, TTL ms, '1' if the receiving
+ * node knows the call. Returns { known (0/1), holders }.
+ */
+const SET_PAUSE = `
+local holders = redis.call('HVALS', KEYS[1])
+local known = #holders > 0 or ARGV[3] == '1' or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1
+if ARGV[1] == '1' then
+  if known then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+else
+  redis.call('DEL', KEYS[2])
+end
+if known then return {1, holders} end
+return {0, holders}
+`;
+
+export interface PauseNotice {
+  from: string;
+  scope: string;
+  callSid: string;
+  paused: boolean;
 }
 
 export interface CommandRouterOptions {
@@ -64,10 +98,23 @@ export interface CommandRouterOptions {
   log: Logger;
   view: ClusterView;
   pendingCti: PendingCti;
+  /** the call a per-call command addresses (throws an ApiError when it cannot be told), or null */
+  target: (req: FastifyRequest) => RoutedTarget | null;
   /** does this node hold a live stream of the call? */
-  holdsLocally: (callSid: string) => boolean;
-  /** headers that let an in-process replay pass the API auth (a configured key); never sent anywhere */
-  internalHeaders?: Record<string, string>;
+  holdsLocally: (scope: string, callSid: string) => boolean;
+  /** does this node know the call at all (stream or CTI state)? */
+  knowsLocally: (scope: string, callSid: string) => boolean;
+  /** is pause/resume enabled for the call's data source? (the local route answers 409 if not) */
+  pauseEnabled: (scope: string, callSid: string) => boolean;
+  /** this process's own API key (never sent anywhere): forwarded commands and replays run with it */
+  internalKey: string;
+}
+
+const knownInCluster = new WeakMap<object, boolean>();
+
+/** The router found this pause/resume's call in Redis (no holder yet): the local route accepts it. */
+export function isKnownInCluster(req: FastifyRequest): boolean {
+  return knownInCluster.get(req.raw) === true;
 }
 
 export class CommandRouter {
@@ -89,30 +136,47 @@ export class CommandRouter {
   }
 
   private async route(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-    if (req.headers[FORWARDED_HEADER] !== undefined) return;
-    const routed = routedCall(req);
+    if (req.headers[FORWARDED_HEADER] !== undefined && this.fromInside(req)) return;
+    if (req.method !== 'POST') return;
+    const routed = this.o.target(req);
     if (routed === null) return;
-    const { callSid } = routed;
-    const local = this.o.holdsLocally(callSid);
+    const { scope, callSid } = routed;
+    const kind = kindOf(req);
+    const local = this.o.holdsLocally(scope, callSid);
     if (!this.o.link.ready) {
       // Without Redis we cannot know the other holders; a call held here still gets its command.
       if (local) return;
       throw new ApiError(503, 'cluster_unavailable', `cannot reach Redis to find the node holding call ${callSid}; the command was not applied, retry shortly`);
     }
+    if ((kind === 'pause' || kind === 'resume') && !this.o.pauseEnabled(scope, callSid)) return; // the route answers 409
     let holders: string[];
     try {
-      holders = routed.pendingWhenUnowned
-        ? await this.o.pendingCti.pushUnlessOwned(callSid, {
-          event: { ...(req.body as Record<string, unknown>) },
+      if (kind === 'cti') {
+        holders = await this.o.pendingCti.pushUnlessOwned(scope, callSid, {
+          event: { ...(req.body as Record<string, unknown>), ...(scope === '' ? {} : { accountSid: scope }) },
           receivedBy: this.o.nodeId,
           receivedAt: new Date().toISOString(),
-        })
-        : Object.values(await this.o.link.cmd.hgetall(this.o.keys.call(callSid)));
+          actor: accessOf(req).actor,
+        });
+      } else if (kind === 'pause' || kind === 'resume') {
+        const k = this.o.keys;
+        const [known, list] = await this.o.link.cmd.eval(SET_PAUSE, 3, k.call(scope, callSid), k.paused(scope, callSid), k.ctiPending(scope, callSid),
+          kind === 'pause' ? '1' : '0', String(CALL_KEY_TTL_MS), this.o.knowsLocally(scope, callSid) ? '1' : '0') as [number, string[]];
+        holders = list;
+        if (holders.length === 0 && known === 1) {
+          // no stream anywhere yet: remember it here (the route answers 200) and tell every node
+          knownInCluster.set(req.raw, true);
+          const notice: PauseNotice = { from: this.o.nodeId, scope, callSid, paused: kind === 'pause' };
+          await this.o.link.cmd.publish(k.pauseChannel(), JSON.stringify(notice));
+        }
+      } else {
+        holders = Object.values(await this.o.link.cmd.hgetall(this.o.keys.call(scope, callSid)));
+      }
     } catch (err) {
       if (local) return;
       throw new ApiError(503, 'cluster_unavailable', `cannot reach Redis to find the node holding call ${callSid} (${(err as Error).message}); the command was not applied`);
     }
-    // no stream anywhere: the local route answers (404 for pause; CTI: queued, local state)
+    // no stream anywhere: the local route answers (404 for an unknown call; CTI: queued, local state)
     if (holders.length === 0) return;
     const owners = await this.o.view.classify(holders).catch(() => null);
     if (owners === null) throw new ApiError(503, 'cluster_unavailable', `cannot check which node holds call ${callSid}; the command was not applied`);
@@ -127,6 +191,11 @@ export class CommandRouter {
     return reply.code(answer.status).header('content-type', answer.contentType).header(FORWARDED_HEADER, owners.alive.join(',')).send(answer.body);
   }
 
+  /** A request this process made itself (a forwarded command run here, a replay): the API auth checked its key. */
+  private fromInside(req: FastifyRequest): boolean {
+    return accessOf(req).internal === true;
+  }
+
   private message(req: FastifyRequest): CommandMessage {
     const headers: Record<string, string> = {};
     for (const h of PASSED_HEADERS) {
@@ -134,12 +203,15 @@ export class CommandRouter {
       if (typeof v === 'string') headers[h] = v;
     }
     const body = req.body;
+    const access = accessOf(req);
     return {
       id: randomUUID(),
       from: this.o.nodeId,
       method: req.method,
       url: req.url,
       headers,
+      scope: access.accountSid,
+      actor: access.actor,
       ...(body === undefined || body === null ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
     };
   }
@@ -183,7 +255,13 @@ export class CommandRouter {
     const res = await this.o.app.inject({
       method: msg.method as 'POST',
       url: msg.url,
-      headers: { ...msg.headers, [FORWARDED_HEADER]: msg.from },
+      headers: {
+        ...msg.headers,
+        [FORWARDED_HEADER]: msg.from,
+        authorization: `Bearer ${this.o.internalKey}`,
+        [INTERNAL_ACTOR_HEADER]: String(msg.actor ?? 'internal'),
+        ...(typeof msg.scope === 'string' && msg.scope !== '' ? { [INTERNAL_SCOPE_HEADER]: msg.scope } : {}),
+      },
       ...(msg.payload === undefined ? {} : { payload: msg.payload }),
     });
     return { id: msg.id, status: res.statusCode, contentType: String(res.headers['content-type'] ?? 'application/json'), body: res.body };
@@ -204,7 +282,10 @@ export class CommandRouter {
   }
 
   /** Run a command on this node as if forwarded (e.g. replaying queued CTI events). */
-  runLocally(method: string, url: string, body: unknown): Promise<CommandReply> {
-    return this.inject({ id: randomUUID(), from: this.o.nodeId, method, url, headers: { ...this.o.internalHeaders, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+  runLocally(method: string, url: string, body: unknown, actor = 'internal'): Promise<CommandReply> {
+    return this.inject({
+      id: randomUUID(), from: this.o.nodeId, method, url, headers: { 'content-type': 'application/json' },
+      payload: JSON.stringify(body), scope: null, actor,
+    });
   }
 }

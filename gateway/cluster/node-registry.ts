@@ -2,10 +2,14 @@
 // fire-and-forget (never awaited by the stream); if a write fails, or Redis was away, the node
 // re-syncs as a whole at the next heartbeat: its streams hash is replaced by what the recorder
 // really holds, and the call index entries of streams it no longer has (ended during the outage,
-// or lost in a crash before a restart) are removed.
+// or lost in a crash before a restart) are removed. A stream's registration also reads whether
+// its call was paused in Redis (same MULTI, so a pause stored at the same moment is either seen
+// here or sees this stream as a holder), and every sync reads it again for every live stream.
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { HEARTBEAT_EVERY_MS, HEARTBEAT_TTL_MS, STREAMS_TTL_MS, type Keys, type StreamEntry } from './keys.js';
+import {
+  CALL_KEY_TTL_MS, HEARTBEAT_EVERY_MS, HEARTBEAT_TTL_MS, STREAMS_TTL_MS, type Keys, type ScopeOf, type StreamEntry,
+} from './keys.js';
 import type { RedisLink } from './redis-link.js';
 
 export interface NodeRegistryOptions {
@@ -15,6 +19,12 @@ export interface NodeRegistryOptions {
   log: Logger;
   /** the streams live on this node right now */
   liveStreams: () => StreamEntry[];
+  scopeOf: ScopeOf;
+  /**
+   * A stream is registered (at its start, or by a sync for streams whose start was not written):
+   * `paused` is whether Redis holds a pause for its call.
+   */
+  onRegistered?: (e: StreamEntry, paused: boolean) => void;
   /** after every successful (re)sync, e.g. rescan the volume, flush queued alarms */
   afterSync?: () => Promise<void>;
 }
@@ -88,20 +98,22 @@ export class NodeRegistry {
       for (const [streamSid, json] of Object.entries(old)) {
         if (liveSids.has(streamSid)) continue;
         dropped++;
-        const callSid = (JSON.parse(json) as StreamEntry).callSid;
-        m.hdel(k.call(callSid), streamSid);
+        m.hdel(this.callKey(JSON.parse(json) as StreamEntry), streamSid);
       }
       for (const e of live) {
         m.hset(k.streams(id), e.streamSid, JSON.stringify(e));
-        m.hset(k.call(e.callSid), e.streamSid, id);
+        m.hset(this.callKey(e), e.streamSid, id).pexpire(this.callKey(e), CALL_KEY_TTL_MS);
       }
       m.pexpire(k.streams(id), STREAMS_TTL_MS)
         .set(k.alive(id), this.info(), 'PX', HEARTBEAT_TTL_MS)
         .sadd(k.nodes(), id)
         .del(k.lost(id));
-      await m.exec();
+      for (const e of live) m.exists(this.pausedKey(e));
+      const res = (await m.exec()) ?? [];
       this.lastOk = performance.now();
       this.o.log.info({ streams: live.length, dropped }, 'cluster: registered and synced');
+      const first = res.length - live.length;
+      live.forEach((e, i) => this.o.onRegistered?.(e, res[first + i]?.[1] === 1));
       await this.o.afterSync?.();
     } catch (err) {
       this.needsSync = true;
@@ -109,10 +121,34 @@ export class NodeRegistry {
     }
   }
 
-  /** A stream began here (fire-and-forget; a failure re-syncs later). */
+  private callKey(e: Pick<StreamEntry, 'accountSid' | 'callSid'>): string {
+    return this.o.keys.call(this.o.scopeOf(e.accountSid ?? ''), e.callSid);
+  }
+
+  private pausedKey(e: Pick<StreamEntry, 'accountSid' | 'callSid'>): string {
+    return this.o.keys.paused(this.o.scopeOf(e.accountSid ?? ''), e.callSid);
+  }
+
+  /**
+   * A stream began here (never awaited by the stream; a failure re-syncs later, and the sync
+   * registers it then). Tells `onRegistered` whether its call is paused in Redis.
+   */
   streamStarted(e: StreamEntry): void {
-    this.write((m) => m.hset(this.o.keys.streams(this.o.nodeId), e.streamSid, JSON.stringify(e))
-      .hset(this.o.keys.call(e.callSid), e.streamSid, this.o.nodeId));
+    if (!this.o.link.ready || this.needsSync) {
+      this.needsSync = true;
+      return;
+    }
+    this.redis.multi()
+      .hset(this.o.keys.streams(this.o.nodeId), e.streamSid, JSON.stringify(e))
+      .hset(this.callKey(e), e.streamSid, this.o.nodeId)
+      .pexpire(this.callKey(e), CALL_KEY_TTL_MS)
+      .exists(this.pausedKey(e))
+      .exec()
+      .then((res) => {
+        if (!res || res.some(([err]) => err !== null)) throw new Error('registration failed');
+        this.o.onRegistered?.(e, res[3][1] === 1);
+      })
+      .catch(() => { this.needsSync = true; });
   }
 
   /** A listed field (paused) changed. */
@@ -120,8 +156,8 @@ export class NodeRegistry {
     this.write((m) => m.hset(this.o.keys.streams(this.o.nodeId), e.streamSid, JSON.stringify(e)));
   }
 
-  streamEnded(e: Pick<StreamEntry, 'callSid' | 'streamSid'>): void {
-    this.write((m) => m.hdel(this.o.keys.streams(this.o.nodeId), e.streamSid).hdel(this.o.keys.call(e.callSid), e.streamSid));
+  streamEnded(e: Pick<StreamEntry, 'accountSid' | 'callSid' | 'streamSid'>): void {
+    this.write((m) => m.hdel(this.o.keys.streams(this.o.nodeId), e.streamSid).hdel(this.callKey(e), e.streamSid));
   }
 
   private write(build: (m: ReturnType<Redis['multi']>) => unknown): void {
@@ -144,7 +180,7 @@ export class NodeRegistry {
     try {
       const old = await this.redis.hgetall(k.streams(id));
       const m = this.redis.multi();
-      for (const [streamSid, json] of Object.entries(old)) m.hdel(k.call((JSON.parse(json) as StreamEntry).callSid), streamSid);
+      for (const [streamSid, json] of Object.entries(old)) m.hdel(this.callKey(JSON.parse(json) as StreamEntry), streamSid);
       await m.del(k.streams(id), k.alive(id), k.lost(id)).srem(k.nodes(), id).exec();
     } catch (err) {
       this.o.log.warn({ err: (err as Error).message }, 'cluster: could not deregister');

@@ -3,7 +3,7 @@
 // the stream applies them. `pushUnlessOwned` is one Lua script: either the call already has a
 // holder (returned, the caller forwards the event there) or the event is queued; a stream
 // registering at the same moment registers first and takes after (NodeRegistry, then `take`),
-// so no event falls between the two.
+// so no event falls between the two. Queues are per account and callSid, like every call key.
 import type { Redis } from 'ioredis';
 import type { Keys } from './keys.js';
 
@@ -18,6 +18,14 @@ export interface PendingCtiEvent {
   /** node that received it, ISO time it was received */
   receivedBy: string;
   receivedAt: string;
+  /** who sent it (audit): `key:<id>`, `twilio:<AccountSid>`, `loopback` */
+  actor?: string;
+}
+
+/** When an event happened: its `at`, else when it was received. */
+export function eventTime(p: PendingCtiEvent): number {
+  const at = typeof p.event.at === 'string' ? Date.parse(p.event.at) : NaN;
+  return Number.isFinite(at) ? at : Date.parse(p.receivedAt);
 }
 
 const PUSH_UNLESS_OWNED = `
@@ -32,24 +40,37 @@ return {}
 export class PendingCti {
   constructor(private readonly redis: Redis, private readonly keys: Keys) {}
 
-  /** Queue an event for `callSid` unconditionally. */
-  async push(callSid: string, e: PendingCtiEvent): Promise<void> {
-    const key = this.keys.ctiPending(callSid);
+  /** Queue an event for a call unconditionally. */
+  async push(scope: string, callSid: string, e: PendingCtiEvent): Promise<void> {
+    const key = this.keys.ctiPending(scope, callSid);
     await this.redis.multi().rpush(key, JSON.stringify(e)).ltrim(key, -MAX_PENDING_PER_CALL, -1).pexpire(key, PENDING_CTI_TTL_MS).exec();
   }
 
   /** Queue the event unless a node holds the call; returns the holders' node ids ([] = queued). */
-  async pushUnlessOwned(callSid: string, e: PendingCtiEvent): Promise<string[]> {
-    const res = await this.redis.eval(PUSH_UNLESS_OWNED, 2, this.keys.call(callSid), this.keys.ctiPending(callSid),
+  async pushUnlessOwned(scope: string, callSid: string, e: PendingCtiEvent): Promise<string[]> {
+    const res = await this.redis.eval(PUSH_UNLESS_OWNED, 2, this.keys.call(scope, callSid), this.keys.ctiPending(scope, callSid),
       JSON.stringify(e), String(PENDING_CTI_TTL_MS), String(MAX_PENDING_PER_CALL));
     return res as string[];
   }
 
-  /** Remove and return every event waiting for `callSid`, oldest first. */
-  async take(callSid: string): Promise<PendingCtiEvent[]> {
-    const key = this.keys.ctiPending(callSid);
+  /**
+   * Remove and return every event waiting for a call, in the order they happened (`at`, else
+   * when received; ties keep arrival order): events from several senders may arrive out of order.
+   */
+  async take(scope: string, callSid: string): Promise<PendingCtiEvent[]> {
+    const key = this.keys.ctiPending(scope, callSid);
     const res = await this.redis.multi().lrange(key, 0, -1).del(key).exec();
     const list = (res?.[0]?.[1] as string[] | undefined) ?? [];
-    return list.map((j) => JSON.parse(j) as PendingCtiEvent);
+    const events: PendingCtiEvent[] = [];
+    for (const j of list) {
+      try {
+        events.push(JSON.parse(j) as PendingCtiEvent);
+      } catch {
+        // not ours (or damaged): nothing to apply
+      }
+    }
+    return events.map((e, i) => ({ e, i, t: eventTime(e) }))
+      .sort((a, b) => (a.t - b.t) || (a.i - b.i))
+      .map((x) => x.e);
   }
 }

@@ -1,17 +1,39 @@
 // Cluster-wide recordings and alarms. The volume is shared, so a recording published by any node
 // is a file every node can serve: its sidecar is announced on `recordings` and every node adds
 // it to its index (and rescans the volume after each (re)connect, for announcements missed
-// meanwhile). Alarms go to a capped Redis list that GET /v1/alarms reads; alarms raised while
-// Redis is away wait in memory (bounded) and are pushed on reconnect.
+// meanwhile). Alarms go to Redis as one entry per node, kind and subject (`<p>alarm-entries`,
+// hash), at most ALARMS_PER_KIND per kind in the cluster (`<p>alarm-order:<kind>`, sorted set by
+// time: the oldest entry of that kind goes), which GET /v1/alarms reads; alarms raised while Redis
+// is away wait in memory (latest entry per key, bounded) and are pushed on reconnect.
+import { access } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Alarm } from '../../recorder/alarms.js';
+import { ALARMS_PER_KIND, alarmKey, type Alarm } from '../../recorder/alarms.js';
 import type { RecordingIndex } from '../../recorder/recording-index.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
 import { sidecarPathOf } from '../../recorder/storage-layout.js';
 import type { Keys } from './keys.js';
 import type { RedisLink } from './redis-link.js';
 
-export const ALARMS_KEPT = 1000;
+/** sidecars checked at once by the rescan */
+const RESCAN_BATCH = 64;
+/** alarms waiting for Redis (one per node, kind and subject) */
+const UNSENT_KEPT = 1000;
+
+/**
+ * KEYS: entries hash, order zset of the alarm's kind; ARGV: field, alarm JSON, time (ms), cap.
+ * One script, so an entry and its place in the order never disagree and the trim is atomic.
+ */
+const PUT_ALARM = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  local old = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+  redis.call('HDEL', KEYS[1], unpack(old))
+end
+return over
+`;
 /** beyond this many, a long outage's announcements are dropped: a node's rescan on its own reconnect still finds the files */
 const ANNOUNCEMENTS_KEPT = 10000;
 
@@ -29,7 +51,9 @@ export interface SharedStateOptions {
 }
 
 export class SharedState {
-  private unsent: Alarm[] = [];
+  /** field -> latest entry, raised while Redis was away */
+  private unsent = new Map<string, Alarm>();
+  private tick = 0;
   /** announcements made while Redis was away (or before the first connect: start-up recovery) */
   private unannounced: Announcement[] = [];
 
@@ -79,37 +103,87 @@ export class SharedState {
     this.announce({ kind: 'removed', nodeId: this.o.nodeId, recordingId });
   }
 
-  /** After a (re)connect: what was published while we were away, and alarms not yet shared. */
+  /**
+   * After a (re)connect: what was published while we were away, what was deleted meanwhile (the
+   * announcements of both were missed), and alarms not yet shared.
+   */
   async resync(): Promise<void> {
     await this.o.index.load((file, err) => this.o.log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
+    await this.dropDeleted();
     const unsent = this.unsent;
-    this.unsent = [];
-    for (const a of unsent) this.alarmRaised(a);
+    this.unsent = new Map();
+    for (const a of unsent.values()) this.alarmRaised(a);
     const unannounced = this.unannounced;
     this.unannounced = [];
     for (const a of unannounced) this.announce(a);
   }
 
+  /** Index entries whose sidecar left the shared volume (deleted by another node while we were away). */
+  private async dropDeleted(): Promise<number> {
+    const { items } = this.o.index.query({ limit: Number.MAX_SAFE_INTEGER });
+    let dropped = 0;
+    for (let i = 0; i < items.length; i += RESCAN_BATCH) {
+      const batch = items.slice(i, i + RESCAN_BATCH);
+      const gone = await Promise.all(batch.map(async (s) => {
+        const rec = this.o.index.get(s.recordingId);
+        if (!rec) return false;
+        try {
+          await access(rec.sidecarPath);
+          return false;
+        } catch (err) {
+          return (err as NodeJS.ErrnoException).code === 'ENOENT';
+        }
+      }));
+      batch.forEach((s, j) => {
+        if (gone[j] && this.o.index.remove(s.recordingId)) dropped++;
+      });
+    }
+    if (dropped > 0) this.o.log.info({ dropped }, 'cluster: rescan removed recordings deleted while this node was away');
+    return dropped;
+  }
+
+  private entriesKey(): string {
+    return `${this.o.keys.prefix}alarm-entries`;
+  }
+
+  private orderKey(kind: string): string {
+    return `${this.o.keys.prefix}alarm-order:${kind}`;
+  }
+
+  /** The local entry (count and times of this node) replaces this node's entry for that key. */
   alarmRaised(a: Alarm): void {
-    const key = this.o.keys.alarms();
     if (!this.o.link.ready) {
       this.keep(a);
       return;
     }
-    this.o.link.cmd.multi().lpush(key, JSON.stringify(a)).ltrim(key, 0, ALARMS_KEPT - 1).exec()
+    const field = `${a.nodeId}\u0000${alarmKey(a)}`;
+    // ms × 1000 + a counter: alarms raised in the same millisecond still trim oldest first
+    this.tick = (this.tick + 1) % 1000;
+    const score = Date.parse(a.at) * 1000 + this.tick;
+    this.o.link.cmd.eval(PUT_ALARM, 2, this.entriesKey(), this.orderKey(a.kind), field, JSON.stringify(a), score, ALARMS_PER_KIND)
       .catch(() => this.keep(a));
   }
 
   private keep(a: Alarm): void {
-    this.unsent.push(a);
-    if (this.unsent.length > ALARMS_KEPT) this.unsent.splice(0, this.unsent.length - ALARMS_KEPT);
+    const field = `${a.nodeId}\u0000${alarmKey(a)}`;
+    this.unsent.delete(field);
+    this.unsent.set(field, a);
+    if (this.unsent.size > UNSENT_KEPT) this.unsent.delete(this.unsent.keys().next().value as string);
   }
 
-  /** Every node's recent alarms, newest first (throws when Redis cannot be read). */
+  /** Every node's alarms, newest first (throws when Redis cannot be read). */
   async alarms(): Promise<Alarm[]> {
-    const list = await this.o.link.cmd.lrange(this.o.keys.alarms(), 0, ALARMS_KEPT - 1);
-    const shared = list.map((j) => JSON.parse(j) as Alarm);
-    // ours that did not reach Redis yet are part of the truth too
-    return [...[...this.unsent].reverse(), ...shared].sort((a, b) => b.at.localeCompare(a.at));
+    const shared = await this.o.link.cmd.hgetall(this.entriesKey());
+    const byField = new Map<string, Alarm>();
+    for (const [field, json] of Object.entries(shared)) {
+      try {
+        byField.set(field, JSON.parse(json) as Alarm);
+      } catch {
+        // a damaged entry is skipped, not a failed listing
+      }
+    }
+    // ours that did not reach Redis yet are part of the truth too (and newer than what Redis has)
+    for (const [field, a] of this.unsent) byField.set(field, a);
+    return [...byField.values()].sort((a, b) => b.at.localeCompare(a.at));
   }
 }
