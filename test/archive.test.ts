@@ -249,6 +249,24 @@ t.test('a rule deletion the disk refuses, retried after a restart, removes the a
   t.same(await readdir(path.join(dir, '.deletions')), [], 'no deletion left pending');
 });
 
+t.test('an archive rewrite and a CTI re-attribution at the same time: the sidecar keeps both', async (t) => {
+  const g = await startTestGateway(t);
+  const call = await toneCall(g.wsUrl, 25);
+  const [p] = await waitForRecordings(g.http, call.callSid, 1);
+  for (let i = 0; i < 20; i++) {
+    // both paths read-modify-write the same sidecar: one per-recording lock orders them
+    const archive = { format: 'flac' as const, file: `${p.recordingId}.flac`, bytes: i, sha256: 'x'.repeat(64), durationMs: 500, wavKept: true };
+    const [, ev] = await Promise.all([
+      g.gw.control.rewriteSidecar(p.recordingId, (cur) => ({ ...cur, archive })),
+      post(`${g.http}/v1/cti/events`, { type: 'transfer', callSid: call.callSid, employeeId: `E-${i}` }),
+    ]);
+    t.equal(ev.status, 200);
+    const want = { employeeId: `E-${i}`, archive: { bytes: i } };
+    t.match(await readSidecarFromDisk(g.dir, p), want, `round ${i}: the sidecar on disk has both`);
+    t.match(await (await fetch(`${g.http}/v1/recordings/${p.recordingId}`)).json(), want, `round ${i}: the index too`);
+  }
+});
+
 t.test('a job that cannot be made raises archive_failed, keeps the WAV and the job for the next start', async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-archive-fail-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
