@@ -1,6 +1,7 @@
 // The validated, typed configuration every other module receives. Built by config.ts from the
 // environment and the optional GATEWAY_CONFIG file; nothing else reads process.env.
 import type { Encoding } from '../recorder/sidecar.js';
+import type { ArchiveFormatSetting } from '../recorder/archive/formats.js';
 import type { KinesisSettings } from './kinesis/kinesis-config.js';
 
 export type PauseBehavior = 'silence' | 'skip';
@@ -15,6 +16,8 @@ export interface SourceSettings {
   longHoldDurationMin: number;
   defaultEmployeeId: string | null;
   segmentMaxS: number;
+  /** compressed copy made after publication (none: no archive) */
+  archiveFormat: ArchiveFormatSetting;
 }
 
 export interface DataSource extends SourceSettings {
@@ -49,6 +52,10 @@ export interface GatewayConfig {
   apiKeys: string[];
   recordingWebhookUrl: string | null;
   recordingWebhookSecret: string | null;
+  /** ffmpeg processes archiving at once */
+  archiveConcurrency: number;
+  /** false: the WAV is removed once its archive is verified */
+  archiveKeepWav: boolean;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** the global values, used for streams of an account when no source is configured */
   defaults: SourceSettings;

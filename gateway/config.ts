@@ -32,6 +32,9 @@
 // | RECORDING_WEBHOOK_SECRET   | unset          | 16..1024 chars, no control chars * (secret)                  |
 // | LOG_LEVEL                  | info           | fatal, error, warn, info, debug, trace, silent               |
 // | WRITE_QUEUE_MAX_KB         | 4096           | integer 16..1048576 * (audio per stream waiting for the disk) |
+// | ARCHIVE_FORMAT             | none           | none, opus, flac, mp3 (also per data source)                 |
+// | ARCHIVE_CONCURRENCY        | 1              | integer 1..64 * (ffmpeg processes archiving at once)         |
+// | ARCHIVE_KEEP_WAV           | true           | true/false, 1/0                                              |
 // | KINESIS_*                  | unset          | see kinesis/kinesis-config.ts; env = the top-level account, |
 // |                            |                | file: `kinesis` object at the top or in a data source       |
 // | MAX_STREAMS                | 2000           | integer 1..100000 (WebSockets, started or not)               |
@@ -61,6 +64,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Encoding } from '../recorder/sidecar.js';
 import type { DataSource, GatewayConfig, PauseBehavior, SourceSettings } from './config-types.js';
+import { ARCHIVE_FORMATS, type ArchiveFormatSetting } from '../recorder/archive/formats.js';
 import {
   parseKinesisLayer, parseKinesisObject, redactKinesis, resolveKinesis, type Fail, type KinesisLayer,
 } from './kinesis/kinesis-config.js';
@@ -88,6 +92,7 @@ type LogLevel = GatewayConfig['logLevel'];
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const ENCODINGS: readonly Encoding[] = ['mulaw', 'pcm16'];
 const PAUSE_BEHAVIORS: readonly PauseBehavior[] = ['silence', 'skip'];
+const ARCHIVE_FORMAT_SETTINGS: readonly ArchiveFormatSetting[] = ['none', ...ARCHIVE_FORMATS];
 
 const ACCOUNT_SID_PATTERN = /^AC[0-9a-f]{32}$/;
 const NODE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -241,6 +246,9 @@ interface Values {
   RECORDING_WEBHOOK_SECRET: string;
   LOG_LEVEL: LogLevel;
   WRITE_QUEUE_MAX_KB: number;
+  ARCHIVE_FORMAT: ArchiveFormatSetting;
+  ARCHIVE_CONCURRENCY: number;
+  ARCHIVE_KEEP_WAV: boolean;
   MAX_STREAMS: number;
   START_TIMEOUT_S: number;
   MAX_TIMESTAMP_LEAD_S: number;
@@ -276,6 +284,9 @@ const SPECS: { [K in SettingName]: Spec<Values[K]> } = {
   RECORDING_FORMAT: enumSpec(ENCODINGS),
   SEGMENT_MAX_S: intSpec(10, 86400),
   WRITE_QUEUE_MAX_KB: intSpec(16, 1048576),
+  ARCHIVE_FORMAT: enumSpec(ARCHIVE_FORMAT_SETTINGS),
+  ARCHIVE_CONCURRENCY: intSpec(1, 64),
+  ARCHIVE_KEEP_WAV: boolSpec,
   MAX_STREAMS: intSpec(1, 100000),
   START_TIMEOUT_S: intSpec(1, 300),
   MAX_TIMESTAMP_LEAD_S: intSpec(1, 86400),
@@ -303,6 +314,7 @@ const SOURCE_FIELDS = {
   LONG_HOLD_DURATION_MIN: 'longHoldDurationMin',
   DEFAULT_EMPLOYEE_ID: 'defaultEmployeeId',
   SEGMENT_MAX_S: 'segmentMaxS',
+  ARCHIVE_FORMAT: 'archiveFormat',
 } as const satisfies Partial<Record<SettingName, keyof SourceSettings>>;
 type SourceSettingName = keyof typeof SOURCE_FIELDS;
 export const SOURCE_SETTING_NAMES = Object.keys(SOURCE_FIELDS) as SourceSettingName[];
@@ -617,6 +629,7 @@ const DEFAULT_SOURCE_SETTINGS: SourceSettings = {
   longHoldDurationMin: 30,
   defaultEmployeeId: null,
   segmentMaxS: 3600,
+  archiveFormat: 'none',
 };
 
 export function loadConfig(
@@ -692,6 +705,8 @@ export function loadConfig(
     recordingWebhookSecret: webhookSecret,
     logLevel: v.LOG_LEVEL ?? 'info',
     writeQueueMaxBytes: (v.WRITE_QUEUE_MAX_KB ?? 4096) * 1024,
+    archiveConcurrency: v.ARCHIVE_CONCURRENCY ?? 1,
+    archiveKeepWav: v.ARCHIVE_KEEP_WAV ?? true,
     maxStreams: v.MAX_STREAMS ?? 2000,
     startTimeoutS: v.START_TIMEOUT_S ?? 10,
     maxTimestampLeadS: v.MAX_TIMESTAMP_LEAD_S ?? 60,

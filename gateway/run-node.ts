@@ -24,7 +24,17 @@ export async function runNode(o: RunNodeOptions = {}): Promise<Gateway> {
     }
     throw err;
   }
-  const gw = await buildGateway(config, o.gatewayOptions);
+  let gw: Gateway;
+  try {
+    gw = await buildGateway(config, o.gatewayOptions);
+  } catch (err) {
+    // settings that can only be checked against the machine (e.g. ffmpeg for ARCHIVE_FORMAT)
+    if (err instanceof ConfigError) {
+      process.stderr.write(`config error: ${err.message}\n`);
+      process.exit(EX_CONFIG);
+    }
+    throw err;
+  }
   gw.log.info({ config: redactConfig(config) }, 'configuration');
   for (const warning of startupWarnings(config)) gw.log.warn(warning);
   o.prepare?.(gw);

@@ -33,6 +33,11 @@ import { isKnownInCluster } from './cluster/command-router.js';
 import { callTargetOf } from './api/calls-routes.js';
 import { INTERNAL_ACTOR_HEADER } from './api/api-auth.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
+import { Archiver } from '../recorder/archive/archiver.js';
+import { registerArchiveMetrics } from '../recorder/archive/archive-metrics.js';
+import { cannotEncode } from '../recorder/archive/ffmpeg.js';
+import { isArchiveFormat } from '../recorder/archive/formats.js';
+import { ConfigError } from './config.js';
 import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
 import type { CtiEvent } from '../recorder/call-states.js';
 import { applyCtiEvent } from './api/calls-routes.js';
@@ -80,6 +85,8 @@ export interface Gateway {
   maintenance: Maintenance;
   /** null when RECORDING_WEBHOOK_URL is unset */
   outbox: WebhookOutbox | null;
+  /** the compressed-archive pool; null when no source has an ARCHIVE_FORMAT */
+  archiver: Archiver | null;
   metrics: GatewayMetrics;
   log: Logger;
   handlers: Set<TwilioStreamHandler>;
@@ -105,6 +112,14 @@ export function settingsResolver(config: GatewayConfig): (accountSid: string) =>
 }
 
 export async function buildGateway(config: GatewayConfig, opts: GatewayOptions = {}): Promise<Gateway> {
+  // A configured archive format this ffmpeg cannot make stops start-up like any bad setting.
+  const archiveFormats = new Set([config.defaults, ...config.sources].map((s) => s.archiveFormat).filter(isArchiveFormat));
+  for (const f of archiveFormats) {
+    const why = cannotEncode(f);
+    if (why !== null) {
+      throw new ConfigError('ARCHIVE_FORMAT', f, 'a format the installed ffmpeg can encode', `ARCHIVE_FORMAT=${JSON.stringify(f)} cannot be used: ${why}`);
+    }
+  }
   const log = opts.logger ?? pino({
     level: config.logLevel,
     base: { nodeId: config.nodeId },
@@ -113,6 +128,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   await mkdir(path.join(config.recordingsDir, IN_PROGRESS_DIR), { recursive: true });
 
   let recorder: Recorder | null = null;
+  let archiver: Archiver | null = null;
   /** streams whose disk_backpressure drop already raised its alarm (one per stream) */
   const backpressureAlarmed = new WeakSet<StreamSession>();
   let cluster: Cluster | null = null;
@@ -125,6 +141,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const wallNow = opts.wallNow ?? (() => new Date());
   const alarms = new Alarms(log, config.nodeId, ALARMS_PER_KIND, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
+  registerArchiveMetrics(metrics.registry, () => archiver);
   const index = new RecordingIndex(config.recordingsDir);
   const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
@@ -184,6 +201,33 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       outbox.enqueue(`${String(body.recordingId)}.${event}`, { event, ...body }),
   });
 
+  if (archiveFormats.size > 0) {
+    archiver = new Archiver({
+      recordingsDir: config.recordingsDir,
+      nodeId: config.nodeId,
+      concurrency: config.archiveConcurrency,
+      keepWav: config.archiveKeepWav,
+      formatFor: (s) => settingsFor(s.accountSid).archiveFormat,
+      lookup: (id) => index.get(id),
+      rewriteSidecar: (id, change) => control.rewriteSidecar(id, change),
+      onArchived: outbox === null ? undefined : (s) => outbox.enqueue(`${s.recordingId}.archived`, { event: 'archived', ...s }),
+      onFailed: (recordingId, err) => alarms.raise('archive_failed', {
+        message: `the compressed archive of ${recordingId} could not be made: ${err.message}; the WAV is kept, the next start tries again`,
+        recordingId,
+      }),
+      log: log.child({ component: 'archive' }),
+      wallNow,
+    });
+    const left = await archiver.start();
+    if (left > 0) log.info({ jobs: left }, 'archive jobs left from the last run: finishing them');
+  }
+  const pool = archiver;
+  // After a recording is published and kept (or deleted by a rule): its archive is queued.
+  const published = async (s: RecordingSidecar, all: readonly RecordingSidecar[]): Promise<void> => {
+    await control.onRecording(s, all);
+    await pool?.published(s).catch((err: Error) => log.error({ err, recordingId: s.recordingId }, 'could not queue the archive job'));
+  };
+
   recorder = new Recorder({
     recordingsDir: config.recordingsDir,
     nodeId: config.nodeId,
@@ -194,7 +238,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     now: opts.now,
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
-    onRecording: (s, all) => control.onRecording(s, all),
+    onRecording: published,
     outcomeWaitsForEnd: (s) => control.outcomeWaitsForEnd(s),
     isRecordingIdTaken: (id) => index.get(id) !== undefined,
     onReserveError: (streamSid, err) => log.error({ streamSid, err }, 'could not reserve the stream\'s recordingId on the volume; recording under a random unique one'),
@@ -236,7 +280,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onlyOwn: config.redisUrl !== null,
     raise: (kind, input) => alarms.raise(kind, input),
     // the same path as any finished recording: rules, index, cluster announcement, webhooks
-    onRecovered: (s) => control.onRecording(s, [s]),
+    onRecovered: (s) => published(s, [s]),
     log,
   }).then((r) => {
     if (r.recovered + r.unattributed + r.failed > 0) log.info(r, 'crash recovery finished');
@@ -369,6 +413,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     await kinesis?.stop(); // before app.close: in cluster mode its events go through app.inject
     await app.close();
     await rec.settled();
+    await pool?.stop();
     await outbox?.stop();
     await recovery;
     await deletions.stop();
@@ -376,7 +421,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   };
 
   return {
-    app, config, alarms, recorder: rec, index, control, states, maintenance, outbox, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, control, states, maintenance, outbox, archiver: pool, metrics, log, handlers,
     cluster: clusterNode,
     runUnderLease,
     recovery,

@@ -10,7 +10,8 @@ export type AlarmKind =
   | 'kinesis_unreadable'
   /** audio that reached the node was not kept (details.reason: too_late, timestamp_lead, disk_backpressure, refused media) */
   | 'audio_dropped'
-  | 'delete_failed';
+  | 'delete_failed'
+  | 'archive_failed';
 
 export interface Alarm {
   id: number;

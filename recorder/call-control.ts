@@ -2,7 +2,7 @@
 // holds), pause/resume, and what happens to each recording when it is published (kept and
 // indexed, or deleted by a rule) — each outcome announced once to the webhook outbox.
 // Contract section 5. HTTP lives in gateway/api/*; this module is plain method calls.
-import { readFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import type { SourceSettings } from '../gateway/config-types.js';
 import type { Alarms } from './alarms.js';
 import type { CallState, CallStates, CtiEvent } from './call-states.js';
@@ -389,32 +389,21 @@ export class CallControl {
   /** CTI events after the stream ended: the published sidecars take the new attribution. */
   private async reattributePublished(s: CallState): Promise<void> {
     for (const listed of this.publishedOf(s.accountSid, s.callSid)) {
-      const updated = await this.rewriteAttribution(listed, s);
-      if (updated === null || this.deps.index.get(updated.recordingId) === undefined) continue; // unchanged, or deleted meanwhile
-      this.deps.index.add(updated, sidecarPathOf(this.deps.recordingsDir, updated));
-      this.deps.onIndexed?.(updated);
+      // unchanged or deleted meanwhile: rewriteSidecar leaves it alone
+      await this.rewriteSidecar(listed.recordingId, (old) => attributed(old, s));
     }
   }
 
   /**
-   * One writer per recording: read the sidecar as it is now (a concurrent event may just have
-   * rewritten it), change only the attribution, write it back. null: nothing to change.
+   * A segment not indexed yet (its outcome is being decided): the sidecar takes the events since
+   * it was written. Same lock as rewriteSidecar. null: nothing to change, or deleted meanwhile.
    */
   private rewriteAttribution(listed: RecordingSidecar, s: CallState): Promise<RecordingSidecar | null> {
     return this.sidecarLock.run(listed.recordingId, async () => {
       const file = sidecarPathOf(this.deps.recordingsDir, listed);
-      let old: RecordingSidecar;
-      try {
-        old = JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
-      } catch {
-        return null; // deleted meanwhile
-      }
-      const updated: RecordingSidecar = {
-        ...old,
-        ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
-        employeeId: s.employeeId ?? old.employeeId,
-      };
-      if (updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId) return null;
+      const old = await readSidecar(file);
+      const updated = old && attributed(old, s);
+      if (!updated) return null;
       await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
       return updated;
     });
@@ -427,5 +416,52 @@ export class CallControl {
   outcomeWaitsForEnd(sidecar: RecordingSidecar): boolean {
     const minMs = this.deps.settingsFor(sidecar.accountSid).minSessionLengthS * 1000;
     return minMs > 0 && sidecar.offsetMs + sidecar.durationMs < minMs;
+  }
+
+  /**
+   * The one path that rewrites an indexed sidecar (attribution, archive): one writer per
+   * recording at a time (sidecarLock), reading the sidecar as it is on disk now, so a concurrent
+   * rewrite never loses the other's fields. `change` returns the new sidecar (null: no change).
+   * Returns the sidecar as it now stands, or null when the recording is not (or no longer)
+   * indexed: a recording deleted meanwhile is never brought back.
+   */
+  rewriteSidecar(recordingId: string, change: (cur: RecordingSidecar) => RecordingSidecar | null): Promise<RecordingSidecar | null> {
+    return this.sidecarLock.run(recordingId, async () => {
+      const listed = this.deps.index.get(recordingId);
+      if (!listed) return null;
+      const file = sidecarPathOf(this.deps.recordingsDir, listed.sidecar);
+      const cur = await readSidecar(file);
+      if (cur === null) return null; // its deletion removed the file
+      const updated = change(cur);
+      if (updated === null) return cur;
+      await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
+      if (!this.deps.index.get(recordingId)) {
+        // deleted while the file was written: its deletion may have unlinked before our rename
+        await unlink(file).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
+        return null;
+      }
+      this.deps.index.add(updated, file);
+      this.deps.onIndexed?.(updated);
+      return updated;
+    });
+  }
+}
+
+/** The sidecar with a call's attribution applied; null when it changes nothing. */
+function attributed(old: RecordingSidecar, s: CallState): RecordingSidecar | null {
+  const updated: RecordingSidecar = {
+    ...old,
+    ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
+    employeeId: s.employeeId ?? old.employeeId,
+  };
+  return updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId ? null : updated;
+}
+
+/** A sidecar as it is on disk now; null when it is gone (deleted meanwhile) or unreadable. */
+async function readSidecar(file: string): Promise<RecordingSidecar | null> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
+  } catch {
+    return null;
   }
 }

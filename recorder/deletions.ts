@@ -1,9 +1,11 @@
 // Deletions by a recording rule, made durable: before any file goes, a record of the deletion
 // (the sidecar and the reason) is written to RECORDINGS_DIR/.deletions/<recordingId>.json. Then
 // the sidecar and the audio are removed, `onDeleted` runs (the `deleted` webhook), and the record
-// goes. A deletion that fails (the disk refuses the unlink) raises a `delete_failed` alarm and is
-// retried with back-off; a restart retries whatever records are left, so a recording a rule
-// deleted never comes back into the index, and its audio never stays on disk for good.
+// goes. The compressed archive (.opus/.flac/.mp3, made or being made) goes with the audio, named
+// from the recording id, so a retry after a restart removes it too. A deletion that fails (the
+// disk refuses the unlink) raises a `delete_failed` alarm and is retried with back-off; a restart
+// retries whatever records are left, so a recording a rule deleted never comes back into the
+// index, and its audio never stays on disk for good.
 import { readdir, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
@@ -11,6 +13,7 @@ import { crashPoint } from './crash-points.js';
 import { sidecarPathOf } from './storage-layout.js';
 import type { RecordingSidecar } from './sidecar.js';
 import type { AlarmInput, AlarmKind } from './alarms.js';
+import { ARCHIVE_FORMATS, archiveFileName } from './archive/formats.js';
 
 export const DELETIONS_DIR = '.deletions';
 
@@ -100,7 +103,12 @@ export class Deletions {
       // the sidecar first: the index never lists a recording whose audio is already gone
       await unlink(sidecarPath).catch(gone);
       crashPoint('delete:sidecar-removed');
-      await unlink(path.join(path.dirname(sidecarPath), rec.sidecar.audioFile)).catch(gone);
+      const dir = path.dirname(sidecarPath);
+      await unlink(path.join(dir, rec.sidecar.audioFile)).catch(gone);
+      // every format, not only sidecar.archive: an archive job may have renamed its file in after
+      // the sidecar was read (the archiver also removes a late one: its sidecar rewrite finds the
+      // recording gone)
+      for (const f of ARCHIVE_FORMATS) await unlink(path.join(dir, archiveFileName(id, f))).catch(gone);
       await this.o.onDeleted(rec);
       await unlink(this.recordPath(id)).catch(gone);
       if (this.retrying.delete(id)) this.o.log.info({ recordingId: id }, 'deletion retried successfully');

@@ -9,6 +9,7 @@ import { opendir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RecordingSidecar } from './sidecar.js';
 import { RECORDING_ID_RE } from './storage-layout.js';
+import { archiveFileName, isArchiveFormat } from './archive/formats.js';
 
 export interface IndexedRecording {
   readonly sidecar: RecordingSidecar;
@@ -121,6 +122,13 @@ function isNullableStr(v: unknown): v is string | null {
   return v === null || typeof v === 'string';
 }
 
+/** `archive` names `<recordingId>.<its format>` beside the sidecar, nothing else. */
+function validArchiveField(a: unknown, recordingId: unknown): boolean {
+  if (typeof a !== 'object' || a === null) return false;
+  const { format, file } = a as { format?: unknown; file?: unknown };
+  return isArchiveFormat(format) && typeof recordingId === 'string' && file === archiveFileName(recordingId, format);
+}
+
 /**
  * Checks the fields the index and the API depend on; the rest of the sidecar is passed through.
  * `fileName` is the sidecar's own name, which must be `<recordingId>.json`.
@@ -148,6 +156,7 @@ export function parseSidecar(text: string, fileName: string): RecordingSidecar {
   if (isStr(s.audioFile) && (path.basename(s.audioFile) !== s.audioFile || !s.audioFile.endsWith('.wav') || s.audioFile.startsWith('.'))) {
     problems.push('audioFile');
   }
+  if (s.archive !== undefined && !validArchiveField(s.archive, s.recordingId)) problems.push('archive');
   if (problems.length > 0) throw new InvalidSidecarError(`missing or invalid field(s): ${problems.join(', ')}`);
   if (fileName !== `${s.recordingId as string}.json`) {
     throw new InvalidSidecarError(`file name ${fileName} does not match recordingId ${s.recordingId as string}`);
@@ -219,7 +228,8 @@ export class RecordingIndex {
         const sidecarPath = path.join(dir, name);
         try {
           const sidecar = parseSidecar(await readFile(sidecarPath, 'utf8'), name);
-          if (!files.has(sidecar.audioFile)) {
+          // with ARCHIVE_KEEP_WAV=false the archive stands in for the removed WAV
+          if (!files.has(sidecar.audioFile) && !(sidecar.archive && files.has(sidecar.archive.file))) {
             throw new InvalidSidecarError(`audio file ${sidecar.audioFile} is missing beside the sidecar`);
           }
           const seen = foundById.get(sidecar.recordingId);

@@ -63,6 +63,21 @@ export interface RecordingSidecar {
   writeError?: string;
   /** 20 ms frames (all tracks, like framesReceived) not kept because the disk fell behind: silence in the file instead */
   framesDroppedDiskBackpressure?: number;
+  /** present once the compressed archive is made (ARCHIVE_FORMAT other than none) */
+  archive?: ArchiveInfo;
+}
+
+/** The compressed copy beside the WAV (contract section 10), once it is made and verified. */
+export interface ArchiveInfo {
+  format: 'opus' | 'flac' | 'mp3';
+  /** file name beside the sidecar: `<recordingId>.opus|.flac|.mp3` */
+  file: string;
+  bytes: number;
+  sha256: string;
+  /** of the decoded archive (lossy codecs may differ from the WAV by a few ms) */
+  durationMs: number;
+  /** false: the WAV was removed after the archive was verified (ARCHIVE_KEEP_WAV=false) */
+  wavKept: boolean;
 }
 
 export type FrameTotals = Pick<RecordingSidecar, 'framesReceived' | 'framesMissing' | 'framesDuplicate' | 'framesLate' | 'framesTooLate'>;

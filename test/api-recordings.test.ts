@@ -575,8 +575,13 @@ t.test('format equal to the stored encoding serves the file as stored', async (t
     t.equal(res.headers.get('etag'), `"${w.sidecar.sha256}"`);
     t.ok(body.equals(w.file));
   }
-  for (const format of ['wav', 'alaw', 'PCM16', '']) {
-    await expectError(t, await get(`/v1/recordings/${recId(1)}/audio?format=${format}`), 400, 'bad_request', /format .* is not supported; use pcm16 or mulaw/);
+  for (const n of [1, 3]) {
+    const { res, body } = await getBytes(`/v1/recordings/${recId(n)}/audio?format=wav`);
+    t.equal(res.status, 200);
+    t.ok(body.equals(byStream(n).file), 'format=wav is the WAV as stored');
+  }
+  for (const format of ['alaw', 'PCM16', 'ogg', '']) {
+    await expectError(t, await get(`/v1/recordings/${recId(1)}/audio?format=${format}`), 400, 'bad_request', /format .* is not supported; use one of pcm16, mulaw, wav, opus, flac, mp3/);
   }
   await expectError(t, await get(`/v1/recordings/${recId(1)}/audio?fmt=pcm16`), 400, 'bad_request', /unknown query parameter.*"fmt"/);
 });

@@ -50,6 +50,7 @@ const DEFAULT_SOURCE: SourceSettings = {
   longHoldDurationMin: 30,
   defaultEmployeeId: null,
   segmentMaxS: 3600,
+  archiveFormat: 'none',
 };
 
 t.test('an empty environment gives the contract defaults', async (t) => {
@@ -69,6 +70,8 @@ t.test('an empty environment gives the contract defaults', async (t) => {
     recordingWebhookSecret: null,
     logLevel: 'info',
     writeQueueMaxBytes: 4 * 1024 * 1024,
+    archiveConcurrency: 1,
+    archiveKeepWav: true,
     maxStreams: 2000,
     startTimeoutS: 10,
     maxTimestampLeadS: 60,
@@ -145,6 +148,14 @@ t.test('every setting accepts good values', async (t) => {
     ['LOG_LEVEL', 'silent', (c) => c.logLevel, 'silent'],
     ['LOG_LEVEL', 'DEBUG', (c) => c.logLevel, 'debug'],
     ['LOG_LEVEL', 'fatal', (c) => c.logLevel, 'fatal'],
+    ['ARCHIVE_FORMAT', 'opus', (c) => c.defaults.archiveFormat, 'opus'],
+    ['ARCHIVE_FORMAT', 'FLAC', (c) => c.defaults.archiveFormat, 'flac'],
+    ['ARCHIVE_FORMAT', 'mp3', (c) => c.defaults.archiveFormat, 'mp3'],
+    ['ARCHIVE_FORMAT', 'none', (c) => c.defaults.archiveFormat, 'none'],
+    ['ARCHIVE_CONCURRENCY', '1', (c) => c.archiveConcurrency, 1],
+    ['ARCHIVE_CONCURRENCY', '64', (c) => c.archiveConcurrency, 64],
+    ['ARCHIVE_KEEP_WAV', 'false', (c) => c.archiveKeepWav, false],
+    ['ARCHIVE_KEEP_WAV', '1', (c) => c.archiveKeepWav, true],
   ];
   for (const [name, value, get, expected] of cases) {
     t.same(get(loadConfig({ [name]: value })), expected, `${name}=${JSON.stringify(value)}`);
@@ -187,6 +198,9 @@ const ALLOWED: Record<string, string> = {
   RECORDING_WEBHOOK_SECRET: '16..1024 characters without control characters',
   LOG_LEVEL: 'one of fatal, error, warn, info, debug, trace, silent',
   WRITE_QUEUE_MAX_KB: 'an integer 16..1048576',
+  ARCHIVE_FORMAT: 'one of none, opus, flac, mp3',
+  ARCHIVE_CONCURRENCY: 'an integer 1..64',
+  ARCHIVE_KEEP_WAV: 'true, false, 1 or 0',
   MAX_STREAMS: 'an integer 1..100000',
   START_TIMEOUT_S: 'an integer 1..300',
   MAX_TIMESTAMP_LEAD_S: 'an integer 1..86400',
@@ -206,6 +220,14 @@ const BAD: Array<[string, string, string]> = [
   ['WRITE_QUEUE_MAX_KB', '15', RANGE],
   ['WRITE_QUEUE_MAX_KB', '1048577', RANGE],
   ['WRITE_QUEUE_MAX_KB', '1.5', VALID],
+  ['ARCHIVE_FORMAT', '', ENUM],
+  ['ARCHIVE_FORMAT', 'ogg', ENUM],
+  ['ARCHIVE_FORMAT', 'wav', ENUM],
+  ...NOT_INT.map((v): [string, string, string] => ['ARCHIVE_CONCURRENCY', v, VALID]),
+  ['ARCHIVE_CONCURRENCY', '0', RANGE],
+  ['ARCHIVE_CONCURRENCY', '65', RANGE],
+  ['ARCHIVE_KEEP_WAV', '', VALID],
+  ['ARCHIVE_KEEP_WAV', 'no', VALID],
   ...NOT_INT.map((v): [string, string, string] => ['MAX_STREAMS', v, VALID]),
   ['MAX_STREAMS', '0', RANGE],
   ['MAX_STREAMS', '100001', RANGE],
@@ -526,11 +548,13 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
     RECORDING_FORMAT: 'pcm16',
     MIN_SESSION_LENGTH_S: 5,
     DEFAULT_EMPLOYEE_ID: 'global-emp',
+    ARCHIVE_FORMAT: 'opus',
     dataSources: [
       {
         TWILIO_ACCOUNT_SID: SID_A,
         TWILIO_AUTH_TOKEN: TOKEN_A,
         RECORDING_FORMAT: 'mulaw',
+        ARCHIVE_FORMAT: 'flac',
         TWILIO_ENABLE_PAUSE_RESUME: true,
         PAUSE_BEHAVIOR: 'skip',
         MIN_SESSION_LENGTH_S: '0',
@@ -550,6 +574,7 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
     minSessionLengthS: 7,
     longHoldDurationMin: 45,
     defaultEmployeeId: 'global-emp',
+    archiveFormat: 'opus',
   };
   t.same(c.defaults, globals, 'globals: file top level, overridden by the environment');
   t.same(c.sources, [
@@ -565,6 +590,7 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
       longHoldDurationMin: 10,
       defaultEmployeeId: 'emp-a',
       segmentMaxS: 900,
+      archiveFormat: 'flac',
     },
     { accountSid: SID_B, authToken: TOKEN_B, apiKeys: [], ...globals, segmentMaxS: 1200 },
     { accountSid: SID_C, authToken: null, apiKeys: [], ...globals },

@@ -150,6 +150,8 @@ t.test('a contact spanning more than 12 h answers 422 (not gigabytes, not a 500)
     const body = await res.json() as { error: string; message: string };
     t.equal(body.error, 'contact_too_long');
     t.match(body.message, new RegExp(`spans ${gapH}\\.0 h.*at most 12 h`), `${id}: the message says the span and the bound`);
+    // a compressed form is bounded alike (refused before any encoding starts)
+    t.equal((await fetch(`${g.http}/v1/cti-sessions/${id}/audio?format=opus`)).status, 422, `${id}: 422 as opus too`);
     const legRes = await get(`${g.http}/v1/recordings/${ra.recordingId}/audio`);
     t.equal(legRes.res.status, 200);
     const leg = decodeWav(legRes.body);

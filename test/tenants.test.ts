@@ -180,7 +180,8 @@ t.test('per-source API keys see only their own calls, recordings, contacts and a
   t.same((await api(g, 'GET', `/v1/recordings?callSid=${b.callSid}`, KEY_A)).body.items, [], 'filtering by B\'s call finds nothing');
 
   for (const p of [`/v1/recordings/${b.recordingId}`, `/v1/recordings/${b.recordingId}/audio`, `/v1/recordings/${b.recordingId}/audio?format=pcm16`,
-    '/v1/cti-sessions/B-only', '/v1/cti-sessions/B-only/audio']) {
+    '/v1/cti-sessions/B-only', '/v1/cti-sessions/B-only/audio', '/v1/cti-sessions/B-only/audio?format=opus',
+    `/v1/recordings/${b.recordingId}/audio?format=flac`]) {
     const r = await api(g, 'GET', p, KEY_A);
     t.equal(r.status, 404, `${p}: 404 for A's key (never 403: existence does not leak)`);
     t.equal(r.body.error, 'not_found');

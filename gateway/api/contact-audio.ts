@@ -6,8 +6,9 @@
 // or cut out with PAUSE_BEHAVIOR=skip, in which case that leg simply ends earlier).
 // Streamed one second at a time: memory is bounded whatever the contact's length. Its length is
 // known before streaming, so `Range` is honoured (only the frames asked for are mixed), and a
-// contact spanning more than MAX_CONTACT_SPAN_S is refused (422) rather than streamed.
-import { open, type FileHandle } from 'node:fs/promises';
+// contact spanning more than MAX_CONTACT_SPAN_S is refused (422) rather than streamed. A leg whose
+// WAV was removed for its archive is decoded from the archive (archive-audio.ts).
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { buildWavHeader, parseWavHeader, type WavInfo } from '../../codecs/wav.js';
@@ -15,6 +16,7 @@ import { MULAW_TO_PCM16, ALAW_TO_PCM16 } from '../../codecs/g711.js';
 import type { RecordingIndex } from '../../recorder/recording-index.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
 import { ApiError } from './errors.js';
+import { playableWav } from './archive-audio.js';
 
 const RATE = 8000;
 const CHUNK = RATE; // output samples per step
@@ -95,6 +97,8 @@ export interface ByteSpan {
 export interface ContactAudio {
   /** bytes of the whole WAV (header included) */
   size: number;
+  /** bytes of the WAV header: the PCM16 stereo samples start here */
+  dataOffset: number;
   /** changes whenever a leg is added, removed or re-published */
   etag: string;
   /** bytes start..end (inclusive) of the WAV, streamed; the stream closes the legs' files */
@@ -122,10 +126,18 @@ export async function contactAudio(index: RecordingIndex, ctiSessionId: string, 
   try {
     for (const s of sidecars) {
       const rec = index.get(s.recordingId);
-      if (rec) legs.push(await openLeg(s, rec.audioPath, t0));
+      if (!rec) continue;
+      // a leg whose WAV was removed for its archive is decoded into a temporary file, unlinked once open
+      const wav = await playableWav(rec);
+      try {
+        legs.push(await openLeg(s, wav.path, t0));
+      } finally {
+        if (wav.temp) await unlink(wav.path).catch(() => undefined);
+      }
     }
   } catch (err) {
     await close();
+    if (err instanceof ApiError) throw err; // 503: too many archive decodes at once
     throw new ApiError(500, 'internal', `an audio file of CTI session ${ctiSessionId} cannot be read: ${(err as Error).message}`);
   }
   const total = Math.max(0, ...legs.map((l) => l.at + l.frames));
@@ -161,6 +173,7 @@ export async function contactAudio(index: RecordingIndex, ctiSessionId: string, 
   }
   return {
     size: h + total * BYTES_PER_FRAME,
+    dataOffset: h,
     etag,
     body: (span) => Readable.from(piece(span), { objectMode: false }),
     close,

@@ -10,6 +10,8 @@ import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../
 import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
 import { contactAudio, type ContactAudio } from './contact-audio.js';
+import { archivePath, assertConversionSlot, convertRecording, decodedArchivePcm, encodePcm } from './archive-audio.js';
+import { ARCHIVE_FORMATS, formatSpec, isArchiveFormat, type ArchiveFormat } from '../../recorder/archive/formats.js';
 import { accessOf, canSee } from './api-auth.js';
 import { clipId } from '../../recorder/ingest-limits.js';
 
@@ -21,8 +23,10 @@ const MAX_LIMIT = 1000;
 const DEFAULT_LIMIT = 100;
 /** How much of a WAV file is read to find its data chunk (ours are 44 or 58 bytes). */
 const HEADER_PROBE_BYTES = 64 * 1024;
-const AUDIO_FORMATS = ['pcm16', 'mulaw'] as const;
-type AudioFormat = (typeof AUDIO_FORMATS)[number];
+/** WAV encodings to convert to; `wav` is the WAV as stored */
+const WAV_FORMATS = ['pcm16', 'mulaw', 'wav'] as const;
+const AUDIO_FORMATS = [...WAV_FORMATS, ...ARCHIVE_FORMATS] as const;
+type AudioFormat = 'pcm16' | 'mulaw';
 
 const ListQuery = Type.Object({
   callSid: Type.Optional(Type.String({ pattern: CALL_SID_RE.source })),
@@ -212,6 +216,37 @@ function converted(source: ReturnType<typeof parseWavHeader>, fileSize: number, 
   };
 }
 
+/**
+ * The WAV of a recording whose WAV was removed (ARCHIVE_KEEP_WAV=false), decoded from its
+ * archive: exactly the WAV's length and layout, so Range works as on the stored file. `fh`
+ * (the archive, held open) is closed when the body ends.
+ */
+function fromArchive(rec: IndexedRecording, to: AudioFormat, etag: string): Representation {
+  const { channels } = rec.sidecar;
+  const frames = Math.round(rec.sidecar.durationMs * 8);
+  const dstBps = bytesPerSample(to);
+  const dataBytes = frames * channels * dstBps;
+  const header = buildWavHeader({ encoding: to, channels, sampleRate: 8000, dataBytes });
+  const h = header.length;
+  const pad = Buffer.alloc(dataBytes & 1);
+  return {
+    size: h + dataBytes + pad.length,
+    etag,
+    body(fh, { start, end }) {
+      const prefix = start < h ? header.subarray(start, Math.min(end + 1, h)) : Buffer.alloc(0);
+      const suffix = end >= h + dataBytes ? pad : Buffer.alloc(0);
+      const dStart = Math.max(start, h) - h;
+      const dEnd = Math.min(end, h + dataBytes - 1) - h;
+      if (dStart > dEnd) return Buffer.concat([prefix, suffix]);
+      // decoded from the start (lossy frames do not allow an exact seek); bytes before the range are dropped
+      const pcm = decodedArchivePcm(rec, frames * channels * 2);
+      const slice = new TranscodeSlice('pcm16', to, dStart, dEnd - dStart + 1, prefix, suffix);
+      slice.on('close', () => { void fh.close().catch(() => undefined); });
+      return pipeline(pcm, slice, () => {});
+    },
+  };
+}
+
 async function readHead(fh: FileHandle, fileSize: number): Promise<Buffer> {
   const buf = Buffer.alloc(Math.min(fileSize, HEADER_PROBE_BYTES));
   const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
@@ -234,28 +269,76 @@ async function representation(rec: IndexedRecording, fh: FileHandle, format: Aud
   return converted(info, size, format, `"${rec.sidecar.sha256}-${format}"`);
 }
 
-async function sendAudio(request: FastifyRequest<{ Params: IdParams; Querystring: AudioQuery }>, reply: FastifyReply, index: RecordingIndex) {
+async function openOrNull(file: string): Promise<FileHandle | null> {
+  try {
+    return await open(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return null;
+  }
+}
+
+type AudioRequest = FastifyRequest<{ Params: IdParams; Querystring: AudioQuery }>;
+
+async function sendAudio(request: AudioRequest, reply: FastifyReply, index: RecordingIndex) {
   const rec = lookup(index, request.params.id, request);
   const { format } = request.query;
   if (format !== undefined && !(AUDIO_FORMATS as readonly string[]).includes(format)) {
-    throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported; use ${AUDIO_FORMATS.join(' or ')}, or leave it out for the file as stored`);
+    throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported; use one of ${AUDIO_FORMATS.join(', ')}, or leave it out for the file as stored`);
   }
+  if (isArchiveFormat(format)) return sendCompressed(request, reply, rec, format);
+  const to = format === 'wav' ? undefined : (format as AudioFormat | undefined);
+  const id = rec.sidecar.recordingId;
+  const name = `${id}${to ? `-${to}` : ''}.wav`;
 
-  let fh: FileHandle;
-  try {
-    fh = await open(rec.audioPath, 'r');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    throw new ApiError(404, 'not_found', `recording ${rec.sidecar.recordingId} is indexed but its audio file is no longer on disk`);
+  const fh = await openOrNull(rec.audioPath);
+  if (fh === null) {
+    // the WAV was removed once its archive was verified: the WAV is made from the archive
+    const archive = archivePath(rec);
+    if (archive !== null && request.method !== 'HEAD') assertConversionSlot(); // 503 before any header or file
+    const afh = archive === null ? null : await openOrNull(archive);
+    if (afh === null) throw new ApiError(404, 'not_found', `recording ${id} is indexed but its audio file is no longer on disk`);
+    const enc = to ?? rec.sidecar.encoding;
+    return serve(request, reply, afh, fromArchive(rec, enc, `"${rec.sidecar.archive!.sha256}-${enc}"`), 'audio/wav', name);
   }
+  let rep: Representation;
+  try {
+    rep = await representation(rec, fh, to);
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  return serve(request, reply, fh, rep, 'audio/wav', name);
+}
+
+/** opus, flac, mp3: the stored archive (with Range), else converted on the fly (streamed). */
+async function sendCompressed(request: AudioRequest, reply: FastifyReply, rec: IndexedRecording, format: ArchiveFormat) {
+  const spec = formatSpec(format);
+  const name = `${rec.sidecar.recordingId}.${spec.ext}`;
+  const stored = rec.sidecar.archive?.format === format ? archivePath(rec) : null;
+  const fh = stored === null ? null : await openOrNull(stored);
+  if (fh !== null) {
+    const { size } = await fh.stat().catch(async (err: Error) => { await fh.close(); throw err; });
+    return serve(request, reply, fh, storedFile(size, `"${rec.sidecar.archive!.sha256}"`), spec.contentType, name);
+  }
+  const headers = {
+    'accept-ranges': 'none',
+    'content-type': spec.contentType,
+    'content-disposition': `inline; filename="${name}"`,
+  };
+  if (request.method === 'HEAD') return reply.headers(headers).send();
+  const body = await convertRecording(rec, format); // may answer 503 busy: before any header
+  return reply.headers(headers).send(body);
+}
+
+/** ETag, conditional requests and Range over one representation; `fh` is released either way. */
+async function serve(request: AudioRequest, reply: FastifyReply, fh: FileHandle, rep: Representation, contentType: string, name: string) {
   let owned = false;
   try {
-    const rep = await representation(rec, fh, format as AudioFormat | undefined);
-    const name = `${rec.sidecar.recordingId}${format ? `-${format}` : ''}.wav`;
     reply.headers({
       'accept-ranges': 'bytes',
       etag: rep.etag,
-      'content-type': 'audio/wav',
+      'content-type': contentType,
       'content-disposition': `inline; filename="${name}"`,
     });
 
@@ -303,6 +386,27 @@ async function sendContactAudio(request: FastifyRequest, reply: FastifyReply, au
     if (request.method === 'HEAD') return reply.send();
     owned = true;
     return reply.send(audio.body(part));
+  } finally {
+    if (!owned) await audio.close();
+  }
+}
+
+/**
+ * The contact's PCM16 stereo mix, without its WAV header, encoded on the fly (no Range: the
+ * encoded length is not known before encoding). The 12 h bound and account scoping are
+ * contactAudio's, as for the WAV.
+ */
+async function sendContactCompressed(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio, format: ArchiveFormat) {
+  let owned = false;
+  try {
+    const spec = formatSpec(format);
+    const name = `contact-${(request.params as CtiParams).ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.${spec.ext}`;
+    const headers = { 'accept-ranges': 'none', 'content-type': spec.contentType, 'content-disposition': `inline; filename="${name}"` };
+    if (request.method === 'HEAD') return reply.headers(headers).send();
+    // 503 busy / 501 no ffmpeg are thrown here, before any header is set (finally closes the legs)
+    const body = encodePcm(audio.body({ start: audio.dataOffset, end: audio.size - 1 }), 2, format);
+    owned = true; // the mix stream closes the legs' files when it ends or is destroyed
+    return reply.headers(headers).send(body);
   } finally {
     if (!owned) await audio.close();
   }
@@ -360,12 +464,19 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
   });
 
   // HEAD explicitly: fastify's generated HEAD route would read (mix) the whole body and drop it
-  app.route<{ Params: CtiParams }>({
+  app.route<{ Params: CtiParams; Querystring: AudioQuery }>({
     method: ['GET', 'HEAD'],
     url: '/v1/cti-sessions/:ctiSessionId/audio',
-    schema: { params: CtiParams },
-    preValidation: onlyQueryParams([]),
-    handler: async (request, reply) => sendContactAudio(request, reply,
-      await contactAudio(index, clipId(request.params.ctiSessionId), accessOf(request).accountSid)),
+    schema: { params: CtiParams, querystring: AudioQuery },
+    preValidation: onlyQueryParams(Object.keys(AudioQuery.properties)),
+    handler: async (request, reply) => {
+      const { format } = request.query;
+      if (format !== undefined && format !== 'wav' && !isArchiveFormat(format)) {
+        throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported for a whole contact; use one of wav, ${ARCHIVE_FORMATS.join(', ')}`);
+      }
+      const audio = await contactAudio(index, clipId(request.params.ctiSessionId), accessOf(request).accountSid);
+      if (isArchiveFormat(format)) return sendContactCompressed(request, reply, audio, format);
+      return sendContactAudio(request, reply, audio);
+    },
   });
 }

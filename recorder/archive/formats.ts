@@ -1,0 +1,66 @@
+// The compressed forms a recording can be archived in or played back as (contract section 10),
+// and the ffmpeg arguments that make each. Call audio is 8 kHz G.711: narrowband, so low
+// bitrates keep it intelligible; each channel is coded on its own (caller and agent must never
+// bleed into each other, which joint/intensity stereo would do at these rates).
+
+export const ARCHIVE_FORMATS = ['opus', 'flac', 'mp3'] as const;
+export type ArchiveFormat = (typeof ARCHIVE_FORMATS)[number];
+/** ARCHIVE_FORMAT: an archive format, or none (no compressed copy) */
+export type ArchiveFormatSetting = ArchiveFormat | 'none';
+
+export function isArchiveFormat(v: unknown): v is ArchiveFormat {
+  return (ARCHIVE_FORMATS as readonly unknown[]).includes(v);
+}
+
+interface FormatSpec {
+  /** file extension, without the dot */
+  ext: string;
+  contentType: string;
+  /** ffmpeg muxer (-f) */
+  muxer: string;
+  /** encoder arguments for `channels` channels of 8 kHz audio */
+  codec(channels: number): string[];
+  /** the ffmpeg configure flag the encoder needs (checked at start-up) */
+  needs: string | null;
+}
+
+const SPECS: Record<ArchiveFormat, FormatSpec> = {
+  // Ogg Opus, speech mode, 8 kbit/s per channel (stereo: 16 kbit/s, 1/8 of mu-law WAV).
+  // Channel mapping family 255: one independent Opus stream per channel. With the usual
+  // coupled stereo stream libopus folds anything under ~19 kbit/s to mono (measured: caller and
+  // agent 1 dB apart at 16 kbit/s, 70+ dB apart this way). Chromium and ffmpeg decode it.
+  opus: {
+    ext: 'opus',
+    contentType: 'audio/ogg; codecs=opus',
+    muxer: 'ogg',
+    // compression_level 3 (of 0..10): the default 10 costs ~3x the CPU for little at 8 kHz
+    codec: (ch) => ['-c:a', 'libopus', '-b:a', `${8 * ch}k`, '-application', 'voip', '-compression_level', '3', ...(ch > 1 ? ['-mapping_family', '255'] : [])],
+    needs: '--enable-libopus',
+  },
+  // Lossless: the PCM16 decode of the mu-law, sample for sample.
+  flac: {
+    ext: 'flac',
+    contentType: 'audio/flac',
+    muxer: 'flac',
+    codec: () => ['-c:a', 'flac', '-compression_level', '8'],
+    needs: null,
+  },
+  // MPEG-2.5 layer III (the only MP3 flavour at 8 kHz), 16 kbit/s per channel, plain stereo
+  // (joint stereo would mix the caller into the agent's channel at this rate).
+  mp3: {
+    ext: 'mp3',
+    contentType: 'audio/mpeg',
+    muxer: 'mp3',
+    codec: (ch) => ['-c:a', 'libmp3lame', '-b:a', `${16 * ch}k`, '-joint_stereo', '0'],
+    needs: '--enable-libmp3lame',
+  },
+};
+
+export function formatSpec(format: ArchiveFormat): FormatSpec {
+  return SPECS[format];
+}
+
+/** `<recordingId>.<ext>`: the archive's name beside the WAV and the sidecar. */
+export function archiveFileName(recordingId: string, format: ArchiveFormat): string {
+  return `${recordingId}.${SPECS[format].ext}`;
+}
