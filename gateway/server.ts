@@ -258,6 +258,9 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     forceCloseConnections: true,
     // CTI session ids in paths may be longer than fastify's default of 100
     routerOptions: { maxParamLength: 300 },
+    // Node would refuse an HTTP/1.1 request without Host itself, with an empty 400; the error
+    // handling hook refuses it in the API's error shape instead (gateway/api/errors.ts)
+    http: { requireHostHeader: false },
   });
   await app.register(websocket, {
     options: { maxPayload: MAX_MESSAGE_BYTES },
