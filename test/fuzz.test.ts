@@ -55,6 +55,8 @@ const PUBLIC_WS = 'wss://rec.example.com/twilio/v1';
 const EVENTS_URL = 'https://rec.example.com/twilio/v1/events';
 const R_A = { callSid: rng.sid('CA'), streamSid: rng.sid('MZ'), seed: 11, frames: 150, contact: 'A-contact-recorded' };
 const N_A = { callSid: rng.sid('CA'), streamSid: rng.sid('MZ'), seed: 23, contact: 'A-contact-live' };
+/** a call of A that streams only after the run: B's events and pauses for it must not wait for it */
+const LATER_A = { callSid: rng.sid('CA'), streamSid: rng.sid('MZ'), seed: 31, frames: 50, contact: 'A-contact-later' };
 
 /** The first few examples of each kind of failure, and how many there were. */
 class Failures {
@@ -254,7 +256,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
 
   const victimRecordings = [ra.recordingId, `${N_A.streamSid}-0000`];
   const victimSet = new Set(victimRecordings);
-  const victimCalls = [R_A.callSid, N_A.callSid];
+  const victimCalls = [R_A.callSid, N_A.callSid, LATER_A.callSid];
   const victimContacts = [R_A.contact, N_A.contact];
   // every HTTP input is made before the run (the event loop of this process stays free for the
   // /healthz probe and the neighbour's pacing); Twilio messages are made as they are sent
@@ -413,7 +415,8 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   const trRun = Promise.all(Array.from({ length: HTTP_CONCURRENCY }, trWorker));
 
   // --- (3) API requests with B's and C's keys, no key, invalid keys -----------------------------
-  const apiStats = { statuses: new Tally(), kinds: new Tally(), raw: new Tally(), resets: 0 };
+  /** 2xx answers to B or C acting on their own state for A's callSids (never A's calls) */
+  const apiStats = { statuses: new Tally(), kinds: new Tally(), raw: new Tally(), onVictimCalls: new Tally(), resets: 0 };
   const apiAgent = new http.Agent({ keepAlive: true, maxSockets: HTTP_CONCURRENCY });
   const checkApi = (i: number, req: ApiRequest, ans: HttpAnswer) => {
     apiStats.statuses.add(String(ans.status));
@@ -434,7 +437,10 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
     if (ok && req.auth.kind === 'key' && /^(pause|cti)$/.test(req.kind)) {
       let account: string | undefined;
       try {
-        account = (JSON.parse(ans.body.toString('utf8')) as { accountSid?: string }).accountSid;
+        const b = JSON.parse(ans.body.toString('utf8')) as { accountSid?: string; callSid?: string; paused?: boolean };
+        account = b.accountSid;
+        const which = b.callSid === R_A.callSid ? 'R_A' : b.callSid === N_A.callSid ? 'N_A' : b.callSid === LATER_A.callSid ? 'LATER_A' : null;
+        if (which) apiStats.onVictimCalls.add(`${req.kind === 'cti' ? 'event' : b.paused ? 'paused' : 'resumed'}:${which}`);
       } catch { /* reported above */ }
       if (account !== req.auth.accountSid) fail.add(`api: ${req.kind} acted on account ${account} for a key of ${req.auth.accountSid}`, `#${i} ${describe(req, ans)}`);
     }
@@ -499,6 +505,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   t.comment(`taskrouter ${JSON.stringify(tr.statuses.counts)} kinds ${JSON.stringify(tr.kinds.counts)} cut off ${tr.resets}`);
   t.comment(`api ${JSON.stringify(apiStats.statuses.counts)} kinds ${JSON.stringify(apiStats.kinds.counts)} raw ${JSON.stringify(apiStats.raw.counts)} cut off ${apiStats.resets}`);
 
+  t.comment(`B/C acted on their own view of A's callSids: ${JSON.stringify(apiStats.onVictimCalls.counts)}`);
   t.equal(crashed, null, 'the gateway process never exited during the run');
   if (crashed) return;
   t.ok(health.polls > 0, '/healthz was polled during the run');
@@ -544,6 +551,34 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   t.same(onDisk, [ra.audioFile, `${ra.recordingId}.json`, na.audioFile, `${na.recordingId}.json`].sort(), "A's folder holds exactly those files");
   t.ok(all.every((r) => r.accountSid === SID.A || r.accountSid === SID.B || r.accountSid === SID.C), 'every recording belongs to a configured account');
   t.comment(`recordings made by B and C during the run: ${all.length - ofA.length}`);
+
+  // --- A's own calls still behave as A says, whatever B and C said about their callSids --------
+  // a call of A streaming now: not paused, not deleted, not attributed by B's or C's events
+  await runStream({
+    url: g.ws, authToken: TOKEN.A, signUrl: PUBLIC_WS, accountSid: SID.A, callSid: LATER_A.callSid, streamSid: LATER_A.streamSid,
+    tracks: ['inbound', 'outbound'], seed: LATER_A.seed, frames: LATER_A.frames, realtime: false,
+    customParameters: { ctiSessionId: LATER_A.contact, employeeId: 'emp-A' },
+  });
+  const [later] = await until(() => recordingsOf(g, LATER_A.callSid, SID.A).then((l) => (l.length > 0 ? l : null)), 'LATER_A published');
+  if (API_REQUESTS >= 1000) t.ok(apiStats.onVictimCalls.counts['paused:LATER_A'] > 0, 'B or C paused (their view of) the later call\'s callSid during the run');
+  t.match(later, {
+    ctiSessionId: LATER_A.contact, employeeId: 'emp-A', pausedIntervals: [], framesReceived: 2 * LATER_A.frames, framesMissing: 0,
+  }, 'a later call of A (whose callSid B and C paused, rejected and attributed) records in full, as A said');
+  t.notOk(later.framesPaused, 'no frame of it paused');
+  const laterWav = decodeWav(await readFile(audioPathOnDisk(g.dir, later)));
+  t.ok(Buffer.from(laterWav.channel[0]).equals(trackAudio(LATER_A.seed, 'inbound', LATER_A.frames))
+    && Buffer.from(laterWav.channel[1]).equals(trackAudio(LATER_A.seed, 'outbound', LATER_A.frames)), 'and bit-exact');
+  // A's own not_responding deletes R_A: no `connected` of B or C kept A's call
+  const othersOnRaCall = all.filter((r) => r.callSid === R_A.callSid && r.accountSid !== SID.A).map((r) => r.recordingId).sort();
+  const del = await fetch(`${g.http}/v1/cti/events`, {
+    method: 'POST', headers: { authorization: `Bearer ${KEY.A}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'not_responding', callSid: R_A.callSid }),
+  });
+  t.equal(del.status, 200, "A's not_responding for R_A's call");
+  t.equal((await api(g, `/v1/recordings/${ra.recordingId}`)).status, 404, 'R_A deleted by its own account: B and C never marked it kept');
+  t.notOk(await readFile(raAudioPath).then(() => true, () => false), "R_A's audio is gone");
+  t.same((await allRecordings(g)).filter((r) => r.callSid === R_A.callSid && r.accountSid !== SID.A).map((r) => r.recordingId).sort(), othersOnRaCall,
+    `B's and C's own recordings on that callSid (${othersOnRaCall.length}) are untouched by A's event`);
 
   // --- no failure of any kind; the process ends cleanly --------------------------------------
   t.same(fail.report(), {}, `no failures (seed ${SEED})`);
