@@ -302,8 +302,22 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     forceCloseConnections: true,
     // CTI session ids in paths may be longer than fastify's default of 100
     routerOptions: { maxParamLength: 300 },
+    // Node would refuse an HTTP/1.1 request without Host itself, with an empty 400; the error
+    // handling hook refuses it in the API's error shape instead (gateway/api/errors.ts)
+    http: { requireHostHeader: false },
   });
-  await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
+  await app.register(websocket, {
+    options: { maxPayload: MAX_MESSAGE_BYTES },
+    // A peer's protocol error (a frame over maxPayload, invalid UTF-8, a bad opcode: ws codes
+    // WS_ERR_*) is the client's fault: ws already sends the close frame with its code (1009,
+    // 1007, ...) and the stream's own listener counts and logs it. The plugin's default handler
+    // would log it as a server error and terminate the socket before that close frame goes out.
+    errorHandler: (err, socket, req) => {
+      if ((err as Error & { code?: string }).code?.startsWith('WS_ERR_')) return;
+      req.log.error({ err }, 'WebSocket error');
+      socket.terminate();
+    },
+  });
   const sockets = { open: 0 };
   const fdBudget = FdBudget.forThisProcess(() => sockets.open);
   if (fdBudget !== null) {

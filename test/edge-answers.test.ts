@@ -57,3 +57,19 @@ t.test('a plain GET of the stream URL: 426 with Upgrade: websocket and { error, 
   const metrics = await (await fetch(`${g.http}/metrics`)).text();
   t.notMatch(metrics, /gateway_upgrades_refused_total\{/, 'not counted as a refused upgrade (it was never one)');
 });
+
+t.test('an HTTP/1.1 request without Host: 400 with { error, message }, not a bare 400', async (t) => {
+  // found by test/fuzz.test.ts: Node answered it by itself with an empty body
+  const g = await startTestGateway(t);
+  for (const path of ['/healthz', '/v1/recordings', '/twilio/v1/events', '/no/such/route']) {
+    const r = parse(await raw(g.port, `GET ${path} HTTP/1.1\r\nAccept: */*\r\n\r\n`));
+    t.equal(r.status, 400, `${path}: 400`);
+    t.match(r.headers['content-type'], /^application\/json/);
+    t.same(JSON.parse(r.body.replace(/^[0-9a-f]+\r\n|\r\n0\r\n\r\n$/g, '')), { error: 'bad_request', message: 'an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)' });
+  }
+  const upgrade = parse(await raw(g.port, 'GET /twilio/v1 HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'));
+  t.equal(upgrade.status, 400, 'a WebSocket upgrade without Host: 400 too');
+  const http10 = parse(await raw(g.port, 'GET /healthz HTTP/1.0\r\n\r\n'));
+  t.equal(http10.status, 200, 'HTTP/1.0 needs no Host');
+  t.equal((await fetch(`${g.http}/healthz`)).status, 200, 'the server carries on');
+});

@@ -124,4 +124,12 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Socke
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
+  // RFC 9112 section 3.2: an HTTP/1.1 request without Host is a 400 (the server is built with
+  // Node's own check off, which answers it with an empty body). First hook: before auth.
+  app.addHook('onRequest', async (request) => {
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      // and close, as Node does: such a client may not frame its next request right either
+      throw new ApiError(400, 'bad_request', 'an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)', { connection: 'close' });
+    }
+  });
 }
