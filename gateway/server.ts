@@ -251,6 +251,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     },
     onStart: (session) => control.onStart(session),
     isCallPaused: (callSid, accountSid) => control.isPaused(accountSid, callSid),
+    // cluster mode: a pause stored by another node must hold from a new stream's first frame
+    gatePauseState: config.redisUrl !== null,
     maxQueueBytes: config.writeQueueMaxBytes,
     onBackpressureDrop: (session) => {
       if (backpressureAlarmed.has(session)) return;
@@ -347,6 +349,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       knowsLocally: (scope, callSid) => control.knows(scope, callSid),
       pauseEnabled: (scope, callSid) => control.pauseEnabled(scope, callSid),
       onStoredPause: (scope, callSid, paused) => control.applyStoredPause(scope, callSid, paused),
+      onPauseStateKnown: (streamSid) => rec.get(streamSid)?.openGate(),
     });
     for (const s of publishedEarly.splice(0)) cluster.recordingPublished(s);
   }

@@ -60,6 +60,8 @@ export interface RecorderOptions {
   onStart?: (session: StreamSession) => void;
   /** was this call paused before the stream started? */
   isCallPaused?: (callSid: string, accountSid: string) => boolean;
+  /** cluster mode: new streams hold their frames until the call's stored pause state is known */
+  gatePauseState?: boolean;
   /** a segment writer's first disk error (alarm) */
   onWriteError?: (session: StreamSession, recordingId: string, err: NodeJS.ErrnoException) => void;
   /** per segment writer, audio bytes that may wait for the disk */
@@ -187,6 +189,7 @@ export class Recorder {
       },
       pauseBehavior: settings.pauseBehavior,
       startPaused: this.opts.isCallPaused?.(id.callSid, id.accountSid) ?? false,
+      gatePauseState: this.opts.gatePauseState,
       onWriteError: (rid, err) => this.opts.onWriteError?.(session, rid, err),
       maxQueueBytes: this.opts.maxQueueBytes,
       onDropped: (frames) => {

@@ -53,6 +53,12 @@ export interface StreamSessionOptions {
   pauseBehavior?: 'silence' | 'skip';
   /** the call was paused before this stream started: drop from its first frame */
   startPaused?: boolean;
+  /**
+   * Cluster mode: whether the call was paused before this stream began is known only when Redis
+   * answers the stream's registration. Until then (openGate(), or PAUSE_GATE_MAX_MS) frames wait
+   * in memory, before the timeline, so a pause stored on another node holds from frame 0.
+   */
+  gatePauseState?: boolean;
   /** the disk refused a write of this stream (first error of a segment) */
   onWriteError?: (recordingId: string, err: NodeJS.ErrnoException) => void;
   /** cap of audio waiting for the disk, per segment writer */
@@ -88,7 +94,14 @@ interface HeldRegion {
 }
 
 /** A frame that arrived while its call time was paused: dropped before the timeline. */
-export type MediaResult = PlaceResult | 'paused';
+export type MediaResult = PlaceResult | 'paused' | 'held';
+
+/** Longest a stream waits for its call's stored pause state (Redis away): then local knowledge rules. */
+export const PAUSE_GATE_MAX_MS = 2000;
+/** Frames (all channels) a gated stream holds at most: 2 s of both tracks. */
+const PAUSE_GATE_MAX_FRAMES = 200;
+
+interface GatedFrame { channel: number; start: number; payload: Buffer; length: number }
 
 interface SegmentState {
   index: number;
@@ -152,6 +165,11 @@ export class StreamSession implements TimelineSink {
     this.current = this.segment(0);
     this.skip = opts.pauseBehavior === 'skip';
     if (opts.startPaused) this.pauseFrom = 0;
+    if (opts.gatePauseState) {
+      this.gate = [];
+      this.gateTimer = setTimeout(() => this.openGate(), PAUSE_GATE_MAX_MS);
+      this.gateTimer.unref();
+    }
     if (opts.reserveBase === undefined) {
       this.base = id.streamSid;
       this.named = Promise.resolve();
@@ -241,10 +259,33 @@ export class StreamSession implements TimelineSink {
     this.lastActivity = this.opts.now();
   }
 
+  /** frames waiting for the call's stored pause state (cluster mode); null = not gated */
+  private gate: GatedFrame[] | null = null;
+  private gateTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * The call's stored pause state is applied (a stored pause has paused this session: with
+   * nothing seen yet, from frame 0): the held frames go through the normal path, paused ones are
+   * dropped there. Also opened by its timer or when the gate is full. Idempotent.
+   */
+  openGate(): void {
+    const held = this.gate;
+    if (held === null) return;
+    this.gate = null;
+    if (this.gateTimer !== null) clearTimeout(this.gateTimer);
+    for (const f of held) this.media(f.channel, f.start, f.payload, f.length);
+  }
+
   /** Place one frame. `start` is its sample position on the stream clock. */
   media(channel: number, start: number, payload: Buffer, length: number): MediaResult {
     const arrival = this.opts.now();
     this.lastActivity = arrival;
+    if (this.gate !== null) {
+      // a copy: the caller's buffer is reused for the next frame. Memory only, bounded.
+      this.gate.push({ channel, start, payload: Buffer.from(payload.subarray(0, length)), length });
+      if (this.gate.length >= PAUSE_GATE_MAX_FRAMES) this.openGate();
+      return 'held';
+    }
     if (start + length > this.seen) this.seen = start + length;
     // PCI: paused audio never reaches the ring (nor anything the ring is written to).
     if (this.isPaused(start)) {
@@ -465,6 +506,7 @@ export class StreamSession implements TimelineSink {
    * Resolves with the sidecars written (idempotent: a second call returns the same promise).
    */
   close(reason: CloseReason): Promise<RecordingSidecar[]> {
+    this.openGate(); // what was held is kept (or dropped as paused) like any other frame
     if (this.closing) return this.closing;
     if (this.base === null) {
       // ended before its name was reserved: close once the held audio reached its writer

@@ -56,6 +56,8 @@ export interface ClusterOptions {
   pauseEnabled: (scope: string, callSid: string) => boolean;
   /** Redis holds a pause (or, paused=false, a resume) of a call: apply it to this node's state and streams */
   onStoredPause: (scope: string, callSid: string, paused: boolean) => void;
+  /** the stream's stored pause state has been applied: its held frames may go on (StreamSession.openGate) */
+  onPauseStateKnown?: (streamSid: string) => void;
   /** key prefix (tests isolate runs sharing one Redis) */
   prefix?: string;
   /** how long a dead node stays listed as lost before it is forgotten (tests shorten it) */
@@ -176,6 +178,7 @@ export class Cluster {
   private registered(e: StreamEntry, paused: boolean): void {
     const scope = this.o.scopeOf(e.accountSid);
     if (paused) this.o.onStoredPause(scope, e.callSid, true);
+    this.o.onPauseStateKnown?.(e.streamSid);
     // registered first (same connection, in order), then take: see pending-cti.ts
     void this.pendingCti.take(scope, e.callSid).then(async (events) => {
       for (const p of events) {
