@@ -77,6 +77,8 @@ t.test('events left on a shared volume: one owner each; a dead node\'s are taken
   ]);
   const wanted = ['MZ00000000000000000000000000000001-0000.finished', 'MZ00000000000000000000000000000002-0000.finished'];
   await until(() => wanted.every((id) => rx.ofEvent(id).length > 0), 'the loose and the dead node\'s events');
+  // the receiver has them; the nodes count a delivery once its answer is read and the file gone
+  await until(() => a.gw.outbox!.delivered + b.gw.outbox!.delivered === 2, 'both deliveries settled');
   await a.gw.close();
   await b.gw.close();
   for (const id of wanted) t.equal(rx.ofEvent(id).length, 1, `${id}: delivered by one node only`);
