@@ -195,10 +195,7 @@ function converted(source: ReturnType<typeof parseWavHeader>, fileSize: number, 
     size: h + dataBytes + pad.length,
     etag,
     body(fh, { start, end }) {
-      const prefix = start < h ? header.subarray(start, Math.min(end + 1, h)) : Buffer.alloc(0);
-      const suffix = end >= h + dataBytes ? pad : Buffer.alloc(0);
-      const dStart = Math.max(start, h) - h;
-      const dEnd = Math.min(end, h + dataBytes - 1) - h;
+      const { prefix, suffix, dStart, dEnd } = splitWavRange(header, dataBytes, pad, start, end);
       if (dStart > dEnd) {
         // only header and/or pad byte requested: nothing to read
         return Buffer.concat([prefix, suffix]);
@@ -213,6 +210,20 @@ function converted(source: ReturnType<typeof parseWavHeader>, fileSize: number, 
       // errors reach `slice`, which fastify is reading; a client going away destroys both
       return pipeline(src, slice, () => {});
     },
+  };
+}
+
+/**
+ * A byte range of a WAV (header, data, optional pad byte) split into the header bytes before the
+ * data, the pad byte after it, and the range within the data (dStart > dEnd: no data asked for).
+ */
+function splitWavRange(header: Buffer, dataBytes: number, pad: Buffer, start: number, end: number) {
+  const h = header.length;
+  return {
+    prefix: start < h ? header.subarray(start, Math.min(end + 1, h)) : Buffer.alloc(0),
+    suffix: end >= h + dataBytes ? pad : Buffer.alloc(0),
+    dStart: Math.max(start, h) - h,
+    dEnd: Math.min(end, h + dataBytes - 1) - h,
   };
 }
 
@@ -233,10 +244,7 @@ function fromArchive(rec: IndexedRecording, to: AudioFormat, etag: string): Repr
     size: h + dataBytes + pad.length,
     etag,
     body(fh, { start, end }) {
-      const prefix = start < h ? header.subarray(start, Math.min(end + 1, h)) : Buffer.alloc(0);
-      const suffix = end >= h + dataBytes ? pad : Buffer.alloc(0);
-      const dStart = Math.max(start, h) - h;
-      const dEnd = Math.min(end, h + dataBytes - 1) - h;
+      const { prefix, suffix, dStart, dEnd } = splitWavRange(header, dataBytes, pad, start, end);
       if (dStart > dEnd) return Buffer.concat([prefix, suffix]);
       // decoded from the start (lossy frames do not allow an exact seek); bytes before the range are dropped
       const pcm = decodedArchivePcm(rec, frames * channels * 2);
