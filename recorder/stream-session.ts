@@ -136,6 +136,11 @@ export class StreamSession implements TimelineSink {
   private pauseFrom: number | null = null;
   /** one past the newest call-time sample seen, paused frames included: the pause/resume instant */
   private seen = 0;
+  /**
+   * Arrival ms − call-time ms of the first frame: the stream clock's origin as seen from here
+   * (late by that frame's network delay). now − origin is the call time being spoken now.
+   */
+  private clockOrigin = Number.POSITIVE_INFINITY;
   private readonly skip: boolean;
   /** frames dropped because they were paused */
   framesPaused = 0;
@@ -204,18 +209,22 @@ export class StreamSession implements TimelineSink {
     return (this.pauseFrom ?? this.seen) / SAMPLES_PER_MS;
   }
 
-  /** Keep audio again from the newest call time seen. Idempotent. Returns the instant in ms. */
+  /** Keep audio again from the later of the newest call time seen and the call time spoken now. Idempotent. Returns the instant in ms. */
   resume(): number {
     const from = this.pauseFrom;
-    if (from !== null) {
-      this.pauseFrom = null;
-      const to = Math.max(from, this.seen);
-      if (to > from) {
-        this.pausedSpans.push({ from, to });
-        this.pausedIntervals.push({ from: from / SAMPLES_PER_MS, to: to / SAMPLES_PER_MS });
-      }
+    if (from === null) return this.seen / SAMPLES_PER_MS;
+    this.pauseFrom = null;
+    // Frames still in flight were spoken before the resume: the pause ends at the newest frame
+    // read or at the call time being spoken now, whichever is later (a real-time stream's newest
+    // frame lags the caller by the network delay; marker audio sent just before resume was seen).
+    const spokenNow = Number.isFinite(this.clockOrigin)
+      ? Math.floor(this.opts.now() - this.clockOrigin) * SAMPLES_PER_MS : 0;
+    const to = Math.max(from, this.seen, spokenNow);
+    if (to > from) {
+      this.pausedSpans.push({ from, to });
+      this.pausedIntervals.push({ from: from / SAMPLES_PER_MS, to: to / SAMPLES_PER_MS });
     }
-    return this.seen / SAMPLES_PER_MS;
+    return to / SAMPLES_PER_MS;
   }
 
   /** Is a frame starting at call-time sample `start` paused? */
@@ -287,6 +296,7 @@ export class StreamSession implements TimelineSink {
       return 'held';
     }
     if (start + length > this.seen) this.seen = start + length;
+    if (this.clockOrigin === Number.POSITIVE_INFINITY) this.clockOrigin = arrival - start / SAMPLES_PER_MS;
     // PCI: paused audio never reaches the ring (nor anything the ring is written to).
     if (this.isPaused(start)) {
       this.framesPaused++;

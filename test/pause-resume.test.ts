@@ -178,3 +178,37 @@ t.test('pause/resume refused: disabled (409), unknown call (404), bad callSid (4
   t.equal((await post(`${g.http}/v1/calls/not-a-call/pause`)).status, 400);
   await s.end();
 });
+
+t.test('a real-time stream: paused frames still in flight when resume is asked are not kept', async (t) => {
+  const g = await startTestGateway(t, ENABLED);
+  const tracks: Track[] = ['inbound'];
+  const s = await openStream(g.wsUrl, { tracks, seed: 33 });
+  const paced = async (first: number, count: number, send: (i: number) => Promise<void>) => {
+    const t0 = Date.now() - first * 20;
+    for (let i = first; i < first + count; i++) {
+      const due = t0 + i * 20 - Date.now();
+      if (due > 0) await new Promise((r) => setTimeout(r, due));
+      await send(i);
+    }
+  };
+  const origin = Date.now();
+  await paced(0, 25, (i) => s.frames(i, 1)); // 0..500 ms of audio, at the caller's pace
+  await seen(g, s, 500);
+  t.equal((await post(`${g.http}/v1/calls/${s.callSid}/pause`)).status, 200);
+  // the card number is spoken from 500 to 1000 ms; its last 100 ms are still on the network when
+  // the agent resumes (sent only after the resume was answered), stamped with their real times
+  await new Promise((r) => setTimeout(r, Math.max(0, origin + 500 - Date.now())));
+  await paced(25, 20, (i) => sendMarker(s, tracks, i, 1));
+  await new Promise((r) => setTimeout(r, Math.max(0, origin + 1000 - Date.now())));
+  const r = await post(`${g.http}/v1/calls/${s.callSid}/resume`);
+  t.equal(r.status, 200);
+  t.ok(r.body.streams[0].atMs >= 1000, `the pause ends at the call time spoken when resume was asked (${r.body.streams[0].atMs} ms)`);
+  await sendMarker(s, tracks, 45, 5); // 900..1000 ms, arriving late
+  await s.frames(50, 25); // after the resume
+  await s.end();
+  const [rec] = await waitForRecordings(g.http, s.callSid, 1);
+  const audio = Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]);
+  t.notOk(audio.includes(MARKER.subarray(0, 16)), 'no paused audio in the recording');
+  t.same((await filesContaining(g.dir, MARKER)).hits, [], 'nor in any file');
+  t.ok(audio.subarray(0, 500 * 8).equals(trackAudio(33, 'inbound', 25)), 'the audio before the pause is kept bit-exact');
+});
