@@ -1,7 +1,7 @@
 // Durable file publication: a reader sees either nothing or the complete file, even across a
 // crash. Write elsewhere, fsync the data, rename, fsync the directory (so the rename itself
 // survives a power cut).
-import { rename, mkdir, unlink } from 'node:fs/promises';
+import { rename, mkdir, unlink, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 // every open here waits out a descriptor shortage (EMFILE) instead of losing a recording
 import { openRetrying as open } from './fd-retry.js';
@@ -65,5 +65,15 @@ export class KeyedLock {
     this.tails.set(key, tail);
     void tail.then(() => { if (this.tails.get(key) === tail) this.tails.delete(key); });
     return result;
+  }
+}
+
+/** Does `file` exist (any error reading it counts as no)? */
+export async function fileExists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
   }
 }

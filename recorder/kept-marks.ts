@@ -3,9 +3,8 @@
 // is answered, and checked before any not_responding deletion. So a replayed
 // reservation.rejected after a restart, or after the in-memory call state expired, deletes
 // nothing that a `connected` kept. `any`: the event's account was not known.
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileAtomic } from './atomic-file.js';
+import { fileExists, writeFileAtomic } from './atomic-file.js';
 import { ACCOUNT_SID_RE, CALL_SID_RE } from './storage-layout.js';
 
 export const KEPT_DIR = '.kept';
@@ -27,16 +26,7 @@ export class KeptMarks {
   /** kept by an event of that account, or by one whose account was not known */
   async isKept(accountSid: string | null, callSid: string): Promise<boolean> {
     if (!CALL_SID_RE.test(callSid)) return false;
-    if (await exists(this.file(null, callSid))) return true;
-    return accountSid !== null && ACCOUNT_SID_RE.test(accountSid) && exists(this.file(accountSid, callSid));
-  }
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch {
-    return false;
+    if (await fileExists(this.file(null, callSid))) return true;
+    return accountSid !== null && ACCOUNT_SID_RE.test(accountSid) && fileExists(this.file(accountSid, callSid));
   }
 }

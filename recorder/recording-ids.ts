@@ -6,10 +6,10 @@
 // streams (on one node or on several nodes sharing the volume) can never take the same id.
 // Reservations are never removed: an id, once used, is never used again (not even after its
 // recording was deleted), so a webhook eventId never names two different recordings.
-import { open, mkdir, stat } from 'node:fs/promises';
+import { open, mkdir } from 'node:fs/promises';
 import { createHash, randomInt } from 'node:crypto';
 import path from 'node:path';
-import { fsyncDir } from './atomic-file.js';
+import { fileExists, fsyncDir } from './atomic-file.js';
 
 export const IDS_DIR = '.ids';
 /** a stream that reused its streamSid this many times is refused a name: something is looping */
@@ -43,7 +43,7 @@ export async function reserveStreamBase(o: ReserveOptions): Promise<string> {
   const body = JSON.stringify({ ...o.owner, reservedAt: new Date().toISOString() });
   for (let g = 0; g < MAX_GENERATIONS; g++) {
     const base = streamBaseFor(o.streamSid, g);
-    if (await exists(reservationPath(o.recordingsDir, o.streamSid, base))) continue;
+    if (await fileExists(reservationPath(o.recordingsDir, o.streamSid, base))) continue;
     if (o.usedWithoutReservation && (await o.usedWithoutReservation(base))) continue;
     let fh;
     try {
@@ -70,13 +70,4 @@ export async function reserveStreamBase(o: ReserveOptions): Promise<string> {
  */
 export function unreservedBase(streamSid: string): string {
   return streamBaseFor(streamSid, 1_000_000_000 + randomInt(1_000_000_000));
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch {
-    return false;
-  }
 }
