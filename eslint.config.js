@@ -1,0 +1,39 @@
+// Lint with type information (issue 14): the type-checked rules catch what tsc does not,
+// above all promises nobody awaits (a lost write or an unhandled rejection on the media path).
+import js from '@eslint/js';
+import { defineConfig } from 'eslint/config';
+import tseslint from 'typescript-eslint';
+
+export default defineConfig(
+  { ignores: ['dist/', 'node_modules/', 'coverage/', '.tap/', 'eslint.config.js'] },
+  {
+    files: ['**/*.ts'],
+    extends: [js.configs.recommended, tseslint.configs.recommendedTypeChecked],
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': ['error', {
+        // tap queues a subtest and waits for it; its promise resolves with the results, failures included.
+        allowForKnownSafePromises: [{ from: 'package', name: 'PromiseWithSubtest', package: '@tapjs/core' }],
+      }],
+      '@typescript-eslint/switch-exhaustiveness-check': 'error',
+      '@typescript-eslint/no-unnecessary-condition': 'error',
+      // `async` here fulfils Promise-returning contracts (Fastify handlers and hooks, store interfaces,
+      // tap callbacks): dropping it would turn a rejection into a synchronous throw.
+      '@typescript-eslint/require-await': 'off',
+    },
+  },
+  {
+    // Tests probe untyped wire data (JSON bodies, Twilio frames) and assert on it; the assertions are the check.
+    files: ['test/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-return': 'off',
+    },
+  },
+);
