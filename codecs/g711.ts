@@ -32,7 +32,7 @@ export const ALAW_SILENCE = 0xd5;
 
 function segment(v: number, ends: readonly number[]): number {
   let i = 0;
-  while (i < ends.length && v > ends[i]) i++;
+  while (i < ends.length && v > ends[i]!) i++;
   return i;
 }
 
@@ -113,11 +113,11 @@ function toInt16(s: number): number {
 }
 
 export function pcm16ToMulawSample(s: number): number {
-  return ULAW_ENCODE[((toInt16(s) + 2) >> 2) + ULAW_OFFSET];
+  return ULAW_ENCODE[((toInt16(s) + 2) >> 2) + ULAW_OFFSET]!;
 }
 
 export function pcm16ToAlawSample(s: number): number {
-  return ALAW_ENCODE[((toInt16(s) + 4) >> 3) + ALAW_OFFSET];
+  return ALAW_ENCODE[((toInt16(s) + 4) >> 3) + ALAW_OFFSET]!;
 }
 
 // A bounds check is cheap and turns a silent short write into an error.
@@ -134,25 +134,26 @@ function checkRoom(srcLen: number, dstLen: number, dstOffset: number): void {
 
 export function decodeMulaw(src: Uint8Array, dst: Int16Array, dstOffset = 0): void {
   checkRoom(src.length, dst.length, dstOffset);
-  for (let i = 0; i < src.length; i++) dst[dstOffset + i] = MULAW_TO_PCM16[src[i]];
+  for (let i = 0; i < src.length; i++) dst[dstOffset + i] = MULAW_TO_PCM16[src[i]!]!;
 }
 
 export function decodeAlaw(src: Uint8Array, dst: Int16Array, dstOffset = 0): void {
   checkRoom(src.length, dst.length, dstOffset);
-  for (let i = 0; i < src.length; i++) dst[dstOffset + i] = ALAW_TO_PCM16[src[i]];
+  for (let i = 0; i < src.length; i++) dst[dstOffset + i] = ALAW_TO_PCM16[src[i]!]!;
 }
 
 // Int16Array elements are always in range, so the table is indexed directly.
+// (The `!`s below: loops are bounded by src.length and every byte/int16 maps into a full table.)
 export function encodeMulaw(src: Int16Array, dst: Uint8Array, dstOffset = 0): void {
   checkRoom(src.length, dst.length, dstOffset);
   for (let i = 0; i < src.length; i++) {
-    dst[dstOffset + i] = ULAW_ENCODE[((src[i] + 2) >> 2) + ULAW_OFFSET];
+    dst[dstOffset + i] = ULAW_ENCODE[((src[i]! + 2) >> 2) + ULAW_OFFSET]!;
   }
 }
 
 export function encodeAlaw(src: Int16Array, dst: Uint8Array, dstOffset = 0): void {
   checkRoom(src.length, dst.length, dstOffset);
   for (let i = 0; i < src.length; i++) {
-    dst[dstOffset + i] = ALAW_ENCODE[((src[i] + 4) >> 3) + ALAW_OFFSET];
+    dst[dstOffset + i] = ALAW_ENCODE[((src[i]! + 4) >> 3) + ALAW_OFFSET]!;
   }
 }

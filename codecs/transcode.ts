@@ -19,8 +19,8 @@ export function bytesPerSample(e: WavEncoding): 1 | 2 {
 const MULAW_TO_ALAW = new Uint8Array(256);
 const ALAW_TO_MULAW = new Uint8Array(256);
 for (let i = 0; i < 256; i++) {
-  MULAW_TO_ALAW[i] = pcm16ToAlawSample(MULAW_TO_PCM16[i]);
-  ALAW_TO_MULAW[i] = pcm16ToMulawSample(ALAW_TO_PCM16[i]);
+  MULAW_TO_ALAW[i] = pcm16ToAlawSample(MULAW_TO_PCM16[i]!);
+  ALAW_TO_MULAW[i] = pcm16ToMulawSample(ALAW_TO_PCM16[i]!);
 }
 
 export function transcode(data: Uint8Array, from: WavEncoding, to: WavEncoding): Buffer {
@@ -33,13 +33,14 @@ export function transcode(data: Uint8Array, from: WavEncoding, to: WavEncoding):
   }
   if (from === to) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 
+  // (Loops are bounded by the input length and the tables cover every byte: hence the `!`s.)
   // Bytes are assembled by hand (little-endian, as in WAV) rather than via an
   // Int16Array view, which would depend on host endianness and alignment.
   if (from === 'pcm16') {
     const encode = to === 'mulaw' ? pcm16ToMulawSample : pcm16ToAlawSample;
     const out = Buffer.allocUnsafe(data.byteLength / 2);
     for (let i = 0; i < out.length; i++) {
-      out[i] = encode(((data[2 * i] | (data[2 * i + 1] << 8)) << 16) >> 16);
+      out[i] = encode(((data[2 * i]! | (data[2 * i + 1]! << 8)) << 16) >> 16);
     }
     return out;
   }
@@ -47,7 +48,7 @@ export function transcode(data: Uint8Array, from: WavEncoding, to: WavEncoding):
     const table = from === 'mulaw' ? MULAW_TO_PCM16 : ALAW_TO_PCM16;
     const out = Buffer.allocUnsafe(data.byteLength * 2);
     for (let i = 0; i < data.byteLength; i++) {
-      const v = table[data[i]];
+      const v = table[data[i]!]!;
       out[2 * i] = v & 0xff;
       out[2 * i + 1] = (v >> 8) & 0xff;
     }
@@ -55,6 +56,6 @@ export function transcode(data: Uint8Array, from: WavEncoding, to: WavEncoding):
   }
   const table = from === 'mulaw' ? MULAW_TO_ALAW : ALAW_TO_MULAW;
   const out = Buffer.allocUnsafe(data.byteLength);
-  for (let i = 0; i < data.byteLength; i++) out[i] = table[data[i]];
+  for (let i = 0; i < data.byteLength; i++) out[i] = table[data[i]!]!;
   return out;
 }

@@ -17,7 +17,7 @@ export class ErrorBudget {
     // The ring holds the times of the last `limit` errors: with this one that makes limit + 1,
     // too many when the oldest of them is still inside the window.
     const times = (this.times ??= new Float64Array(this.limit));
-    const exhausted = this.count === this.limit && now - times[this.next] < this.windowMs;
+    const exhausted = this.count === this.limit && now - times[this.next]! < this.windowMs;
     times[this.next] = now;
     this.next = (this.next + 1) % this.limit;
     if (this.count < this.limit) this.count++;

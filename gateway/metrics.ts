@@ -50,7 +50,7 @@ export function createMetrics(recorder: () => Recorder | null, alarms: () => Ala
     collect() {
       const now = { too_late: c('framesTooLate')(), disk_backpressure: c('framesDroppedBackpressure')(), timestamp_lead: leadRefused };
       for (const [reason, v] of Object.entries(now)) {
-        this.inc({ reason }, Math.max(0, v - dropped[reason]));
+        this.inc({ reason }, Math.max(0, v - dropped[reason]!));
         dropped[reason] = v;
       }
     },

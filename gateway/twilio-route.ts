@@ -75,7 +75,7 @@ export function registerTwilioRoute(app: FastifyInstance, deps: TwilioRouteDeps)
       if (index < 0) {
         return refuse(reply, 403, 'forbidden', `X-Twilio-Signature is missing or does not match ${urls[0]} for any configured account`);
       }
-      const account = signed[index].accountSid;
+      const account = signed[index]!.accountSid; // index >= 0 points into `signed`
       check = (sid) => sid === account;
     } else if (configured.size > 0) {
       check = (sid) => configured.has(sid);

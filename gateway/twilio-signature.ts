@@ -137,7 +137,7 @@ function firstHeader(headers: Headers, name: string): string | undefined {
   }
   const value = Array.isArray(raw) ? raw[0] : raw;
   if (value === undefined) return undefined;
-  const first = value.split(',')[0].trim();
+  const first = value.split(',')[0]!.trim();
   return first === '' ? undefined : first;
 }
 

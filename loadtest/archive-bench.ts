@@ -48,7 +48,7 @@ async function conversationWav(seconds: number): Promise<Buffer> {
   for (let turn = 0; t < frames; turn++) {
     const voice = turn % 2 === 0 ? agent : caller;
     const ch = turn % 2 === 0 ? 1 : 0;
-    for (let i = 0; i < voice.length && t + i < frames; i++) data[2 * (t + i) + ch] = pcm16ToMulawSample(voice[i]);
+    for (let i = 0; i < voice.length && t + i < frames; i++) data[2 * (t + i) + ch] = pcm16ToMulawSample(voice[i]!);
     t += voice.length + gap;
   }
   return Buffer.concat([buildWavHeader({ encoding: 'mulaw', channels: 2, sampleRate: RATE, dataBytes: data.length }), data]);

@@ -201,7 +201,7 @@ function tasksetWorks(): boolean {
 }
 
 function pinned(cpu: number | null, args: string[]): [string, string[]] {
-  return cpu === null ? [args[0], args.slice(1)] : ['taskset', ['-c', String(cpu), ...args]];
+  return cpu === null ? [args[0]!, args.slice(1)] : ['taskset', ['-c', String(cpu), ...args]];
 }
 
 async function httpGet(url: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
@@ -636,7 +636,7 @@ async function main(): Promise<number> {
   if (roundRatios.length > 0) {
     const sorted = [...roundRatios].sort((a, b) => a - b);
     const mid = sorted.length >> 1;
-    ratio = sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    ratio = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
     verdicts.cpuRatio = ratio <= TARGET_CPU_RATIO ? 'PASS' : 'MISS';
     const per = roundRatios.length > 1 ? ` (rounds: ${roundRatios.map((r) => fmt(r, 2)).join(', ')}; median)` : '';
     console.log(`CPU per message gateway/baseline = ${fmt(ratio, 2)}${per} (target ≤ ${TARGET_CPU_RATIO}): ${verdicts.cpuRatio}`);

@@ -28,7 +28,7 @@ const teardown = { teardown: (fn: () => unknown) => { cleanups.push(fn); } };
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
 }
 
 async function main(): Promise<void> {
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
   const env = (id: string) => ({ NODE_ID: id, REDIS_URL: values.redis!, REDIS_PREFIX: `lat:${randomBytes(3).toString('hex')}:`, RECORDINGS_DIR: dir, LOG_LEVEL: 'warn' });
   const prefixEnv = env('a').REDIS_PREFIX;
-  const [a, b]: NodeProc[] = await Promise.all([
+  const [a, b]: [NodeProc, NodeProc] = await Promise.all([
     startNode(teardown, { ...env('node-a'), REDIS_PREFIX: prefixEnv, LOG_LEVEL: 'info' }),
     startNode(teardown, { ...env('node-b'), REDIS_PREFIX: prefixEnv, LOG_LEVEL: 'info' }),
   ]);

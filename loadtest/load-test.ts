@@ -173,8 +173,8 @@ export async function runLoadTest(o: LoadTestOptions, command: string, onProgres
     frames: { sent, recorded, lost: Math.max(0, sent - recorded), consideredStreams: counted.length, streamsWithoutRecording: without, framesMissing: missing },
     pauseResume: { pause: pauseStatuses, resume: resumeStatuses },
     gateway: {
-      eventLoopP99MsWorst: sorted.length ? sorted[sorted.length - 1] : null,
-      eventLoopP99MsMedian: sorted.length ? sorted[Math.floor(sorted.length / 2)] : null,
+      eventLoopP99MsWorst: sorted.length ? sorted[sorted.length - 1]! : null,
+      eventLoopP99MsMedian: sorted.length ? sorted[Math.floor(sorted.length / 2)]! : null,
       diskLagP99Ms: allLag === null ? null : allLag * 1000,
       rssMaxBytes: rss.length ? Math.max(...rss) : null,
       scrapeErrors,

@@ -32,10 +32,10 @@ export function parseHistogram(text: string, name: string): Histogram | null {
 /** Upper bound (seconds) of the bucket holding quantile q of what `now` adds to `before`; null when empty. */
 export function histogramQuantile(now: Histogram, before: Histogram | null, q: number): number | null {
   const counts = now.counts.map((c, i) => c - (before?.counts[i] ?? 0));
-  const total = counts[counts.length - 1];
+  const total = counts[counts.length - 1] ?? 0;
   if (!(total > 0)) return null;
   const rank = q * total;
-  for (let i = 0; i < counts.length; i++) if (counts[i] >= rank) return now.le[i];
+  for (let i = 0; i < counts.length; i++) if (counts[i]! >= rank) return now.le[i]!; // le and counts pair up
   return Infinity;
 }
 

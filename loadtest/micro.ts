@@ -22,15 +22,15 @@ function messages(): Buffer[] {
   for (let i = 0; i < WARM + N; i++) {
     const t = i & 1;
     const f = i >> 1;
-    out.push(Buffer.from(`{"event":"media","sequenceNumber":"${i + 2}","streamSid":"${sid}","media":{"track":"${t ? 'outbound' : 'inbound'}","chunk":"${f + 1}","timestamp":"${f * 20}","payload":"${payloads[t][f % 500]}"}}`));
+    out.push(Buffer.from(`{"event":"media","sequenceNumber":"${i + 2}","streamSid":"${sid}","media":{"track":"${t ? 'outbound' : 'inbound'}","chunk":"${f + 1}","timestamp":"${f * 20}","payload":"${payloads[t]![f % 500]}"}}`));
   }
   return out;
 }
 
 function bench(name: string, msgs: Buffer[], f: (b: Buffer) => void): number {
-  for (let i = 0; i < WARM; i++) f(msgs[i]);
+  for (let i = 0; i < WARM; i++) f(msgs[i]!);
   const c0 = process.cpuUsage();
-  for (let i = WARM; i < WARM + N; i++) f(msgs[i]);
+  for (let i = WARM; i < WARM + N; i++) f(msgs[i]!);
   const c = process.cpuUsage(c0);
   const us = (c.user + c.system) / N;
   console.log(`| ${name} | ${us.toFixed(2)} |`);

@@ -176,7 +176,7 @@ export async function runStream(opts: RunStreamOptions): Promise<RunStreamResult
   const sendFrame = (i: number, cb?: (err?: Error) => void): void => {
     const ts = tsOffset + i * frameMs;
     for (let k = 0; k < tracks.length; k++) {
-      const track = tracks[k];
+      const track = tracks[k]!;
       fillFrame(payload, opts.seed, track, i, 0, frameBytes);
       client.sendMediaBase64(track, payload.toString('base64'), ts, k === tracks.length - 1 ? cb : undefined);
       framesSent[track]++;

@@ -71,7 +71,7 @@ function lowerBound(list: readonly Entry[], p: Position, inclusive: boolean): nu
   let hi = list.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    const c = compare(list[mid], p);
+    const c = compare(list[mid]!, p);
     if (c < 0 || (c === 0 && !inclusive)) lo = mid + 1;
     else hi = mid;
   }
@@ -224,7 +224,7 @@ export class RecordingIndex {
     let next = 0;
     const worker = async () => {
       while (next < pending.length) {
-        const { dir, name, files } = pending[next++];
+        const { dir, name, files } = pending[next++]!;
         const sidecarPath = path.join(dir, name);
         try {
           const sidecar = parseSidecar(await readFile(sidecarPath, 'utf8'), name);
@@ -314,7 +314,7 @@ export class RecordingIndex {
     let last: Entry | undefined;
     let more = false;
     for (let i = start; i < candidates.length; i++) {
-      const e = candidates[i];
+      const e = candidates[i]!;
       if (toT !== undefined && e.t >= toT) break;
       if (
         (q.accountSid !== undefined && e.sidecar.accountSid !== q.accountSid) ||

@@ -191,6 +191,10 @@ async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt:
 }
 
 /** Seal `file` (a partial, or a published WAV without its sidecar) and describe it. */
+function ckptFits(ckpt: Checkpoint, channels: number): boolean {
+  return [ckpt.stats, ckpt.covered, ckpt.firstCovered, ckpt.lastCoveredEnd].every((a) => Array.isArray(a) && a.length >= channels);
+}
+
 async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | null): Promise<RecordingSidecar> {
   const partial = file;
   const { info, dataBytes } = await sealPartial(partial, meta.encoding);
@@ -199,19 +203,20 @@ async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | nul
   const samples = dataBytes / bps;
 
   // Frame counts: checkpoint for what it covers, the audio itself for the tail after it.
-  const ckptBytes = ckpt !== null && ckpt.dataBytes <= dataBytes ? ckpt.dataBytes : 0;
+  // A checkpoint is only used if it has an entry per channel (it comes from disk; the `!`s below rely on it).
+  const ckptBytes = ckpt !== null && ckpt.dataBytes <= dataBytes && ckptFits(ckpt, channels) ? ckpt.dataBytes : 0;
   const tail = await nonSilentBlocks(partial, info, ckptBytes, dataBytes);
   const frames: Partial<Record<Track, TrackFrameStats>> = {};
   for (let c = 0; c < channels; c++) {
-    const track: Track = channels === 2 ? (c === 0 ? 'inbound' : 'outbound') : meta.tracks[0];
+    const track: Track = channels === 2 ? (c === 0 ? 'inbound' : 'outbound') : meta.tracks[0]!; // mono: its one track
     const useCkpt = ckptBytes > 0 && ckpt !== null;
-    const span = useCkpt && ckpt.firstCovered[c] >= 0 ? ckpt.lastCoveredEnd[c] - ckpt.firstCovered[c] : 0;
+    const span = useCkpt && ckpt.firstCovered[c]! >= 0 ? ckpt.lastCoveredEnd[c]! - ckpt.firstCovered[c]! : 0;
     const s: TrackFrameStats = {
-      received: (useCkpt ? Math.round(ckpt.covered[c] / FRAME_SAMPLES) : 0) + tail[c],
-      missing: useCkpt ? Math.max(0, Math.round((span - ckpt.covered[c]) / FRAME_SAMPLES)) : 0,
-      duplicate: useCkpt ? ckpt.stats[c].duplicate : 0,
-      late: useCkpt ? ckpt.stats[c].late : 0,
-      tooLate: useCkpt ? ckpt.stats[c].tooLate : 0,
+      received: (useCkpt ? Math.round(ckpt.covered[c]! / FRAME_SAMPLES) : 0) + tail[c]!,
+      missing: useCkpt ? Math.max(0, Math.round((span - ckpt.covered[c]!) / FRAME_SAMPLES)) : 0,
+      duplicate: useCkpt ? ckpt.stats[c]!.duplicate : 0,
+      late: useCkpt ? ckpt.stats[c]!.late : 0,
+      tooLate: useCkpt ? ckpt.stats[c]!.tooLate : 0,
     };
     frames[track] = s;
   }
@@ -294,7 +299,7 @@ async function nonSilentBlocks(file: string, info: WavInfo, from: number, to: nu
             const o = i * info.blockAlign + c * bytesPerSample;
             sound = pcm ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff;
           }
-          if (sound) counts[c]++;
+          if (sound) counts[c]!++;
         }
       }
       pos += frames * info.blockAlign;

@@ -156,7 +156,7 @@ export class SegmentWriter {
 
   /** `bytes` of silence after what is queued: merged into a trailing silence run (no memory). */
   private queueSilence(bytes: number): void {
-    const last = this.queue.length > 0 ? this.queue[this.queue.length - 1] : null;
+    const last = this.queue.length > 0 ? this.queue[this.queue.length - 1]! : null;
     if (last !== null && last.buf === null) last.silence += bytes;
     else this.queue.push({ buf: null, silence: bytes, owner: null, arrival: NaN });
     if (!this.pumping) this.pumping = this.pump();
@@ -347,24 +347,26 @@ function pushSilence(bufs: Buffer[], bytes: number, silence: Buffer): void {
   }
 }
 
+// The timeline hands over one plane per channel (1 or 2) and offset + n never passes a plane's
+// end, so the `!`s below hold (and cost nothing per sample).
 function interleaveMulaw(planes: readonly Buffer[], offset: number, n: number, out: Buffer): void {
   if (planes.length === 1) {
-    planes[0].copy(out, 0, offset, offset + n);
+    planes[0]!.copy(out, 0, offset, offset + n);
     return;
   }
-  const l = planes[0];
-  const r = planes[1];
+  const l = planes[0]!;
+  const r = planes[1]!;
   for (let i = 0, o = 0; i < n; i++, o += 2) {
-    out[o] = l[offset + i];
-    out[o + 1] = r[offset + i];
+    out[o] = l[offset + i]!;
+    out[o + 1] = r[offset + i]!;
   }
 }
 
 function interleavePcm16(planes: readonly Buffer[], offset: number, n: number, out: Buffer): void {
   const ch = planes.length;
   for (let c = 0; c < ch; c++) {
-    const p = planes[c];
-    for (let i = 0, o = c * 2; i < n; i++, o += ch * 2) out.writeInt16LE(MULAW_TO_PCM16[p[offset + i]], o);
+    const p = planes[c]!;
+    for (let i = 0, o = c * 2; i < n; i++, o += ch * 2) out.writeInt16LE(MULAW_TO_PCM16[p[offset + i]!]!, o);
   }
 }
 

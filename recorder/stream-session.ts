@@ -231,7 +231,7 @@ export class StreamSession implements TimelineSink {
   private isPaused(start: number): boolean {
     if (this.pauseFrom !== null && start >= this.pauseFrom) return true;
     for (let i = this.pausedSpans.length - 1; i >= 0; i--) {
-      const p = this.pausedSpans[i];
+      const p = this.pausedSpans[i]!;
       if (start >= p.to) return false; // spans are ordered: nothing earlier can contain it
       if (start >= p.from) return true;
     }
@@ -306,7 +306,7 @@ export class StreamSession implements TimelineSink {
     const result = this.timeline.place(channel, start, payload, length, arrival);
     const segIndex = Math.floor(start / this.segmentSamples);
     const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
-    const s = seg.stats[channel];
+    const s = seg.stats[channel]!; // `channel` came from channelOf, -1 turned away
     switch (result) {
       case 'placed': s.received++; break;
       case 'late': s.received++; s.late++; break;
@@ -354,9 +354,9 @@ export class StreamSession implements TimelineSink {
     for (let c = 0; c < this.channels; c++) {
       if (cov.covered[c] === 0) continue;
       silent = false;
-      seg.covered[c] += cov.covered[c];
-      if (seg.firstCovered[c] < 0) seg.firstCovered[c] = cov.firstCovered[c];
-      seg.lastCoveredEnd[c] = cov.lastCoveredEnd[c];
+      seg.covered[c]! += cov.covered[c]!;
+      if (seg.firstCovered[c]! < 0) seg.firstCovered[c] = cov.firstCovered[c]!;
+      seg.lastCoveredEnd[c] = cov.lastCoveredEnd[c]!;
     }
     if (!seg.writer) seg.writer = this.openWriter(seg);
     seg.writer.append(planes, offset, samples, silent, cov.oldestArrival);
@@ -444,11 +444,11 @@ export class StreamSession implements TimelineSink {
       crashPoint('publish:audio-renamed');
       const frames: Partial<Record<Track, TrackFrameStats>> = {};
       for (let c = 0; c < this.channels; c++) {
-        const s = seg.stats[c];
-        const span = seg.firstCovered[c] < 0 ? 0 : seg.lastCoveredEnd[c] - seg.firstCovered[c];
+        const s = seg.stats[c]!;
+        const span = seg.firstCovered[c]! < 0 ? 0 : seg.lastCoveredEnd[c]! - seg.firstCovered[c]!;
         // a paused span is silence on purpose, not missing audio
-        const paused = this.skip ? 0 : this.pausedWithin(seg.firstCovered[c], seg.lastCoveredEnd[c]);
-        s.missing = Math.max(0, Math.round((span - seg.covered[c] - paused) / NOMINAL_FRAME_SAMPLES));
+        const paused = this.skip ? 0 : this.pausedWithin(seg.firstCovered[c]!, seg.lastCoveredEnd[c]!);
+        s.missing = Math.max(0, Math.round((span - seg.covered[c]! - paused) / NOMINAL_FRAME_SAMPLES));
         frames[this.trackOfChannel(c)] = s;
       }
       const base = this.baseSidecar(seg, recordingId);
@@ -508,7 +508,7 @@ export class StreamSession implements TimelineSink {
 
   private trackOfChannel(c: number): Track {
     if (this.channels === 2) return c === 0 ? 'inbound' : 'outbound';
-    return this.id.tracks[0];
+    return this.id.tracks[0]!; // a mono stream has exactly one track
   }
 
   /**

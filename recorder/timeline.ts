@@ -93,19 +93,20 @@ export class Timeline {
     const end = start + length;
     if (end <= this.flushed) return 'too_late';
     if (end > this.flushed + this.window) this.advanceTo(end - this.window);
-    const cov = this.covered[channel];
+    // `channel` < channels: the caller got it from channelOf and turned away -1.
+    const cov = this.covered[channel]!;
     const w = this.window;
     // Skip what was already emitted (a frame straddling `flushed`).
     const from = start < this.flushed ? this.flushed : start;
     // A duplicate: every sample already there. Frames are contiguous runs, so checking the
     // first and last sample is enough for Twilio's aligned frames; partial overlaps overwrite.
     if (cov[from % w] === 1 && cov[(end - 1) % w] === 1) return 'duplicate';
-    const late = end <= this.channelEnd[channel] || start < this.flushed;
+    const late = end <= this.channelEnd[channel]! || start < this.flushed;
     // Copy in at most two runs (the ring may wrap), without a modulo per sample.
     let src = from - start;
     let pos = from % w;
     let left = end - from;
-    const plane = this.planes[channel];
+    const plane = this.planes[channel]!;
     while (left > 0) {
       const run = Math.min(left, w - pos);
       payload.copy(plane, pos, src, src + run);
@@ -118,7 +119,7 @@ export class Timeline {
     const slotLast = Math.floor(((end - 1) % w) / this.chunk);
     this.noteArrival(slotFirst, arrival);
     if (slotLast !== slotFirst) this.noteArrival(slotLast, arrival);
-    if (end > this.channelEnd[channel]) this.channelEnd[channel] = end;
+    if (end > this.channelEnd[channel]!) this.channelEnd[channel] = end;
     if (end > this.frontier) this.frontier = end;
     return late ? 'late' : 'placed';
   }
@@ -148,7 +149,7 @@ export class Timeline {
   }
 
   private noteArrival(slot: number, arrival: number): void {
-    const prev = this.slotArrival[slot];
+    const prev = this.slotArrival[slot]!;
     if (!(prev <= arrival)) this.slotArrival[slot] = arrival; // NaN-safe min
   }
 
@@ -161,7 +162,7 @@ export class Timeline {
     const cv = this.coverage;
     cv.oldestArrival = NaN;
     for (let c = 0; c < ch; c++) {
-      const cov = this.covered[c];
+      const cov = this.covered[c]!;
       let count = 0;
       let first = -1;
       let last = -1;
@@ -179,14 +180,14 @@ export class Timeline {
     const slotA = Math.floor(a / this.chunk);
     const slotB = Math.floor((a + n - 1) / this.chunk);
     for (let s = slotA; s <= slotB; s++) {
-      const t = this.slotArrival[s];
+      const t = this.slotArrival[s]!;
       if (!(cv.oldestArrival <= t) && !Number.isNaN(t)) cv.oldestArrival = t;
     }
     this.sink.emit(this.planes, a, n, from, cv);
     // Reset what was emitted so the ring slots start as silence for the next lap.
     for (let c = 0; c < ch; c++) {
-      this.planes[c].fill(MULAW_SILENCE, a, a + n);
-      this.covered[c].fill(0, a, a + n);
+      this.planes[c]!.fill(MULAW_SILENCE, a, a + n);
+      this.covered[c]!.fill(0, a, a + n);
     }
     // A slot's arrival is cleared only when the region ends on its end (slots are shared).
     for (let s = slotA; s <= slotB; s++) {

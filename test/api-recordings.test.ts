@@ -551,15 +551,15 @@ t.test('format=pcm16 / mulaw: a complete WAV, equal sample by sample', async (t)
       // (through a clean header: wavefile cannot read an unpatched one)
       const clean = Buffer.concat([buildWavHeader({ encoding: 'mulaw', channels: f.channels, sampleRate: 8000, dataBytes: source.length }), source]);
       const src = decodeWithWavefile(clean).samples;
-      for (let i = 0; i < samples; i++) if (conv.samples[i] !== src[i] || conv.samples[i] !== MULAW_TO_PCM16[source[i]]) mismatches++;
+      for (let i = 0; i < samples; i++) if (conv.samples[i] !== src[i] || conv.samples[i] !== MULAW_TO_PCM16[source[i]!]) mismatches++;
     } else {
       // pcm16 -> mu-law: each code is the G.711 encoding of the source sample, and decodes close to it
       const codes = body.subarray(info.dataOffset, info.dataOffset + samples);
       let worst = 0;
       for (let i = 0; i < samples; i++) {
         const s = source.readInt16LE(i * 2);
-        if (codes[i] !== pcm16ToMulawSample(s) || conv.samples[i] !== MULAW_TO_PCM16[codes[i]]) mismatches++;
-        worst = Math.max(worst, Math.abs(conv.samples[i] - s));
+        if (codes[i] !== pcm16ToMulawSample(s) || conv.samples[i] !== MULAW_TO_PCM16[codes[i]!]) mismatches++;
+        worst = Math.max(worst, Math.abs(conv.samples[i]! - s));
       }
       t.ok(worst <= 1024, `mu-law quantisation error stays within one top-segment step (worst ${worst})`);
     }

@@ -58,7 +58,7 @@ t.test('SIGKILL in the middle of archiving: the restart finishes the queue', asy
     const wav = await readFile(path.join(path.dirname(file), s.audioFile));
     const info = parseWavHeader(wav);
     const [left] = await ffmpegDecode(archive);
-    t.ok(Math.abs(left.length - info.dataBytes / info.blockAlign) <= 160, `${s.recordingId}: ${left.length} frames decoded vs ${info.dataBytes / info.blockAlign} in the WAV`);
+    t.ok(Math.abs(left!.length - info.dataBytes / info.blockAlign) <= 160, `${s.recordingId}: ${left!.length} frames decoded vs ${info.dataBytes / info.blockAlign} in the WAV`);
   }
   const metrics = await (await fetch(`${second.http}/metrics`)).text();
   t.match(metrics, /^gateway_archive_queue_length 0$/m);

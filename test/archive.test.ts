@@ -53,7 +53,7 @@ async function waitForArchive(httpBase: string, id: string): Promise<RecordingSi
   }, `the archive of ${id}`, 60_000);
 }
 
-const pcmOf = (mulaw: Buffer) => Int16Array.from(mulaw, (b) => MULAW_TO_PCM16[b]);
+const pcmOf = (mulaw: Buffer) => Int16Array.from(mulaw, (b) => MULAW_TO_PCM16[b]!);
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 const EXPECT = {
@@ -88,13 +88,13 @@ for (const format of ['opus', 'flac', 'mp3'] as const) {
     const info = parseWavHeader(wav);
     const wavFrames = info.dataBytes / info.blockAlign;
     t.equal(wavFrames, FRAMES * 160);
-    t.ok(Math.abs(left.length - wavFrames) <= 160, `decoded ${left.length} frames vs ${wavFrames} in the WAV (within 20 ms)`);
+    t.ok(Math.abs(left!.length - wavFrames) <= 160, `decoded ${left!.length} frames vs ${wavFrames} in the WAV (within 20 ms)`);
     if (format === 'flac') {
       t.same(left, pcmOf(call.inbound), 'FLAC left: sample-exact PCM decode of the stored mu-law (caller)');
       t.same(right, pcmOf(call.outbound), 'FLAC right: sample-exact PCM decode of the stored mu-law (agent)');
     } else {
-      const l = toneSeparationDb(left, TONE_HZ.inbound, TONE_HZ.outbound);
-      const r = toneSeparationDb(right, TONE_HZ.outbound, TONE_HZ.inbound);
+      const l = toneSeparationDb(left!, TONE_HZ.inbound, TONE_HZ.outbound);
+      const r = toneSeparationDb(right!, TONE_HZ.outbound, TONE_HZ.inbound);
       t.ok(l > 30, `left carries the caller's ${TONE_HZ.inbound} Hz, not the agent's (${l.toFixed(1)} dB)`);
       t.ok(r > 30, `right carries the agent's ${TONE_HZ.outbound} Hz, not the caller's (${r.toFixed(1)} dB)`);
     }
@@ -140,9 +140,9 @@ t.test('on the fly: a format that is not stored is converted (stream), and bad f
     t.equal(res.headers.get('accept-ranges'), 'none');
     const [left, right] = await ffmpegDecode(Buffer.from(await res.arrayBuffer()));
     // a streamed MP3 has no gapless header: its encoder delay (< 200 ms) stays in
-    t.ok(Math.abs(left.length - FRAMES * 160) <= (format === 'mp3' ? 1600 : 160), `${format}: ${left.length} frames`);
-    t.ok(toneSeparationDb(left, TONE_HZ.inbound, TONE_HZ.outbound) > 30, `${format}: caller on the left`);
-    t.ok(toneSeparationDb(right, TONE_HZ.outbound, TONE_HZ.inbound) > 30, `${format}: agent on the right`);
+    t.ok(Math.abs(left!.length - FRAMES * 160) <= (format === 'mp3' ? 1600 : 160), `${format}: ${left!.length} frames`);
+    t.ok(toneSeparationDb(left!, TONE_HZ.inbound, TONE_HZ.outbound) > 30, `${format}: caller on the left`);
+    t.ok(toneSeparationDb(right!, TONE_HZ.outbound, TONE_HZ.inbound) > 30, `${format}: agent on the right`);
   }
   const bad = await fetch(`${g.http}/v1/recordings/${p.recordingId}/audio?format=ogg`);
   t.equal(bad.status, 400);
@@ -169,8 +169,8 @@ t.test('ARCHIVE_KEEP_WAV=false: the WAV goes only after a verified archive; play
   const info = parseWavHeader(body);
   t.match(info, { encoding: 'mulaw', channels: 2, sampleRate: 8000, dataBytes: FRAMES * 320 });
   const data = body.subarray(info.dataOffset);
-  const l = Int16Array.from({ length: FRAMES * 160 }, (_, i) => MULAW_TO_PCM16[data[2 * i]]);
-  const r = Int16Array.from({ length: FRAMES * 160 }, (_, i) => MULAW_TO_PCM16[data[2 * i + 1]]);
+  const l = Int16Array.from({ length: FRAMES * 160 }, (_, i) => MULAW_TO_PCM16[data[2 * i]!]!);
+  const r = Int16Array.from({ length: FRAMES * 160 }, (_, i) => MULAW_TO_PCM16[data[2 * i + 1]!]!);
   t.same(l, pcmOf(call.inbound), 'left: the caller, sample for sample');
   t.same(r, pcmOf(call.outbound), 'right: the agent, sample for sample');
 
@@ -191,7 +191,7 @@ t.test('ARCHIVE_KEEP_WAV=false: the WAV goes only after a verified archive; play
   t.equal((await fetch(`${g.http}/v1/recordings/${s.recordingId}/audio?format=flac`)).status, 200);
   const opus = await fetch(`${g.http}/v1/recordings/${s.recordingId}/audio?format=opus`);
   const [ol, or] = await ffmpegDecode(Buffer.from(await opus.arrayBuffer()));
-  t.ok(toneSeparationDb(ol, TONE_HZ.inbound, TONE_HZ.outbound) > 30 && toneSeparationDb(or, TONE_HZ.outbound, TONE_HZ.inbound) > 30, 'opus made from the archive keeps the channels');
+  t.ok(toneSeparationDb(ol!, TONE_HZ.inbound, TONE_HZ.outbound) > 30 && toneSeparationDb(or!, TONE_HZ.outbound, TONE_HZ.inbound) > 30, 'opus made from the archive keeps the channels');
 
   // the whole contact, from the archive, in PCM and in a compressed form
   const contact = await fetch(`${g.http}/v1/cti-sessions/ARCH-CONTACT-1/audio`);
@@ -204,8 +204,8 @@ t.test('ARCHIVE_KEEP_WAV=false: the WAV goes only after a verified archive; play
   const cOpus = await fetch(`${g.http}/v1/cti-sessions/ARCH-CONTACT-1/audio?format=opus`);
   t.equal(cOpus.headers.get('content-type'), 'audio/ogg; codecs=opus');
   const [cl, cr] = await ffmpegDecode(Buffer.from(await cOpus.arrayBuffer()));
-  t.ok(Math.abs(cl.length - FRAMES * 160) <= 160);
-  t.ok(toneSeparationDb(cl, TONE_HZ.inbound, TONE_HZ.outbound) > 30 && toneSeparationDb(cr, TONE_HZ.outbound, TONE_HZ.inbound) > 30, 'contact as opus: caller left, agent right');
+  t.ok(Math.abs(cl!.length - FRAMES * 160) <= 160);
+  t.ok(toneSeparationDb(cl!, TONE_HZ.inbound, TONE_HZ.outbound) > 30 && toneSeparationDb(cr!, TONE_HZ.outbound, TONE_HZ.inbound) > 30, 'contact as opus: caller left, agent right');
   t.equal((await fetch(`${g.http}/v1/cti-sessions/ARCH-CONTACT-1/audio?format=aac`)).status, 400);
 
   // a restart indexes the recording from its archive alone

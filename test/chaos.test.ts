@@ -103,7 +103,7 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
   const upSlots = () => slots.filter((s) => s.up);
   const pick = (): Slot | null => {
     const up = upSlots();
-    return up.length === 0 ? null : up[Math.floor(Math.random() * up.length)];
+    return up.length === 0 ? null : up[Math.floor(Math.random() * up.length)]!;
   };
   const pickNode = (): NodeRef | null => {
     const s = pick();
@@ -249,7 +249,7 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
   const chaos = (async () => {
     await sleep(chaosBetween(1500, 2500));
     while (!callsDone) {
-      const s = slots[Math.floor(chaosRng() * slots.length)];
+      const s = slots[Math.floor(chaosRng() * slots.length)]!;
       s.up = false;
       killLog.push({ id: s.id, at: Date.now() });
       stats.kills.push(`${s.id}@${((Date.now() - testStart) / 1000).toFixed(1)}s`);
@@ -268,7 +268,7 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
   // ---- run: calls start over 4 s, each on a random live node ----
   const runs = calls.map(async (c, i) => {
     await sleep(i * 80);
-    await Promise.all([c.run(Date.now() + 120_000), ctiTask(c, schedules[i]), pauseTask(c, schedules[i])]);
+    await Promise.all([c.run(Date.now() + 120_000), ctiTask(c, schedules[i]!), pauseTask(c, schedules[i]!)]);
   });
   await Promise.all(runs);
   const sendDone = Date.now();
@@ -337,8 +337,8 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
       const lists = await Promise.all(slots.map(listAll));
       for (const [i, l] of lists.entries()) {
         const ids = new Set((l ?? []).map((s) => s.recordingId));
-        if (l === null) why.push(`${slots[i].id}: list failed`);
-        else if (ids.size !== disk.size || [...disk].some((id) => !ids.has(id))) why.push(`${slots[i].id} lists ${ids.size}, disk holds ${disk.size}`);
+        if (l === null) why.push(`${slots[i]!.id}: list failed`);
+        else if (ids.size !== disk.size || [...disk].some((id) => !ids.has(id))) why.push(`${slots[i]!.id} lists ${ids.size}, disk holds ${disk.size}`);
       }
       const announced = new Set(hooks.got.map((r) => String(r.json.recordingId)));
       const unannounced = [...disk].filter((id) => !announced.has(id));
@@ -348,7 +348,7 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
     }, 90_000);
   } catch (err) {
     t.fail(`${(err as Error).message}: ${settleState}`);
-    listed = (await listAll(slots[0])) ?? [];
+    listed = (await listAll(slots[0]!)) ?? [];
   }
   t.comment(`settled ${((Date.now() - sendDone) / 1000).toFixed(1)} s after the calls; ${streams.length} streams, ${listed.length} recordings, ${hooks.got.length} webhook POSTs`);
 
@@ -425,7 +425,7 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
     for (const l of lostFrames(st, present, 0, paused)) {
       const have = present.get(`${st.streamSid}/${l.track}`) ?? new Set<number>();
       const lastPresent = Math.max(-1, ...have);
-      const firstLost = l.frames[0];
+      const firstLost = l.frames[0]!;
       if (crashed && firstLost > lastPresent) {
         tail = Math.max(tail, st.sent - firstLost);
         if (st.sent - firstLost <= CRASH_TAIL_MAX) continue;
@@ -439,7 +439,7 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
   t.comment(`${pausedEarly} frames sent before their pause was asked fell into its paused interval (the node pauses at the newest call time it has read)`);
   t.same(show(lost), [], `no frame sent outside a pause is lost; a crash costs its streams at most their last ${CRASH_TAIL_MAX} frames`);
   for (const i of suspects) {
-    const c = calls[i];
+    const c = calls[i]!;
     const rel = (ms: number) => `${((ms - testStart) / 1000).toFixed(2)}s`;
     const lines = [`call ${i} ${c.plan.callSid} tracks ${c.plan.tracks.join('+')} frames ${c.plan.frames}; kills ${killLog.map((k) => `${k.id}@${rel(k.at)}`).join(' ')}`];
     for (const h of c.history) lines.push(`  ${rel(h.at)} frame ${h.frame}: ${h.what}`);

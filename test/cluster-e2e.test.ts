@@ -49,7 +49,7 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
   const env = (id: string) => ({ NODE_ID: id, REDIS_URL: redis.url, RECORDINGS_DIR: rec, API_KEYS: API_KEY, STREAM_IDLE_TIMEOUT_S: '60', TWILIO_ENABLE_PAUSE_RESUME: 'true' });
   const nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => startNode(t, env(id))));
   const [n1, n2] = nodes;
-  let n3 = nodes[2];
+  let n3 = nodes[2]!;
   const lb = await startHaproxy(t, dir, nodes.map((n) => ({ name: n.nodeId, port: n.port })));
   await new Promise((r) => setTimeout(r, 1200)); // every server seen up by a health check
 
@@ -64,7 +64,7 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
     }));
   }
   const all = await until('30 streams listed', async () => {
-    const { body } = await api<Calls>(n1.http, '/v1/calls');
+    const { body } = await api<Calls>(n1!.http, '/v1/calls');
     return body.items.length === STREAMS ? body.items : null;
   });
   const owner = new Map(all.map((e) => [e.streamSid, e.nodeId]));
@@ -73,8 +73,8 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
   t.ok(clients.every((c) => owner.has(c.streamSid)), 'every stream is listed with its owner');
 
   // a command through a node that does not hold the call
-  const onN1 = perNode('n1')[0];
-  const routed = await api<PauseAnswer>(n2.http, `/v1/calls/${onN1.callSid}/pause`, 'POST');
+  const onN1 = perNode('n1')[0]!;
+  const routed = await api<PauseAnswer>(n2!.http, `/v1/calls/${onN1.callSid}/pause`, 'POST');
   t.equal(routed.status, 200, `routed pause answered ${JSON.stringify(routed.body)}`);
   t.same(routed.body.streams.map((x) => x.streamSid), [onN1.streamSid], 'n2 forwarded the pause to n1, which paused its stream');
   const pausedView = await until('paused listed cluster-wide', async () => {
@@ -91,28 +91,28 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
   await redis.stop();
   await until('every node not ready without Redis', async () => (await Promise.all(nodes.map(ready))).every((s) => s === 503), 8000);
   t.pass('readyz 503 on every node while Redis is lost');
-  const noRoute = await api<{ error: string; message: string }>(n2.http, `/v1/calls/${onN1.callSid}/pause`, 'POST');
+  const noRoute = await api<{ error: string; message: string }>(n2!.http, `/v1/calls/${onN1.callSid}/pause`, 'POST');
   t.equal(noRoute.status, 503, 'a command that cannot be routed: 503');
   t.match(noRoute.body, { error: 'cluster_unavailable', message: /Redis/ });
-  t.equal((await api<Calls>(n2.http, '/v1/calls')).status, 503, 'no cluster-wide call list without Redis: 503, not a partial answer');
-  const local = await api<PauseAnswer>(n1.http, `/v1/calls/${onN1.callSid}/resume`, 'POST');
+  t.equal((await api<Calls>(n2!.http, '/v1/calls')).status, 503, 'no cluster-wide call list without Redis: 503, not a partial answer');
+  const local = await api<PauseAnswer>(n1!.http, `/v1/calls/${onN1.callSid}/resume`, 'POST');
   t.equal(local.status, 200, 'the node holding the call still takes its command');
   await new Promise((r) => setTimeout(r, 1000));
   await startRedis(t, redis.port);
   await until('every node ready again', async () => (await Promise.all(nodes.map(ready))).every((s) => s === 200), 10000);
   const resynced = await until('registry rebuilt', async () => {
-    const { body } = await api<Calls>(n2.http, '/v1/calls');
+    const { body } = await api<Calls>(n2!.http, '/v1/calls');
     return body.items.length === STREAMS ? body.items : null;
   });
   t.same(new Map(resynced.map((e) => [e.streamSid, e.nodeId])), owner, 'every node re-registered its live streams');
-  t.same((await api<PauseAnswer>(n2.http, `/v1/calls/${onN1.callSid}/resume`, 'POST')).body.streams.map((x) => x.streamSid), [onN1.streamSid], 'routing works again');
+  t.same((await api<PauseAnswer>(n2!.http, `/v1/calls/${onN1.callSid}/resume`, 'POST')).body.streams.map((x) => x.streamSid), [onN1.streamSid], 'routing works again');
 
   // n3 killed mid-call
   const n3Streams = perNode('n3');
   const killedAt = Date.now();
   await n3.kill('SIGKILL');
   const lost = await until('n3 streams listed as lost', async () => {
-    const { body } = await api<Calls>(n1.http, '/v1/calls');
+    const { body } = await api<Calls>(n1!.http, '/v1/calls');
     return body.lost.length === n3Streams.length ? body : null;
   }, 20000);
   const noticedMs = Date.now() - killedAt;
@@ -121,22 +121,22 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
   t.equal(lost.items.length, STREAMS - n3Streams.length, 'the others are still active');
   // the list shows lost streams as soon as the heartbeat expired; the alarm follows within a watch round
   const alarms = await until('node_lost alarm', async () => {
-    const { body } = await api<{ items: { kind: string; message: string }[] }>(n2.http, '/v1/alarms?kind=node_lost');
+    const { body } = await api<{ items: { kind: string; message: string }[] }>(n2!.http, '/v1/alarms?kind=node_lost');
     const hits = body.items.filter((a) => a.message.includes('node n3 '));
     return hits.length > 0 ? hits : null;
   }, 5000);
   t.ok(Date.now() - killedAt < 15000, 'node_lost raised within 15 s');
   await new Promise((r) => setTimeout(r, 2500));
-  const again = await api<{ items: { message: string }[] }>(n2.http, '/v1/alarms?kind=node_lost');
+  const again = await api<{ items: { message: string }[] }>(n2!.http, '/v1/alarms?kind=node_lost');
   t.equal(again.body.items.filter((a) => a.message.includes('node n3 ')).length, alarms.length, 'one node_lost alarm in the cluster');
   t.equal(alarms.length, 1);
-  const toLost = await api<{ error: string }>(n1.http, `/v1/calls/${n3Streams[0].callSid}/pause`, 'POST');
+  const toLost = await api<{ error: string }>(n1!.http, `/v1/calls/${n3Streams[0]!.callSid}/pause`, 'POST');
   t.equal(toLost.status, 503, 'a command for a call of the dead node: 503');
   t.equal(toLost.body.error, 'owner_lost');
 
   // n3 restarts on the same volume: its registry entries are cleaned, nothing is lost anymore
   n3 = await startNode(t, env('n3'), n3.port);
-  await until('lost list cleared', async () => (await api<Calls>(n1.http, '/v1/calls')).body.lost.length === 0, 10000);
+  await until('lost list cleared', async () => (await api<Calls>(n1!.http, '/v1/calls')).body.lost.length === 0, 10000);
   t.pass('restarted n3 cleaned its stale streams');
 
   // the streams end: everything of n1 and n2 is recorded, frame for frame
@@ -146,12 +146,12 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
       t.ok(r.closedEarly, `${r.streamSid}: cut when n3 died`);
       // the restarted n3 finalised what it had on the shared volume
       const [s] = await until(`recovered recording of ${r.callSid}`, async () => {
-        const { body } = await api<{ items: RecordingSidecar[] }>(n1.http, `/v1/recordings?callSid=${r.callSid}`);
+        const { body } = await api<{ items: RecordingSidecar[] }>(n1!.http, `/v1/recordings?callSid=${r.callSid}`);
         return body.items.length === 1 ? body.items : null;
       }, 10000);
-      t.equal(s.closeReason, 'recovered');
-      const audio = await fetch(`${n1.http}/v1/recordings/${s.recordingId}/audio`, { headers: auth }).then((x) => x.arrayBuffer());
-      const got = Buffer.from(decodeWav(Buffer.from(audio)).channel[0]);
+      t.equal(s!.closeReason, 'recovered');
+      const audio = await fetch(`${n1!.http}/v1/recordings/${s!.recordingId}/audio`, { headers: auth }).then((x) => x.arrayBuffer());
+      const got = Buffer.from(decodeWav(Buffer.from(audio)).channel[0]!);
       const frames = Math.floor(got.length / 160);
       t.ok(got.subarray(0, frames * 160).equals(trackAudio(1000 + i, 'inbound', frames)), `recovered audio is a bit-exact prefix (${frames} frames)`);
       // at most the 1 s jitter window and one 500 ms write are lost (plus what was in flight)
@@ -163,26 +163,26 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
       const { body } = await api<{ items: RecordingSidecar[] }>(n3.http, `/v1/recordings?callSid=${r.callSid}`);
       return body.items.length === 1 ? body.items : null;
     }, 10000);
-    t.equal(s.framesMissing, 0);
-    t.equal(s.closeReason, 'stop');
+    t.equal(s!.framesMissing, 0);
+    t.equal(s!.closeReason, 'stop');
     if (r.streamSid === onN1.streamSid) {
       // the paused span: dropped (never written), silence in the file, the rest bit-exact
-      t.equal(s.pausedIntervals.length, 1, 'one paused interval (repeated resumes are idempotent)');
+      t.equal(s!.pausedIntervals.length, 1, 'one paused interval (repeated resumes are idempotent)');
       const paused = (s as RecordingSidecar & { framesPaused?: number }).framesPaused ?? 0;
       t.ok(paused > 0, `${paused} frames dropped while paused`);
-      t.equal(s.framesReceived + paused, r.framesSent.inbound, 'every frame either recorded or dropped as paused');
-      const audio = await fetch(`${n3.http}/v1/recordings/${s.recordingId}/audio`, { headers: auth }).then((x) => x.arrayBuffer());
+      t.equal(s!.framesReceived + paused, r.framesSent.inbound, 'every frame either recorded or dropped as paused');
+      const audio = await fetch(`${n3.http}/v1/recordings/${s!.recordingId}/audio`, { headers: auth }).then((x) => x.arrayBuffer());
       const expected = trackAudio(1000 + i, 'inbound', FRAMES);
-      const { from, to } = s.pausedIntervals[0];
+      const { from, to } = s!.pausedIntervals[0]!;
       expected.fill(0xff, from * 8, to * 8);
-      t.ok(Buffer.from(decodeWav(Buffer.from(audio)).channel[0]).equals(expected), 'paused span is silence, the rest bit-exact');
+      t.ok(Buffer.from(decodeWav(Buffer.from(audio)).channel[0]!).equals(expected), 'paused span is silence, the rest bit-exact');
       continue;
     }
-    t.equal(s.framesReceived, r.framesSent.inbound, 'every frame received');
+    t.equal(s!.framesReceived, r.framesSent.inbound, 'every frame received');
     if (i % 5 === 0) {
-      const audio = await fetch(`${n3.http}/v1/recordings/${s.recordingId}/audio`, { headers: auth }).then((x) => x.arrayBuffer());
-      t.ok(Buffer.from(decodeWav(Buffer.from(audio)).channel[0]).equals(trackAudio(1000 + i, 'inbound', FRAMES)), 'bit-exact');
+      const audio = await fetch(`${n3.http}/v1/recordings/${s!.recordingId}/audio`, { headers: auth }).then((x) => x.arrayBuffer());
+      t.ok(Buffer.from(decodeWav(Buffer.from(audio)).channel[0]!).equals(trackAudio(1000 + i, 'inbound', FRAMES)), 'bit-exact');
     }
   }
-  await Promise.all([n1, n2, n3].map((n) => n.kill('SIGTERM')));
+  await Promise.all([n1, n2, n3].map((n) => n!.kill('SIGTERM')));
 });

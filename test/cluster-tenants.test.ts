@@ -113,7 +113,7 @@ t.test('routed commands keep their account: A\'s events and pauses never reach B
   const n2 = await node(t, 'ten-2');
   const c = await connect(n2, SID_B);
   await registered(n1, c.callSid);
-  const session = n2.gw.recorder.streamsOfCall(c.callSid)[0];
+  const session = n2.gw.recorder.streamsOfCall(c.callSid)[0]!;
 
   t.equal((await post(`${n1.http}/v1/calls/${c.callSid}/pause?accountSid=${SID_A}`)).status, 404, 'A has no such call');
   t.equal(session.paused, false);
@@ -155,7 +155,7 @@ t.test('a pause answered 200 holds everywhere: a stream that starts later on ano
 
   // the stream starts on the other node: paused from its first frame
   const c = await connect(n2, SID_A, callSid);
-  const session = n2.gw.recorder.streamsOfCall(callSid)[0];
+  const session = n2.gw.recorder.streamsOfCall(callSid)[0]!;
   t.equal(session.paused, true, 'started paused');
   for (let i = 0; i < 50; i++) c.sendMedia('inbound', frameFor(4, 'inbound', i), i * 20);
   c.sendStop();
@@ -171,7 +171,7 @@ t.test('a pause answered 200 holds everywhere: a stream that starts later on ano
   const n3 = await node(t, 'pz-3');
   t.notOk(n3.gw.states.get(SID_B, late), 'n3 never heard of the call');
   const c3 = await connect(n3, SID_B, late);
-  const s3 = n3.gw.recorder.streamsOfCall(late)[0];
+  const s3 = n3.gw.recorder.streamsOfCall(late)[0]!;
   await until('paused at registration', () => s3.paused);
   for (let i = 0; i < 25; i++) c3.sendMedia('inbound', frameFor(5, 'inbound', i), i * 20);
   c3.sendStop();
@@ -199,7 +199,7 @@ t.test('queued CTI events are applied when Redis was away at stream start, in th
   link.sub.disconnect();
   await until('n2 lost Redis', () => !link.ready);
   const c = await connect(n2, SID_A, callSid);
-  const session = n2.gw.recorder.streamsOfCall(callSid)[0];
+  const session = n2.gw.recorder.streamsOfCall(callSid)[0]!;
   t.same(session.attribution, { ctiSessionId: null, employeeId: null }, 'nothing applied while Redis is away');
   await link.cmd.connect();
   await link.sub.connect();
@@ -274,16 +274,16 @@ t.test('per-source keys across nodes: a forwarded command keeps the key\'s accou
   t.same(listA.items.map((e) => e.callSid), [a.callSid], 'the cluster-wide list shows A\'s key only A\'s streams');
   const pauseB = (key: string) => fetch(`${n1.http}/v1/calls/${b.callSid}/pause`, { method: 'POST', headers: auth(key) });
   t.equal((await pauseB(KEY_A)).status, 404, 'A\'s key: B\'s call on another node does not exist');
-  t.equal(n2.gw.recorder.streamsOfCall(b.callSid)[0].paused, false);
+  t.equal(n2.gw.recorder.streamsOfCall(b.callSid)[0]!.paused, false);
   const ok = await pauseB(KEY_B);
   t.equal(ok.status, 200, 'B\'s key through n1: forwarded to n2');
-  t.equal(n2.gw.recorder.streamsOfCall(b.callSid)[0].paused, true);
+  t.equal(n2.gw.recorder.streamsOfCall(b.callSid)[0]!.paused, true);
   const cti = await fetch(`${n1.http}/v1/cti/events`, {
     method: 'POST', headers: { ...auth(KEY_A), 'content-type': 'application/json' },
     body: JSON.stringify({ type: 'transfer', callSid: b.callSid, ctiSessionId: 'A-evil' }),
   });
   t.equal(cti.status, 200, 'A\'s event for that callSid is A\'s own business');
-  t.same(n2.gw.recorder.streamsOfCall(b.callSid)[0].attribution, { ctiSessionId: null, employeeId: null }, 'B\'s stream untouched');
+  t.same(n2.gw.recorder.streamsOfCall(b.callSid)[0]!.attribution, { ctiSessionId: null, employeeId: null }, 'B\'s stream untouched');
   t.equal((await fetch(`${n1.http}/v1/calls`)).status, 401, 'keys configured: no anonymous loopback access');
   for (const c of [a, b]) {
     c.sendStop();

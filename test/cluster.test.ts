@@ -184,7 +184,7 @@ t.test('a TaskRouter callback received by one node reaches the node holding the 
   });
   const res = await fetch(`${a.http}/twilio/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form });
   t.equal(res.status, 204);
-  const session = b.gw.recorder.streamsOfCall(c.callSid)[0];
+  const session = b.gw.recorder.streamsOfCall(c.callSid)[0]!;
   t.same(session.attribution, { ctiSessionId: 'contact-77', employeeId: 'E-77' }, 'the owner attributed its live stream');
   t.same(a.gw.recorder.streamsOfCall(c.callSid), [], 'node a holds nothing of the call');
   c.sendStop();

@@ -75,7 +75,7 @@ for (const law of LAWS) {
     // code -> pcm -> code is the identity, except mu-law's negative zero
     // (0x7f), which decodes to 0 and re-encodes as positive zero (0xff).
     for (let c = 0; c < 256; c++) {
-      const back = law.scalar(law.table[c]);
+      const back = law.scalar(law.table[c]!);
       if (law.name === 'mu-law' && c === 0x7f) t.equal(back, 0xff, 'mu-law -0 becomes +0');
       else if (back !== c) t.fail(`code ${c} re-encoded as ${back}`);
     }
@@ -84,15 +84,15 @@ for (const law of LAWS) {
     // inside the range misses by at most half a quantization step (the
     // larger gap next to the level it lands on) plus the pre-shift rounding.
     const levels = Array.from(new Set(law.table)).sort((a, b) => a - b);
-    const lo = levels[0];
-    const hi = levels[levels.length - 1];
+    const lo = levels[0]!;
+    const hi = levels[levels.length - 1]!;
     const slack = law.name === 'mu-law' ? 2 : 4;
     let prev = -Infinity;
     let monotonic = true;
     let worst = -Infinity;
     let saturates = true;
     for (const s of ALL_INT16) {
-      const d = law.table[law.scalar(s)];
+      const d = law.table[law.scalar(s)]!;
       if (d < prev) monotonic = false;
       prev = d;
       if (s < lo || s > hi) {
@@ -100,7 +100,7 @@ for (const law of LAWS) {
         continue;
       }
       const k = levels.indexOf(d);
-      const gap = Math.max(k > 0 ? d - levels[k - 1] : 0, k < levels.length - 1 ? levels[k + 1] - d : 0);
+      const gap = Math.max(k > 0 ? d - levels[k - 1]! : 0, k < levels.length - 1 ? levels[k + 1]! - d : 0);
       worst = Math.max(worst, Math.abs(d - s) - gap / 2);
     }
     t.ok(monotonic, 'decode(encode(s)) never decreases as s increases');

@@ -36,7 +36,7 @@ function viaTables(data: Buffer, from: WavEncoding, to: WavEncoding): Buffer {
   const pcm: number[] =
     from === 'pcm16'
       ? Array.from({ length: data.length / 2 }, (_, i) => data.readInt16LE(i * 2))
-      : Array.from(data, (c) => (from === 'mulaw' ? MULAW_TO_PCM16 : ALAW_TO_PCM16)[c]);
+      : Array.from(data, (c) => (from === 'mulaw' ? MULAW_TO_PCM16 : ALAW_TO_PCM16)[c]!);
   if (to === 'pcm16') {
     const out = Buffer.alloc(pcm.length * 2);
     pcm.forEach((v, i) => out.writeInt16LE(v, i * 2));

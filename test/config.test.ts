@@ -163,7 +163,7 @@ t.test('every setting accepts good values', async (t) => {
   const signed = loadConfig({ TWILIO_ACCOUNT_SID: SID_A, TWILIO_AUTH_TOKEN: TOKEN_A });
   t.same(signed.sources.map((s) => [s.accountSid, s.authToken]), [[SID_A, TOKEN_A]]);
   const oddToken = loadConfig({ TWILIO_ACCOUNT_SID: SID_A, TWILIO_AUTH_TOKEN: 'Odd!Token~16chars' });
-  t.equal(oddToken.sources[0].authToken, 'Odd!Token~16chars', 'any printable token of 16..128 chars');
+  t.equal(oddToken.sources[0]!.authToken, 'Odd!Token~16chars', 'any printable token of 16..128 chars');
   const hook = loadConfig({ RECORDING_WEBHOOK_URL: 'https://hooks.example.com/rec?x=1', RECORDING_WEBHOOK_SECRET: WEBHOOK_SECRET });
   t.equal(hook.recordingWebhookUrl, 'https://hooks.example.com/rec?x=1');
   t.equal(hook.recordingWebhookSecret, WEBHOOK_SECRET);
@@ -595,7 +595,7 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
     { accountSid: SID_B, authToken: TOKEN_B, apiKeys: [], ...globals, segmentMaxS: 1200 },
     { accountSid: SID_C, authToken: null, apiKeys: [], ...globals },
   ], 'a source value beats the global one, even one from the environment');
-  t.equal(Object.keys(c.sources[0]).sort().join(), [...Object.keys(DEFAULT_SOURCE), 'accountSid', 'authToken', 'apiKeys'].sort().join(),
+  t.equal(Object.keys(c.sources[0]!).sort().join(), [...Object.keys(DEFAULT_SOURCE), 'accountSid', 'authToken', 'apiKeys'].sort().join(),
     'sources carry exactly the DataSource fields');
   t.equal(SOURCE_SETTING_NAMES.length, Object.keys(DEFAULT_SOURCE).length, 'one file name per SourceSettings field');
 });

@@ -6,7 +6,7 @@ import { trackAudio } from '../loadtest/audio-fixtures.js';
 import { MULAW_TO_PCM16 } from '../codecs/g711.js';
 import { startTestGateway, waitForRecordings, decodeWav } from './fixtures/harness.js';
 
-const pcm = (b: Buffer) => Array.from(b, (x) => MULAW_TO_PCM16[x]);
+const pcm = (b: Buffer) => Array.from(b, (x) => MULAW_TO_PCM16[x]!);
 const clip = (v: number) => Math.max(-32768, Math.min(32767, v));
 
 async function get(url: string, headers: Record<string, string> = {}, method = 'GET') {
@@ -51,7 +51,7 @@ t.test('Range on the contact WAV: 206 with exactly those bytes; pieces decode to
   const right = new Array<number>(frames).fill(0);
   pcm(trackAudio(21, 'inbound', 100)).forEach((v, i) => { left[i] = v; });
   pcm(trackAudio(21, 'outbound', 100)).forEach((v, i) => { right[i] = v; });
-  pcm(trackAudio(22, 'outbound', 100)).forEach((v, i) => { right[10000 + i] = clip(right[10000 + i] + v); });
+  pcm(trackAudio(22, 'outbound', 100)).forEach((v, i) => { right[10000 + i] = clip(right[10000 + i]! + v); });
   t.same(d.channel[0], left, 'left channel of the full answer');
   t.same(d.channel[1], right, 'right channel of the full answer (legs summed where they overlap)');
 
@@ -84,9 +84,9 @@ t.test('Range on the contact WAV: 206 with exactly those bytes; pieces decode to
   }
   const joined = decodeWav(Buffer.concat(pieces));
   const firstDiff = (x: number[], y: number[]) => x.findIndex((v, i) => v !== y[i]);
-  t.equal(joined.channel[0].length, frames);
-  t.equal(firstDiff(joined.channel[0], d.channel[0]), -1, 'left decoded from the pieces = left of the full answer, sample by sample');
-  t.equal(firstDiff(joined.channel[1], d.channel[1]), -1, 'right decoded from the pieces = right of the full answer, sample by sample');
+  t.equal(joined.channel[0]!.length, frames);
+  t.equal(firstDiff(joined.channel[0]!, d.channel[0]!), -1, 'left decoded from the pieces = left of the full answer, sample by sample');
+  t.equal(firstDiff(joined.channel[1]!, d.channel[1]!), -1, 'right decoded from the pieces = right of the full answer, sample by sample');
 
   // If-Range: a stale validator gets the whole (current) file, the current one gets the range
   const stale = await get(url, { range: 'bytes=0-9', 'if-range': '"contact-old"' });

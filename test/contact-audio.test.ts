@@ -50,11 +50,11 @@ t.test('overlapping legs (a conference) are summed sample by sample, clipped to 
   const legB = pcm(trackAudio(12, 'inbound', 100));
   const clip = (v: number) => Math.max(-32768, Math.min(32767, v));
   const expected = new Array<number>(24000).fill(0);
-  legA.forEach((v, i) => { expected[i] += v; });
-  legB.forEach((v, i) => { expected[8000 + i] = clip(expected[8000 + i] + v); });
-  t.equal(d.channel[0].length, 24000, 'the contact runs from the first leg start to the last leg end');
-  const firstDiff = d.channel[0].findIndex((v, i) => v !== expected[i]);
-  t.equal(firstDiff, -1, `left: both callers, summed where they overlap (first difference at ${firstDiff}: ${d.channel[0][firstDiff]} vs ${expected[firstDiff]})`);
-  t.ok(d.channel[1].every((v) => v === 0), 'right: no agent audio in either leg');
+  legA.forEach((v, i) => { expected[i]! += v!; });
+  legB.forEach((v, i) => { expected[8000 + i] = clip(expected[8000 + i]! + v!); });
+  t.equal(d.channel[0]!.length, 24000, 'the contact runs from the first leg start to the last leg end');
+  const firstDiff = d.channel[0]!.findIndex((v, i) => v !== expected[i]);
+  t.equal(firstDiff, -1, `left: both callers, summed where they overlap (first difference at ${firstDiff}: ${d.channel[0]![firstDiff]} vs ${expected[firstDiff]})`);
+  t.ok(d.channel[1]!.every((v) => v === 0), 'right: no agent audio in either leg');
   t.ok(expected.slice(8000, 16000).some((v, i) => v !== legA[8000 + i]), 'the overlap really mixes two legs');
 });

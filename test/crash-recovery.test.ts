@@ -62,21 +62,21 @@ t.test('SIGKILL mid-call: the next start recovers the partial before it is ready
   t.same(await readdir(inprogress), [], 'nothing left in .inprogress');
 
   const [sidecarPath] = await globSidecars(env.RECORDINGS_DIR);
-  const sidecar = JSON.parse(await readFile(sidecarPath, 'utf8')) as RecordingSidecar;
+  const sidecar = JSON.parse(await readFile(sidecarPath!, 'utf8')) as RecordingSidecar;
   t.same(listed[0], sidecar);
   t.equal(sidecar.closeReason, 'recovered');
   t.equal(sidecar.streamSid, res.streamSid);
-  const wavBytes = await readFile(sidecarPath.replace(/\.json$/, '.wav'));
+  const wavBytes = await readFile(sidecarPath!.replace(/\.json$/, '.wav'));
   t.equal(sidecar.sha256, createHash('sha256').update(wavBytes).digest('hex'), 'sha256 of the published file');
   t.equal(sidecar.audioBytes, wavBytes.length);
   const info = parseWavHeader(wavBytes);
   t.equal(info.dataOffset + info.dataBytes + (info.dataBytes % 2), wavBytes.length, 'header patched to the data on disk');
   const wav = decodeWav(wavBytes);
-  const samples = wav.channel[0].length;
+  const samples = wav.channel[0]!.length;
   t.equal(sidecar.durationMs, samples / 8);
   const keptFrames = Math.floor(samples / 160);
   for (const [c, track] of [[0, 'inbound'], [1, 'outbound']] as const) {
-    t.ok(Buffer.from(wav.channel[c]).equals(trackAudio(21, track, samples / 160)), `${track}: bit-exact prefix of what was sent`);
+    t.ok(Buffer.from(wav.channel[c]!).equals(trackAudio(21, track, samples / 160)), `${track}: bit-exact prefix of what was sent`);
     // Frame counts: checkpoint + audio after it; every frame was a real 160-sample frame.
     t.ok(Math.abs(sidecar.frames[track]!.received - keptFrames) <= 1, `${track}: framesReceived ${sidecar.frames[track]!.received} ≈ ${keptFrames} frames in the file`);
   }

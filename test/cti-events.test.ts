@@ -42,7 +42,7 @@ t.test('events after the stream re-attribute it; all legs of a contact are liste
   t.equal(contact.status, 200);
   t.same(contact.body.recordings.map((r) => r.callSid), [leg1.callSid, leg2.callSid], 'both legs, in time order');
   t.same(contact.body.recordings.map((r) => r.employeeId), ['A-1', 'A-2']);
-  const onDisk = await readSidecarFromDisk(g.dir, contact.body.recordings[0]);
+  const onDisk = await readSidecarFromDisk(g.dir, contact.body.recordings[0]!);
   t.match(onDisk, { ctiSessionId: 'C-9', employeeId: 'A-1' }, 'sidecar rewritten on disk');
   const byEmployee = await getJson<{ items: RecordingSidecar[] }>(`${g.http}/v1/recordings?employeeId=A-2`);
   t.same(byEmployee.body.items.map((r) => r.callSid), [leg2.callSid], 'the index follows');

@@ -69,7 +69,7 @@ t.test('a full disk: alarm, streams and process carry on, audio before the error
   }
   const full = alarms.filter((x) => x.kind === 'disk_full');
   t.ok(full.length >= 1, 'disk_full alarm raised');
-  t.match(full[0].message, /ENOSPC/);
+  t.match(full[0]!.message, /ENOSPC/);
   await sleep(500);
   t.equal((await fetch(`${gw.http}/healthz`)).status, 200, 'the process lives on');
   t.ok(a.isOpen && b.isOpen, 'no stream was closed because of the disk');
@@ -88,10 +88,10 @@ t.test('a full disk: alarm, streams and process carry on, audio before the error
   t.match(ra.writeError, /ENOSPC/, 'sidecar records the write error');
   t.equal(ra.closeReason, 'stop');
   const wav = decodeWav(await fetchAudio(gw.http, ra.recordingId));
-  const samples = wav.channel[0].length;
+  const samples = wav.channel[0]!.length;
   t.ok(samples > 0 && samples < sentA * 160, `kept ${samples / 8} ms of ${sentA * 20} ms sent`);
   t.equal(ra.durationMs, samples / 8, 'duration is the audio in the file');
-  t.ok(Buffer.from(wav.channel[0]).equals(trackAudio(31, 'inbound', samples / 160)), 'kept audio is bit-exact');
+  t.ok(Buffer.from(wav.channel[0]!).equals(trackAudio(31, 'inbound', samples / 160)), 'kept audio is bit-exact');
   const [rb] = await waitForRecordings(gw.http, b.callSid, 1);
   t.ok(rb.sha256.length === 64, 'the other stream is published as well');
 
@@ -99,7 +99,7 @@ t.test('a full disk: alarm, streams and process carry on, audio before the error
   const res = await runStream({ url: gw.ws, tracks: ['inbound'], seed: 33, frames: 100, realtime: false });
   const [rc] = await waitForRecordings(gw.http, res.callSid, 1);
   t.equal(rc.writeError, undefined);
-  t.ok(Buffer.from(decodeWav(await fetchAudio(gw.http, rc.recordingId)).channel[0]).equals(trackAudio(33, 'inbound', 100)));
+  t.ok(Buffer.from(decodeWav(await fetchAudio(gw.http, rc.recordingId)).channel[0]!).equals(trackAudio(33, 'inbound', 100)));
   gw.child.kill('SIGTERM');
   t.equal((await gw.exited).code, 0);
 });
@@ -141,22 +141,22 @@ t.test('a stalled disk: bounded queue, dropped audio counted, file stays aligned
   c.sendStop();
   t.equal((await c.closed).code, 1000);
   const [r] = await waitForRecordings(gw.http, c.callSid, 1) as RecordingSidecar[];
-  t.ok((r.framesDroppedDiskBackpressure ?? 0) > 0, `sidecar counts ${r.framesDroppedDiskBackpressure} dropped frames`);
-  const wav = decodeWav(await fetchAudio(gw.http, r.recordingId));
-  t.equal(wav.channel[0].length, sent * 160, 'the file covers the whole call: aligned to call time');
+  t.ok((r!.framesDroppedDiskBackpressure ?? 0) > 0, `sidecar counts ${r!.framesDroppedDiskBackpressure} dropped frames`);
+  const wav = decodeWav(await fetchAudio(gw.http, r!.recordingId));
+  t.equal(wav.channel[0]!.length, sent * 160, 'the file covers the whole call: aligned to call time');
   // Every 20 ms frame of each channel is either exactly what was sent or dropped as silence.
   let silentFrames = 0;
   for (const [ch, track] of [[0, 'inbound'], [1, 'outbound']] as const) {
-    const got = Buffer.from(wav.channel[ch]);
+    const got = Buffer.from(wav.channel[ch]!);
     for (let i = 0; i < sent; i++) {
       const f = got.subarray(i * 160, i * 160 + 160);
       if (f.every((x) => x === 0xff)) silentFrames++;
       else if (!f.equals(frameFor(41, track, i))) { t.fail(`${track} frame ${i} is neither the sent audio nor silence`); break; }
     }
   }
-  t.equal(silentFrames, r.framesDroppedDiskBackpressure, 'silence exactly where audio was dropped');
-  t.ok(Buffer.from(wav.channel[0]).subarray(0, 80 * 160).equals(trackAudio(41, 'inbound', 80)), 'audio before the stall intact');
-  t.ok(Buffer.from(wav.channel[0]).subarray((sent - 25) * 160).equals(trackAudio(41, 'inbound', 25, 160, sent - 25)), 'audio after the stall intact');
+  t.equal(silentFrames, r!.framesDroppedDiskBackpressure, 'silence exactly where audio was dropped');
+  t.ok(Buffer.from(wav.channel[0]!).subarray(0, 80 * 160).equals(trackAudio(41, 'inbound', 80)), 'audio before the stall intact');
+  t.ok(Buffer.from(wav.channel[0]!).subarray((sent - 25) * 160).equals(trackAudio(41, 'inbound', 25, 160, sent - 25)), 'audio after the stall intact');
   gw.child.kill('SIGTERM');
   t.equal((await gw.exited).code, 0);
 });

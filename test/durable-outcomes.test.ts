@@ -32,7 +32,7 @@ t.test('a rotated segment is indexed and announced while the call goes on', asyn
   await s.end();
   const both = await waitForRecordings(g.http, s.callSid, 2);
   t.same(both.map((r) => r.segmentIndex), [0, 1]);
-  await until(() => rx.ofEvent(`${both[1].recordingId}.finished`).length > 0, 'the finished webhook of segment 1');
+  await until(() => rx.ofEvent(`${both[1]!.recordingId}.finished`).length > 0, 'the finished webhook of segment 1');
 });
 
 t.test('a rotated segment that MIN_SESSION_LENGTH_S may still delete waits, durably, for the end', async (t) => {
@@ -106,7 +106,7 @@ t.test('a rule deletion the disk refuses: alarm, retried, never back in the inde
     const { body } = await getJson<{ items: { kind: string; recordingId?: string }[] }>(`${first.http}/v1/alarms?kind=delete_failed`);
     return body.items.length > 0 ? body.items : null;
   }, 'a delete_failed alarm');
-  t.equal(alarms[0].recordingId, rec.recordingId);
+  t.equal(alarms[0]!.recordingId, rec.recordingId);
   t.equal((await getJson(`${first.http}/v1/recordings/${rec.recordingId}`)).status, 404, 'not listed although its files are still there');
   await first.gw.close();
 
@@ -116,7 +116,7 @@ t.test('a rule deletion the disk refuses: alarm, retried, never back in the inde
   await run('chattr', ['-i', sidecarFile]); // the disk recovers
   await until(async () => !(await exists(audioPathOnDisk(dir, rec))) && !(await exists(sidecarFile)), 'the retried deletion', 15_000);
   await until(() => rx.ofEvent(`${rec.recordingId}.deleted`).length > 0, 'the deleted webhook');
-  t.match(rx.ofEvent(`${rec.recordingId}.deleted`)[0].json, { deleteReason: 'not_responding', recordingId: rec.recordingId });
+  t.match(rx.ofEvent(`${rec.recordingId}.deleted`)[0]!.json, { deleteReason: 'not_responding', recordingId: rec.recordingId });
   t.equal(rx.ofEvent(`${rec.recordingId}.finished`).length > 0, true, 'it had been announced finished before');
   t.same(await readdir(path.join(dir, '.deletions')), [], 'no deletion left pending');
 });

@@ -21,8 +21,8 @@ function cleanNeighbour(g: TestGateway, seed: number, accountSid?: string) {
     t.equal(res.closeCode, 1000, 'neighbour closed normally');
     const [rec] = await waitForRecordings(g.http, res.callSid, 1);
     const d = decodeWav(await fetchAudio(g.http, rec.recordingId));
-    t.ok(Buffer.from(d.channel[0]).equals(trackAudio(seed, 'inbound', CLEAN_FRAMES)), 'neighbour inbound bit-exact');
-    t.ok(Buffer.from(d.channel[1]).equals(trackAudio(seed, 'outbound', CLEAN_FRAMES)), 'neighbour outbound bit-exact');
+    t.ok(Buffer.from(d.channel[0]!).equals(trackAudio(seed, 'inbound', CLEAN_FRAMES)), 'neighbour inbound bit-exact');
+    t.ok(Buffer.from(d.channel[1]!).equals(trackAudio(seed, 'outbound', CLEAN_FRAMES)), 'neighbour outbound bit-exact');
     t.match(rec, { framesReceived: 2 * CLEAN_FRAMES, framesMissing: 0, closeReason: 'stop' });
   };
 }
@@ -58,7 +58,7 @@ async function expectIntact(t: Test, g: TestGateway, callSid: string, seed: numb
   t.equal(rec.closeReason, closeReason, `bad stream finalised as ${closeReason}`);
   t.equal(rec.framesReceived, n, 'every good frame counted');
   const d = decodeWav(await fetchAudio(g.http, rec.recordingId));
-  t.ok(Buffer.from(d.channel[0]).equals(trackAudio(seed, 'inbound', n)), 'bad stream audio intact');
+  t.ok(Buffer.from(d.channel[0]!).equals(trackAudio(seed, 'inbound', n)), 'bad stream audio intact');
 }
 
 /** Good frames, the bad message(s), more good frames, stop: the bad part must change nothing. */
@@ -168,7 +168,7 @@ t.test('bad input: timestamps going backwards never corrupt written audio', asyn
   await c.closed;
   const [rec] = await waitForRecordings(g.http, c.callSid, 1);
   t.match(rec, { framesReceived: 250, framesTooLate: 1, framesDuplicate: 1 });
-  t.ok(Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]).equals(trackAudio(9, 'inbound', 250)), 'audio unchanged');
+  t.ok(Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]!).equals(trackAudio(9, 'inbound', 250)), 'audio unchanged');
   await verifyNeighbour(t);
 });
 
@@ -255,7 +255,7 @@ t.test('bad input: metadata never refuses a call (control characters, huge or ma
     [hugeKey]: 'value of a huge key',
     ['__proto__']: 'not a prototype',
   };
-  t.ok(params.ctiSessionId.includes('\n') && params.ctiSessionId.includes('\t'), 'a value with a newline and a tab');
+  t.ok(params.ctiSessionId!.includes('\n') && params.ctiSessionId!.includes('\t'), 'a value with a newline and a tab');
   const c = await open(g);
   c.sendStart({ tracks: ['inbound'], customParameters: params });
   sendFrames(c, 9, 0, 40);

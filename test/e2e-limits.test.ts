@@ -59,7 +59,7 @@ t.test('timestamps far ahead of the stream age are refused, counted and alarmed 
   const [rec] = await waitForRecordings(g.http, c.callSid, 1);
   t.equal(rec.durationMs, 2000, 'the file is the 2 s that were sent, no silence from the jumps');
   t.equal(rec.framesReceived, 100);
-  t.ok(Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]).equals(trackAudio(4, 'inbound', 100)), 'audio intact');
+  t.ok(Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]!).equals(trackAudio(4, 'inbound', 100)), 'audio intact');
   t.ok((await stat(audioPathOnDisk(g.dir, rec))).size < 20_000, 'nothing large on disk');
   t.equal(await metric(g, /^gateway_frames_dropped_total\{reason="timestamp_lead"\} (\d+)/m), 5, 'each refused frame counted as dropped');
   t.equal(await metric(g, /^gateway_protocol_errors_total\{kind="timestamp_jump"\} (\d+)/m), 5, 'and as a protocol error');
@@ -93,15 +93,15 @@ t.test('gap silence is not queued audio: 2 s, a 150 s gap, 2 s more, pcm16 stere
   c.sendStop();
   t.equal((await c.closed).code, 1000);
   const [rec] = await waitForRecordings(g.http, c.callSid, 1) as RecordingSidecar[];
-  t.equal(rec.framesReceived, 400);
-  t.equal(rec.framesDroppedDiskBackpressure, undefined, 'nothing dropped for backpressure');
+  t.equal(rec!.framesReceived, 400);
+  t.equal(rec!.framesDroppedDiskBackpressure, undefined, 'nothing dropped for backpressure');
   t.equal(await metric(g, /^gateway_frames_dropped_total\{reason="disk_backpressure"\} (\d+)/m), 0);
-  t.equal(rec.durationMs, 154_000);
-  const wav = decodeWav(await fetchAudio(g.http, rec.recordingId));
+  t.equal(rec!.durationMs, 154_000);
+  const wav = decodeWav(await fetchAudio(g.http, rec!.recordingId));
   for (const [ch, tr] of [[0, 'inbound'], [1, 'outbound']] as const) {
     const audio = trackAudio(6, tr, 200);
     const pcm = (from: number, to: number) => Array.from(audio.subarray(from * 160, to * 160), (b) => MULAW_TO_PCM16[b]);
-    const got = wav.channel[ch];
+    const got = wav.channel[ch]!;
     t.same(got.slice(0, 16000), pcm(0, 100), `${tr}: the first 2 s bit-exact`);
     t.ok(got.slice(16000, 152 * 8000).every((x) => x === 0), `${tr}: 150 s of silence`);
     t.same(got.slice(152 * 8000), pcm(100, 200), `${tr}: the 2 s after the gap bit-exact`);

@@ -133,7 +133,7 @@ t.test('RECORDING_FORMAT=pcm16 writes WAV format 1 with the G.711 decode of the 
   t.same(d.channel[0], Array.from(trackAudio(41, 'inbound', 100)).map((b) => MULAW_TO_PCM16[b]));
   t.same(d.channel[1], Array.from(trackAudio(41, 'outbound', 100)).map((b) => MULAW_TO_PCM16[b]));
   const viaSox = await soxRaw(audioPathOnDisk(g.dir, rec), 'signed');
-  t.equal(viaSox.readInt16LE(0), MULAW_TO_PCM16[trackAudio(41, 'inbound', 1)[0]], 'sox reads the same PCM');
+  t.equal(viaSox.readInt16LE(0), MULAW_TO_PCM16[trackAudio(41, 'inbound', 1)[0]!], 'sox reads the same PCM');
 });
 
 t.test('segments rotate at SEGMENT_MAX_S and join back to the whole call', async (t) => {
@@ -145,13 +145,13 @@ t.test('segments rotate at SEGMENT_MAX_S and join back to the whole call', async
     [0, 'rotate', 10000, 0], [1, 'rotate', 10000, 10000], [2, 'stop', 5000, 20000],
   ]);
   t.equal(recs.reduce((a, r) => a + r.framesReceived, 0), 2 * frames, 'every frame counted once');
-  t.equal(Date.parse(recs[1].startedAt) - Date.parse(recs[0].startedAt), 10000);
+  t.equal(Date.parse(recs[1]!.startedAt) - Date.parse(recs[0].startedAt), 10000);
   const left: number[] = [];
   const right: number[] = [];
   for (const r of recs) {
     const d = decodeWav(await fetchAudio(g.http, r.recordingId));
-    left.push(...d.channel[0]);
-    right.push(...d.channel[1]);
+    left.push(...d.channel[0]!);
+    right.push(...d.channel[1]!);
   }
   t.same(left, Array.from(trackAudio(51, 'inbound', frames)), 'segments concatenate to the inbound track');
   t.same(right, Array.from(trackAudio(51, 'outbound', frames)), 'and to the outbound track');
@@ -202,11 +202,11 @@ t.test('many concurrent streams stay independent and bit-exact', async (t) => {
     url: g.wsUrl, tracks: ['inbound', 'outbound'], seed: 1000 + i, frames: 150, realtime: false,
   })));
   for (let i = 0; i < n; i++) {
-    const [rec] = await waitForRecordings(g.http, runs[i].callSid, 1);
+    const [rec] = await waitForRecordings(g.http, runs[i]!.callSid, 1);
     const d = decodeWav(await fetchAudio(g.http, rec.recordingId));
     t.ok(
-      Buffer.from(d.channel[0]).equals(trackAudio(1000 + i, 'inbound', 150)) &&
-      Buffer.from(d.channel[1]).equals(trackAudio(1000 + i, 'outbound', 150)),
+      Buffer.from(d.channel[0]!).equals(trackAudio(1000 + i, 'inbound', 150)) &&
+      Buffer.from(d.channel[1]!).equals(trackAudio(1000 + i, 'outbound', 150)),
       `stream ${i} bit-exact`,
     );
   }

@@ -18,13 +18,13 @@ function raw(port: number, request: string): Promise<string> {
 
 function parse(response: string): { status: number; headers: Record<string, string>; body: string } {
   const [head, ...rest] = response.split('\r\n\r\n');
-  const [statusLine, ...lines] = head.split('\r\n');
+  const [statusLine, ...lines] = head!.split('\r\n');
   const headers: Record<string, string> = {};
   for (const l of lines) {
     const i = l.indexOf(':');
     headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
   }
-  return { status: Number(statusLine.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
+  return { status: Number(statusLine!.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
 }
 
 t.test('headers over the limit: 431 with { error, message }', async (t) => {

@@ -45,8 +45,8 @@ t.test('230 sockets that never start cannot make a live call lose its recording 
   t.equal(rec.framesReceived, 500);
   t.equal(rec.writeError, undefined);
   const wav = decodeWav(await fetchAudio(gw.http, rec.recordingId));
-  t.ok(Buffer.from(wav.channel[0]).equals(trackAudio(21, 'inbound', 250)), 'inbound bit-exact');
-  t.ok(Buffer.from(wav.channel[1]).equals(trackAudio(21, 'outbound', 250)), 'outbound bit-exact');
+  t.ok(Buffer.from(wav.channel[0]!).equals(trackAudio(21, 'inbound', 250)), 'inbound bit-exact');
+  t.ok(Buffer.from(wav.channel[1]!).equals(trackAudio(21, 'outbound', 250)), 'outbound bit-exact');
   const alarms = await (await fetch(`${gw.http}/v1/alarms?kind=segment_publish_failed`)).json() as { items: unknown[] };
   t.same(alarms.items, [], 'no segment_publish_failed');
   gw.child.kill('SIGTERM');

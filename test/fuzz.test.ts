@@ -247,14 +247,14 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
     customParameters: { ctiSessionId: R_A.contact, employeeId: 'emp-A' },
   });
   const [ra] = await until(() => recordingsOf(g, R_A.callSid, SID.A).then((l) => (l.length === 1 ? l : null)), 'R_A published');
-  const raSidecarPath = sidecarPathOf(g.dir, ra);
-  const raAudioPath = audioPathOnDisk(g.dir, ra);
+  const raSidecarPath = sidecarPathOf(g.dir, ra!);
+  const raAudioPath = audioPathOnDisk(g.dir, ra!);
   const raSidecarBefore = await readFile(raSidecarPath);
   const raAudioBefore = await readFile(raAudioPath);
-  t.equal(sha256(raAudioBefore), ra.sha256, 'R_A on disk matches its sidecar sha256');
-  const raApiBefore = await api(g, `/v1/recordings/${ra.recordingId}`);
+  t.equal(sha256(raAudioBefore), ra!.sha256, 'R_A on disk matches its sidecar sha256');
+  const raApiBefore = await api(g, `/v1/recordings/${ra!.recordingId}`);
 
-  const victimRecordings = [ra.recordingId, `${N_A.streamSid}-0000`];
+  const victimRecordings = [ra!.recordingId, `${N_A.streamSid}-0000`];
   const victimSet = new Set(victimRecordings);
   const victimCalls = [R_A.callSid, N_A.callSid, LATER_A.callSid];
   const victimContacts = [R_A.contact, N_A.contact];
@@ -269,7 +269,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   const apiTargets: ApiTargets = {
     holders: [{ accountSid: SID.B, key: KEY.B }, { accountSid: SID.C, key: KEY.C }],
     foreignKeys: [KEY.A, KEY.global],
-    victimAccount: SID.A, victimRecordings, victimCalls, victimContacts, victimEtags: [`"${ra.sha256}"`, `"${ra.sha256}-pcm16"`],
+    victimAccount: SID.A, victimRecordings, victimCalls, victimContacts, victimEtags: [`"${ra!.sha256}"`, `"${ra!.sha256}-pcm16"`],
   };
   const apiRng = Rng.for(SEED, 'api');
   const apiInputs = Array.from({ length: API_REQUESTS }, () => (apiRng.chance(0.04) ? nextRawRequest(apiRng, apiTargets) : nextApiRequest(apiRng, apiTargets)));
@@ -392,8 +392,8 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   const trWorker = async () => {
     while (trNext < trInputs.length && !gone()) {
       const i = trNext++;
-      const f = trInputs[i];
-      tr.kinds.add(f.kind.split('+')[0]);
+      const f = trInputs[i]!;
+      tr.kinds.add(f.kind.split('+')[0]!);
       const req = { method: 'POST', url: '/twilio/v1/events', headers: f.headers, body: f.body };
       const big = Buffer.byteLength(f.body) > 64 * 1024;
       let ans: HttpAnswer;
@@ -449,7 +449,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   const apiWorker = async () => {
     while (apiNext < apiInputs.length && !gone()) {
       const i = apiNext++;
-      const input = apiInputs[i];
+      const input = apiInputs[i]!;
       if ('bytes' in input) {
         apiStats.kinds.add('raw');
         const answer = await rawRequest(g.port, input.bytes).catch((err: Error) => err);
@@ -525,21 +525,21 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
     framesReceived: sent.framesSent.inbound + sent.framesSent.outbound, framesMissing: 0, framesDuplicate: 0, framesTooLate: 0,
     pausedIntervals: [],
   }, 'N_A: every frame received, none missing, never paused, attribution its own');
-  t.notOk(na.framesPaused, 'N_A: no frame dropped for a pause');
-  t.notOk(na.writeError, 'N_A: no write error');
-  const naAudio = await readFile(audioPathOnDisk(g.dir, na));
-  t.equal(sha256(naAudio), na.sha256, 'N_A on disk matches its sidecar');
+  t.notOk(na!.framesPaused, 'N_A: no frame dropped for a pause');
+  t.notOk(na!.writeError, 'N_A: no write error');
+  const naAudio = await readFile(audioPathOnDisk(g.dir, na!));
+  t.equal(sha256(naAudio), na!.sha256, 'N_A on disk matches its sidecar');
   const decoded = decodeWav(naAudio);
   t.equal(decoded.channels, 2);
   const frames = sent.framesSent.inbound;
   t.equal(sent.framesSent.outbound, frames);
-  t.ok(Buffer.from(decoded.channel[0]).equals(trackAudio(N_A.seed, 'inbound', frames)), `N_A inbound is bit-exact (${frames} frames, ${(frames / 50).toFixed(1)} s)`);
-  t.ok(Buffer.from(decoded.channel[1]).equals(trackAudio(N_A.seed, 'outbound', frames)), 'N_A outbound is bit-exact');
+  t.ok(Buffer.from(decoded.channel[0]!).equals(trackAudio(N_A.seed, 'inbound', frames)), `N_A inbound is bit-exact (${frames} frames, ${(frames / 50).toFixed(1)} s)`);
+  t.ok(Buffer.from(decoded.channel[1]!).equals(trackAudio(N_A.seed, 'outbound', frames)), 'N_A outbound is bit-exact');
 
   // --- R_A unchanged --------------------------------------------------------------------------
   t.ok((await readFile(raSidecarPath)).equals(raSidecarBefore), 'R_A sidecar is byte-identical (no re-attribution)');
   t.ok((await readFile(raAudioPath)).equals(raAudioBefore), 'R_A audio is byte-identical (not deleted, not paused)');
-  t.same(await api(g, `/v1/recordings/${ra.recordingId}`), raApiBefore, 'R_A is listed as before');
+  t.same(await api(g, `/v1/recordings/${ra!.recordingId}`), raApiBefore, 'R_A is listed as before');
 
   // --- A has exactly what A recorded ---------------------------------------------------------
   await until(async () => (await api(g, '/v1/calls')).body.items.length === 0, 'every fuzz stream finalised');
@@ -548,7 +548,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   t.same(ofA, [...victimRecordings].sort(), 'account A has R_A and N_A, nothing else');
   t.same((await api(g, '/v1/recordings?limit=1000', KEY.A)).body.items.map((r: RecordingSidecar) => r.recordingId).sort(), ofA, "A's own key sees the same");
   const onDisk = (await filesUnder(path.join(g.dir, SID.A))).map((f) => path.basename(f)).sort();
-  t.same(onDisk, [ra.audioFile, `${ra.recordingId}.json`, na.audioFile, `${na.recordingId}.json`].sort(), "A's folder holds exactly those files");
+  t.same(onDisk, [ra!.audioFile, `${ra!.recordingId}.json`, na!.audioFile, `${na!.recordingId}.json`].sort(), "A's folder holds exactly those files");
   t.ok(all.every((r) => r.accountSid === SID.A || r.accountSid === SID.B || r.accountSid === SID.C), 'every recording belongs to a configured account');
   t.comment(`recordings made by B and C during the run: ${all.length - ofA.length}`);
 
@@ -560,14 +560,14 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
     customParameters: { ctiSessionId: LATER_A.contact, employeeId: 'emp-A' },
   });
   const [later] = await until(() => recordingsOf(g, LATER_A.callSid, SID.A).then((l) => (l.length > 0 ? l : null)), 'LATER_A published');
-  if (API_REQUESTS >= 1000) t.ok(apiStats.onVictimCalls.counts['paused:LATER_A'] > 0, 'B or C paused (their view of) the later call\'s callSid during the run');
+  if (API_REQUESTS >= 1000) t.ok(apiStats.onVictimCalls.counts['paused:LATER_A']! > 0, 'B or C paused (their view of) the later call\'s callSid during the run');
   t.match(later, {
     ctiSessionId: LATER_A.contact, employeeId: 'emp-A', pausedIntervals: [], framesReceived: 2 * LATER_A.frames, framesMissing: 0,
   }, 'a later call of A (whose callSid B and C paused, rejected and attributed) records in full, as A said');
-  t.notOk(later.framesPaused, 'no frame of it paused');
-  const laterWav = decodeWav(await readFile(audioPathOnDisk(g.dir, later)));
-  t.ok(Buffer.from(laterWav.channel[0]).equals(trackAudio(LATER_A.seed, 'inbound', LATER_A.frames))
-    && Buffer.from(laterWav.channel[1]).equals(trackAudio(LATER_A.seed, 'outbound', LATER_A.frames)), 'and bit-exact');
+  t.notOk(later!.framesPaused, 'no frame of it paused');
+  const laterWav = decodeWav(await readFile(audioPathOnDisk(g.dir, later!)));
+  t.ok(Buffer.from(laterWav.channel[0]!).equals(trackAudio(LATER_A.seed, 'inbound', LATER_A.frames))
+    && Buffer.from(laterWav.channel[1]!).equals(trackAudio(LATER_A.seed, 'outbound', LATER_A.frames)), 'and bit-exact');
   // A's own not_responding deletes R_A: no `connected` of B or C kept A's call
   const othersOnRaCall = all.filter((r) => r.callSid === R_A.callSid && r.accountSid !== SID.A).map((r) => r.recordingId).sort();
   const del = await fetch(`${g.http}/v1/cti/events`, {
@@ -575,7 +575,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
     body: JSON.stringify({ type: 'not_responding', callSid: R_A.callSid }),
   });
   t.equal(del.status, 200, "A's not_responding for R_A's call");
-  t.equal((await api(g, `/v1/recordings/${ra.recordingId}`)).status, 404, 'R_A deleted by its own account: B and C never marked it kept');
+  t.equal((await api(g, `/v1/recordings/${ra!.recordingId}`)).status, 404, 'R_A deleted by its own account: B and C never marked it kept');
   t.notOk(await readFile(raAudioPath).then(() => true, () => false), "R_A's audio is gone");
   t.same((await allRecordings(g)).filter((r) => r.callSid === R_A.callSid && r.accountSid !== SID.A).map((r) => r.recordingId).sort(), othersOnRaCall,
     `B's and C's own recordings on that callSid (${othersOnRaCall.length}) are untouched by A's event`);

@@ -69,8 +69,8 @@ t.test('CTI API ids over 256 characters are clipped the same way (not refused), 
     const l = await getJson<{ items: RecordingSidecar[] }>(`${g.http}/v1/recordings?ctiSessionId=${encodeURIComponent(cti)}`);
     return l.body.items.length === 1 ? l.body.items : null;
   }, 're-attributed recording searchable by the full id');
-  t.equal(found[0].recordingId, rec.recordingId);
-  const onDisk = await readSidecarFromDisk(g.dir, found[0]);
+  t.equal(found[0]!.recordingId, rec.recordingId);
+  const onDisk = await readSidecarFromDisk(g.dir, found[0]!);
   t.equal(onDisk.ctiSessionId, clipId(cti), 'the sidecar on disk holds the clipped id');
   t.equal(onDisk.employeeId, clipId(emp));
   const stillRefused = await post(`${g.http}/v1/cti/events`, { type: 'connected', callSid: randomSid('CA'), ctiSessionId: '' });

@@ -24,7 +24,7 @@ t.test('environment settings go with the top-level account', async (t) => {
     KINESIS_ACCESS_KEY_ID: 'AKID', KINESIS_SECRET_ACCESS_KEY: 'sekrit-key', KINESIS_ROLE_ARN: 'arn:aws:iam::123456789012:role/rec',
     KINESIS_EXTERNAL_ID: 'ext-sekrit', KINESIS_START: 'trim_horizon',
   });
-  t.match(c.sources[0].kinesis, {
+  t.match(c.sources[0]!.kinesis, {
     stream: 'arn:aws:kinesis:ap-south-1:123456789012:stream/twilio-events', streamName: 'twilio-events', region: 'ap-south-1',
     endpoint: null, accessKeyId: 'AKID', secretAccessKey: 'sekrit-key', roleArn: 'arn:aws:iam::123456789012:role/rec',
     externalId: 'ext-sekrit', roleSessionName: null, start: 'TRIM_HORIZON',
@@ -32,9 +32,9 @@ t.test('environment settings go with the top-level account', async (t) => {
   const shown = JSON.stringify(redactConfig(c));
   t.notMatch(shown, /sekrit/, 'secret key and external id redacted');
   t.match(shown, /"secretAccessKey":"<redacted>"/);
-  t.equal(loadConfig({ TWILIO_ACCOUNT_SID: A, KINESIS_STREAM: 'twilio-events', AWS_REGION: 'eu-west-1' }).sources[0].kinesis?.region, 'eu-west-1', 'AWS_REGION as the fallback');
-  t.equal(loadConfig({ TWILIO_ACCOUNT_SID: A, KINESIS_STREAM: 'twilio-events', KINESIS_REGION: 'ap-south-1' }).sources[0].kinesis?.start, 'LATEST', 'LATEST by default');
-  t.equal(loadConfig({ TWILIO_ACCOUNT_SID: A }).sources[0].kinesis, undefined, 'no stream: no kinesis');
+  t.equal(loadConfig({ TWILIO_ACCOUNT_SID: A, KINESIS_STREAM: 'twilio-events', AWS_REGION: 'eu-west-1' }).sources[0]!.kinesis?.region, 'eu-west-1', 'AWS_REGION as the fallback');
+  t.equal(loadConfig({ TWILIO_ACCOUNT_SID: A, KINESIS_STREAM: 'twilio-events', KINESIS_REGION: 'ap-south-1' }).sources[0]!.kinesis?.start, 'LATEST', 'LATEST by default');
+  t.equal(loadConfig({ TWILIO_ACCOUNT_SID: A }).sources[0]!.kinesis, undefined, 'no stream: no kinesis');
 });
 
 t.test('per data source in GATEWAY_CONFIG, environment over the file for the top-level account', async (t) => {

@@ -32,7 +32,7 @@ t.test('a role is assumed through STS with RoleArn, ExternalId and RoleSessionNa
   await k.put('role', cloudEvent({ eventType: 'reservation.created', accountSid: ACCOUNT, callSid: randomSid('CA') }));
   await until(async () => (await applied(g.http)) === 1, 'the event applied with the assumed role\'s credentials', 20_000);
   t.ok(sts.requests.length >= 1, 'STS was asked');
-  const p = sts.requests[0];
+  const p = sts.requests[0]!;
   t.equal(p.get('Action'), 'AssumeRole');
   t.equal(p.get('RoleArn'), roleArn);
   t.equal(p.get('ExternalId'), 'ext-id-secret-42');
@@ -77,7 +77,7 @@ t.test('cluster: one reader per shard, taken over within 15 s when its node is S
   }, 'both shards checkpointed');
 
   const before = await holders();
-  const victimId = before[shards[0].ShardId as string] as keyof typeof nodes;
+  const victimId = before[shards[0]!.ShardId as string] as keyof typeof nodes;
   const victim = nodes[victimId];
   const survivor = victimId === 'kin-a' ? b : a;
   const survivorBefore = await applied(survivor.http);

@@ -49,20 +49,20 @@ t.test('attribution and not_responding through Kinesis, across a shard split', a
 
   // a kept call: ringing, then accepted by agent E-42, on shard 0
   const kept = randomSid('CA');
-  await k.put('twilio-events', cloudEvent({ eventType: 'reservation.created', accountSid: ACCOUNT, callSid: kept, employeeId: 'E-42', ctiSessionId: 'contact-7' }), keyForShard(s0));
-  await k.put('twilio-events', cloudEvent({ eventType: 'reservation.accepted', accountSid: ACCOUNT, callSid: kept, employeeId: 'E-42', ctiSessionId: 'contact-7' }), keyForShard(s0));
+  await k.put('twilio-events', cloudEvent({ eventType: 'reservation.created', accountSid: ACCOUNT, callSid: kept, employeeId: 'E-42', ctiSessionId: 'contact-7' }), keyForShard(s0!));
+  await k.put('twilio-events', cloudEvent({ eventType: 'reservation.accepted', accountSid: ACCOUNT, callSid: kept, employeeId: 'E-42', ctiSessionId: 'contact-7' }), keyForShard(s0!));
   // another account's event for the same call must not touch it
-  await k.put('twilio-events', cloudEvent({ eventType: 'reservation.accepted', accountSid: OTHER, callSid: kept, employeeId: 'E-intruder' }), keyForShard(s1));
+  await k.put('twilio-events', cloudEvent({ eventType: 'reservation.accepted', accountSid: OTHER, callSid: kept, employeeId: 'E-intruder' }), keyForShard(s1!));
   await until(async () => (await counts(g.gw)).applied === 2 && (await counts(g.gw)).wrong_account === 1, 'the events applied');
   await record(g, kept, 1);
   const [rec] = await waitForRecordings(g.http, kept, 1);
   t.match(rec, { ctiSessionId: 'contact-7', employeeId: 'E-42' }, 'attributed from Kinesis');
 
   // split shard 1 while the gateway reads it; the next events go to its children
-  const children = await k.split('twilio-events', s1.ShardId as string);
+  const children = await k.split('twilio-events', s1!.ShardId as string);
   t.equal(children.length, 2);
   const dropped = randomSid('CA');
-  const key = keyForShard(children[0], 'c');
+  const key = keyForShard(children[0]!, 'c');
   await k.put('twilio-events', cloudEvent({ eventType: 'reservation.created', accountSid: ACCOUNT, callSid: dropped, employeeId: 'E-7' }), key);
   await until(async () => (await counts(g.gw)).applied === 3, 'the event on the child shard', 15_000);
   await record(g, dropped, 2);
@@ -87,10 +87,10 @@ t.test('a child shard is read only after its parent is finished', async (t) => {
   await k.createStream('resharded', 1);
   const [parent] = await k.shards('resharded');
   const callSid = randomSid('CA');
-  const key = keyForShard(parent, 'p');
+  const key = keyForShard(parent!, 'p');
   const before = Array.from({ length: 120 }, (_, i) => cloudEvent({ eventType: 'reservation.created', accountSid: ACCOUNT, callSid, employeeId: `E-${i}` }));
   await k.putMany('resharded', before.map((data) => ({ data, partitionKey: key })));
-  await k.split('resharded', parent.ShardId as string);
+  await k.split('resharded', parent!.ShardId as string);
   const after = cloudEvent({ eventType: 'reservation.accepted', accountSid: ACCOUNT, callSid, employeeId: 'E-final' });
   await k.put('resharded', after, key);
   const order: string[] = [];

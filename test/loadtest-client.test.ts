@@ -155,7 +155,7 @@ t.test('client messages match the Twilio protocol exactly', async (t) => {
 
   t.equal(c.messages.length, 9);
   t.ok(c.messages.every((m) => !m.binary), 'all text frames');
-  t.equal(c.messages[0].text, '{"event":"connected","protocol":"Call","version":"1.0.0"}');
+  t.equal(c.messages[0]!.text, '{"event":"connected","protocol":"Call","version":"1.0.0"}');
   const [, start, m1, m2, m3, dtmf, mark, m4, stop] = c.messages.map(parse);
   t.strictSame(start, {
     event: 'start',
@@ -183,9 +183,9 @@ t.test('client messages match the Twilio protocol exactly', async (t) => {
   t.strictSame(mark, { event: 'mark', sequenceNumber: '6', streamSid, mark: { name: 'prompt-1' } });
   t.strictSame(m4, media('7', 'outbound', '2', '41', out1));
   t.strictSame(stop, { event: 'stop', sequenceNumber: '8', streamSid, stop: { accountSid, callSid } });
-  t.same(Buffer.from(m1.media.payload, 'base64'), in0, 'base64 round trip');
-  t.same(Buffer.from(m4.media.payload, 'base64'), out1, 'base64 round trip (80 bytes)');
-  t.equal(m1.media.payload.length, 216, '160 bytes → 216 base64 chars');
+  t.same(Buffer.from(m1!.media.payload, 'base64'), in0, 'base64 round trip');
+  t.same(Buffer.from(m4!.media.payload, 'base64'), out1, 'base64 round trip (80 bytes)');
+  t.equal(m1!.media.payload.length, 216, '160 bytes → 216 base64 chars');
 });
 
 t.test('start overrides, random ids, raw frames and server messages', async (t) => {
@@ -220,15 +220,15 @@ t.test('start overrides, random ids, raw frames and server messages', async (t) 
   await new Promise<void>((resolve) => client.ws.once('message', () => resolve()));
   await client.close(4000, 'bye');
   t.same(await c.closed, { code: 4000, reason: 'bye' });
-  const start = parse(c.messages[1]);
+  const start = parse(c.messages[1]!);
   t.strictSame(start.start.customParameters, {}, 'customParameters always present');
   t.equal(start.start.accountSid, accountSid);
   t.equal(start.start.callSid, callSid);
   t.strictSame(start.start.mediaFormat, { encoding: 'audio/x-l16', sampleRate: 16000, channels: 1 });
   t.strictSame(start.start.tracks, ['outbound']);
-  t.same(c.messages[2], { text: 'not json', binary: false, at: c.messages[2].at });
-  t.equal(c.messages[3].binary, true);
-  t.strictSame(parse(c.messages[4]), {
+  t.same(c.messages[2], { text: 'not json', binary: false, at: c.messages[2]!.at });
+  t.equal(c.messages[3]!.binary, true);
+  t.strictSame(parse(c.messages[4]!), {
     event: 'stop',
     sequenceNumber: '2',
     streamSid: client.streamSid,
@@ -357,7 +357,7 @@ t.test('runStream: real-time pacing keeps 20 ms spacing without drift', async (t
   const elapsed = performance.now() - t0;
   const c = await conn;
   await c.closed;
-  t.equal(res.streamSid, parse(c.messages[1]).streamSid);
+  t.equal(res.streamSid, parse(c.messages[1]!).streamSid);
   t.same(res.framesSent, { inbound: frames, outbound: 0 });
   t.equal(res.closeCode, 1000);
   t.equal(res.closedEarly, false);
@@ -371,18 +371,18 @@ t.test('runStream: real-time pacing keeps 20 ms spacing without drift', async (t
     'timestamps on the 20 ms grid',
   );
   t.strictSame(media.map((m) => m.media.chunk), Array.from({ length: frames }, (_, i) => String(i + 1)));
-  t.same(Buffer.from(media[57].media.payload, 'base64'), frameFor(42, 'inbound', 57));
+  t.same(Buffer.from(media[57]!.media.payload, 'base64'), frameFor(42, 'inbound', 57));
   t.equal(parse(c.messages.at(-1)!).event, 'stop');
 
   // arrival times: frame i should arrive i*20 ms after frame 0 (bursty ticks are fine, drift is not)
   const arrivals = c.messages.filter((m) => parse(m).event === 'media').map((m) => m.at);
-  const dev = arrivals.map((at, i) => at - arrivals[0] - i * 20);
+  const dev = arrivals.map((at, i) => at - arrivals[0]! - i * 20);
   const sorted = dev.map(Math.abs).sort((a, b) => a - b);
-  const p90 = sorted[Math.floor(sorted.length * 0.9)];
+  const p90 = sorted[Math.floor(sorted.length * 0.9)]!;
   const tailMean = dev.slice(-10).reduce((a, b) => a + b, 0) / 10;
   t.ok(p90 < 60, `p90 |deviation| ${p90.toFixed(1)} ms`);
   t.ok(tailMean > -25 && tailMean < 60, `no drift: last frames ${tailMean.toFixed(1)} ms off schedule`);
-  const span = arrivals.at(-1)! - arrivals[0];
+  const span = arrivals.at(-1)! - arrivals[0]!;
   t.ok(span > (frames - 1) * 20 - 25 && span < (frames - 1) * 20 + 120, `span ${span.toFixed(0)} ms`);
 });
 
@@ -409,17 +409,17 @@ t.test('runStream: as fast as the socket drains, both tracks, exact counters', a
   await c.closed;
   const msgs = c.messages.map(parse);
   t.equal(msgs.length, 2 * frames + 3);
-  t.strictSame(msgs[1].start.customParameters, { ctiSessionId: 'S-9' });
+  t.strictSame(msgs[1]!.start.customParameters, { ctiSessionId: 'S-9' });
   let seqOk = true;
   const chunk = { inbound: 0, outbound: 0 } as Record<string, number>;
   let chunkOk = true;
   let payloadOk = true;
   for (let i = 1; i < msgs.length; i++) {
-    if (msgs[i].sequenceNumber !== String(i)) seqOk = false;
-    if (msgs[i].event !== 'media') continue;
-    const { track, timestamp, payload } = msgs[i].media;
-    const n = ++chunk[track];
-    if (msgs[i].media.chunk !== String(n) || timestamp !== String((n - 1) * 20)) chunkOk = false;
+    if (msgs[i]!.sequenceNumber !== String(i)) seqOk = false;
+    if (msgs[i]!.event !== 'media') continue;
+    const { track, timestamp, payload } = msgs[i]!.media;
+    const n = ++chunk[track]!;
+    if (msgs[i]!.media.chunk !== String(n) || timestamp !== String((n - 1) * 20)) chunkOk = false;
     if (n % 97 === 0 && !Buffer.from(payload, 'base64').equals(frameFor(3, track, n - 1))) payloadOk = false;
   }
   t.ok(seqOk, 'sequenceNumber 1..N without gaps');
@@ -511,7 +511,7 @@ t.test('runStream: without real time it respects bufferedAmount', async (t) => {
   clearInterval(sampler);
   t.equal(res.framesSent.inbound, frames);
   t.ok(maxBuffered < 256 * 1024 + 4096, `user-space queue stayed bounded (max ${maxBuffered} bytes)`);
-  const c = srv.conns[0];
+  const c = srv.conns[0]!;
   await c.closed;
   t.equal(c.messages.length, frames + 3, 'everything arrived');
 });
@@ -525,7 +525,7 @@ t.test('runStream: socket errors after the upgrade reach onError', async (t) => 
   const errors: Error[] = [];
   const res = await runStream({ url: srv.url, tracks: ['inbound'], seed: 1, frames: 500, realtime: true, onError: (e) => errors.push(e) });
   t.equal(errors.length, 1);
-  t.match(errors[0].message, /MASK must be clear/);
+  t.match(errors[0]!.message, /MASK must be clear/);
   t.equal(res.closedEarly, true);
   t.ok(res.closeCode === 1002 || res.closeCode === 1006, `close code ${res.closeCode}`);
 
@@ -585,7 +585,7 @@ t.test('StreamScheduler: one shared tick for many jobs', async (t) => {
   const nB = ticksB.length;
   await new Promise((r) => setTimeout(r, 30));
   t.equal(ticksB.length, nB, 'removed job no longer runs');
-  t.ok(ticksA.slice(1).every((x, i) => Math.abs(x - ticksB[i + 1]) < 1), 'both jobs run in the same tick');
+  t.ok(ticksA.slice(1).every((x, i) => Math.abs(x - ticksB[i + 1]!) < 1), 'both jobs run in the same tick');
   t.ok(s.ticks >= 9);
   t.type(s.maxLateMs, 'number');
 
@@ -632,7 +632,7 @@ t.test('bare ws server: counts media and reports /stats', async (t) => {
   for (const k of ['eventLoopDelayP99Ms', 'eventLoopDelayMaxMs', 'rssBytes', 'cpuUserUs', 'cpuSystemUs']) {
     t.type(stats[k], 'number', k);
   }
-  t.ok(stats.rssBytes > 0 && stats.cpuUserUs > 0);
+  t.ok(stats.rssBytes! > 0 && stats.cpuUserUs! > 0);
   t.same(bare.counters(), {
     mediaMessages: 200,
     messages: 207,

@@ -43,16 +43,16 @@ t.test('a reused streamSid is recorded beside the finished recording, never over
   t.equal(sha(after), first.sha256);
   t.same(await readSidecarFromDisk(g.dir, first), first, 'its sidecar too');
   const wav = decodeWav(after);
-  t.ok(Buffer.from(wav.channel[0]).equals(trackAudio(11, 'inbound', 150)), 'still the 3 s that were sent');
+  t.ok(Buffer.from(wav.channel[0]!).equals(trackAudio(11, 'inbound', 150)), 'still the 3 s that were sent');
   const wav2 = decodeWav(await readFile(audioPathOnDisk(g.dir, second)));
-  t.ok(Buffer.from(wav2.channel[0]).equals(trackAudio(12, 'inbound', 1)), 'the second stream has its own audio');
+  t.ok(Buffer.from(wav2.channel[0]!).equals(trackAudio(12, 'inbound', 1)), 'the second stream has its own audio');
 
   await until(() => rx.ofEvent(`${second.recordingId}.finished`).length > 0, 'the second finished webhook');
   await until(() => rx.ofEvent(`${first.recordingId}.finished`).length > 0, 'the first finished webhook');
   for (const r of [first, second]) {
     const bodies = new Set(rx.ofEvent(`${r.recordingId}.finished`).map((x) => x.body));
     t.equal(bodies.size, 1, `${r.recordingId}: one body per eventId`);
-    t.equal(JSON.parse([...bodies][0]).sha256, r.sha256);
+    t.equal(JSON.parse([...bodies][0]!).sha256, r.sha256);
   }
 
   // Another account with the same streamSid: recorded beside as well; A's stays visible.
@@ -85,12 +85,12 @@ t.test('two nodes on one volume starting the same streamSid at once take differe
     runStream({ url: n.ws, tracks: ['inbound'], seed: 20 + i, frames: 50 + i * 10, realtime: false, accountSid, callSid, streamSid })));
   t.equal(runs.length, 2);
   const recs = await Promise.all(nodes.map(async (n) => (await waitForRecordings(n.http, callSid, 1))[0]));
-  t.not(recs[0].recordingId, recs[1].recordingId, `distinct ids: ${recs[0].recordingId}, ${recs[1].recordingId}`);
+  t.not(recs[0]!.recordingId, recs[1]!.recordingId, `distinct ids: ${recs[0]!.recordingId}, ${recs[1]!.recordingId}`);
   for (const [i, r] of recs.entries()) {
     const wav = decodeWav(await readFile(audioPathOnDisk(dir, r)));
-    t.ok(Buffer.from(wav.channel[0]).equals(trackAudio(20 + i, 'inbound', 50 + i * 10)), `node ${i}: its stream's audio, intact`);
+    t.ok(Buffer.from(wav.channel[0]!).equals(trackAudio(20 + i, 'inbound', 50 + i * 10)), `node ${i}: its stream's audio, intact`);
   }
-  const files = (await readdir(path.dirname(audioPathOnDisk(dir, recs[0])))).filter((f) => f.endsWith('.wav'));
+  const files = (await readdir(path.dirname(audioPathOnDisk(dir, recs[0]!)))).filter((f) => f.endsWith('.wav'));
   t.equal(files.length, 2, 'two files side by side');
 });
 

@@ -24,7 +24,7 @@ t.teardown(() => rmSync(PRIVATE_TMP, { recursive: true, force: true }));
 // made at run time so that not even this test's source (or a copy of it in /tmp) holds it.
 const MARKER = Buffer.concat([Buffer.from('PCI-'), randomBytes(24)]);
 const markerFrame = Buffer.alloc(160);
-for (let i = 0; i < 160; i++) markerFrame[i] = MARKER[i % MARKER.length];
+for (let i = 0; i < 160; i++) markerFrame[i] = MARKER[i % MARKER.length]!;
 
 function sendMarker(s: OpenStream, tracks: Track[], first: number, count: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -102,8 +102,8 @@ async function pausedCall(t: Test, env: Record<string, string>, scanTmp: boolean
   t.equal(rec.framesMissing, 0, 'a pause is not missing audio');
   // the temp dir is scanned once; RECORDINGS_DIR every time
   const scan = [await filesContaining(g.dir, MARKER), scanTmp ? await filesContaining(os.tmpdir(), MARKER) : { scanned: 0, hits: [] }];
-  t.ok(scan[0].scanned >= 2, `scanned RECORDINGS_DIR (${scan[0].scanned} files) and ${os.tmpdir()} (${scan[1].scanned} files)`);
-  t.same(scan[0].hits.concat(scan[1].hits), [], 'the paused audio is in no file');
+  t.ok(scan[0]!.scanned >= 2, `scanned RECORDINGS_DIR (${scan[0]!.scanned} files) and ${os.tmpdir()} (${scan[1]!.scanned} files)`);
+  t.same(scan[0]!.hits.concat(scan[1]!.hits), [], 'the paused audio is in no file');
   return { g, s, rec, tracks };
 }
 
@@ -209,7 +209,7 @@ t.test('a real-time stream: paused frames still in flight when resume is asked a
   await s.frames(50, 25); // after the resume
   await s.end();
   const [rec] = await waitForRecordings(g.http, s.callSid, 1);
-  const audio = Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]);
+  const audio = Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]!);
   t.notOk(audio.includes(MARKER.subarray(0, 16)), 'no paused audio in the recording');
   t.same((await filesContaining(g.dir, MARKER)).hits, [], 'nor in any file');
   t.ok(audio.subarray(0, 500 * 8).equals(trackAudio(33, 'inbound', 25)), 'the audio before the pause is kept bit-exact');

@@ -38,7 +38,7 @@ t.test('with no configuration the process records a call under ./recordings', as
   const res = await runStream({ url: gw.ws, tracks: ['inbound', 'outbound'], seed: 4, frames: 100, realtime: false });
   const [rec] = await waitForRecordings(gw.http, res.callSid, 1);
   const d = decodeWav(await fetchAudio(gw.http, rec.recordingId));
-  t.ok(Buffer.from(d.channel[0]).equals(trackAudio(4, 'inbound', 100)), 'recorded bit-exact');
+  t.ok(Buffer.from(d.channel[0]!).equals(trackAudio(4, 'inbound', 100)), 'recorded bit-exact');
   t.same(await readdir(path.join(cwd, 'recordings')), ['.ids', '.inprogress', res.accountSid], 'under ./recordings by default');
   gw.child.kill('SIGTERM');
   t.equal((await gw.exited).code, 0, 'exits 0 after SIGTERM');
@@ -68,10 +68,10 @@ t.test('SIGTERM drains: not ready, new streams refused, live streams finalised a
   t.equal(code, 0);
   // The process is gone: read the published sidecar and audio from disk.
   const [sidecarPath] = await globSidecars(path.join(cwd, 'recordings'));
-  const sidecar = JSON.parse(await readFile(sidecarPath, 'utf8'));
+  const sidecar = JSON.parse(await readFile(sidecarPath!, 'utf8'));
   t.equal(sidecar.closeReason, 'shutdown');
   t.ok(sidecar.framesReceived >= sentBeforeClose - 2 && sidecar.framesReceived <= sentBeforeClose, `frames received ${sidecar.framesReceived} of ${sentBeforeClose} sent`);
-  const wav = decodeWav(await readFile(sidecarPath.replace(/\.json$/, '.wav')));
-  t.ok(Buffer.from(wav.channel[0]).equals(trackAudio(8, 'inbound', sidecar.framesReceived)), 'every received frame is in the file');
+  const wav = decodeWav(await readFile(sidecarPath!.replace(/\.json$/, '.wav')));
+  t.ok(Buffer.from(wav.channel[0]!).equals(trackAudio(8, 'inbound', sidecar.framesReceived)), 'every received frame is in the file');
   t.equal(sidecar.framesMissing, 0);
 });

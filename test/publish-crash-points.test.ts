@@ -35,7 +35,7 @@ async function setup(t: Test, extra: Record<string, string> = {}) {
 function oneBody(t: Test, rx: WebhookReceiver, eventId: string): Record<string, any> {
   const posts = rx.ofEvent(eventId);
   t.equal(new Set(posts.map((p) => p.body)).size, 1, `${eventId}: ${posts.length} POST(s), one body`);
-  return posts[0].json;
+  return posts[0]!.json;
 }
 
 async function stopClean(t: Test, p: Running): Promise<void> {
@@ -54,11 +54,11 @@ for (const step of ['publish:audio-renamed', 'publish:sidecar-written', 'publish
     await ready(second);
     const listed = (await getJson<{ items: RecordingSidecar[] }>(`${second.http}/v1/recordings?callSid=${res.callSid}`)).body.items;
     t.equal(listed.length, 1, 'listed once');
-    const rec = listed[0];
+    const rec = listed[0]!;
     t.equal(rec.recordingId, `${res.streamSid}-0000`);
     const wav = decodeWav(await fetchAudio(second.http, rec.recordingId));
     for (const [c, track] of [[0, 'inbound'], [1, 'outbound']] as const) {
-      t.ok(Buffer.from(wav.channel[c]).equals(trackAudio(31, track, 100)), `${track}: all 2 s, bit-exact`);
+      t.ok(Buffer.from(wav.channel[c]!).equals(trackAudio(31, track, 100)), `${track}: all 2 s, bit-exact`);
     }
     await until(() => rx.ofEvent(`${rec.recordingId}.finished`).length > 0, 'the finished webhook');
     t.equal(oneBody(t, rx, `${rec.recordingId}.finished`).sha256, rec.sha256);
@@ -86,12 +86,12 @@ for (const step of ['recovery:audio-renamed', 'recovery:sidecar-written'] as con
     await ready(third);
     const listed = (await getJson<{ items: RecordingSidecar[] }>(`${third.http}/v1/recordings?callSid=${res.callSid}`)).body.items;
     t.equal(listed.length, 1, 'listed once');
-    const rec = listed[0];
+    const rec = listed[0]!;
     t.equal(rec.closeReason, 'recovered');
     const wav = decodeWav(await fetchAudio(third.http, rec.recordingId));
-    const n = wav.channel[0].length / 160;
+    const n = wav.channel[0]!.length / 160;
     t.ok(n > 20, `${n} frames kept`);
-    t.ok(Buffer.from(wav.channel[0]).equals(trackAudio(32, 'inbound', n)), 'a bit-exact prefix of what was sent');
+    t.ok(Buffer.from(wav.channel[0]!).equals(trackAudio(32, 'inbound', n)), 'a bit-exact prefix of what was sent');
     await until(() => rx.ofEvent(`${rec.recordingId}.finished`).length > 0, 'the finished webhook');
     t.equal(oneBody(t, rx, `${rec.recordingId}.finished`).sha256, rec.sha256);
     t.same(await readdir(path.join(env.RECORDINGS_DIR, '.inprogress')), [], 'nothing left in .inprogress');

@@ -27,7 +27,7 @@ t.test('a segment and its sidecar are published once descriptors free up (EMFILE
   t.same(out.exhausted, ['EMFILE', 'EMFILE'], 'the process really ran out of descriptors both times');
   const wav = await readFile(out.audio as string);
   t.equal(createHash('sha256').update(wav).digest('hex'), out.result?.sha256, 'published file matches its hash');
-  const samples = decodeWav(wav).channel[0];
+  const samples = decodeWav(wav).channel[0]!;
   t.equal(samples.length, 8000);
   t.ok(samples.every((x, i) => x === ((i * 7) & 0xff)), 'audio bit-exact');
   t.same(JSON.parse(await readFile(out.sidecar as string, 'utf8')), { sha256: out.result?.sha256 }, 'sidecar written');

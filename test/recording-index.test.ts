@@ -126,7 +126,7 @@ t.test('load: real layout, broken files reported and skipped, dot-folders and sy
   // the same recording id a second time, in another directory
   const dupDir = path.join(dir, ACCOUNT, '2024', '03', '09', callSid(1));
   await mkdir(dupDir, { recursive: true });
-  const dup = sidecarOf(SPECS[0]);
+  const dup = sidecarOf(SPECS[0]!);
   await writeFile(path.join(dupDir, `${dup.recordingId}.json`), JSON.stringify(dup));
   await writeFile(path.join(dupDir, `${dup.recordingId}.wav`), wav);
 
@@ -164,7 +164,7 @@ t.test('load: real layout, broken files reported and skipped, dot-folders and sy
 
   const got = index.get(recId(2))!;
   t.same(got.sidecar, good[2]);
-  t.equal(got.sidecarPath, segmentPaths(dir, ACCOUNT, callSid(2), new Date(SPECS[2].startedAt), recId(2)).sidecar);
+  t.equal(got.sidecarPath, segmentPaths(dir, ACCOUNT, callSid(2), new Date(SPECS[2]!.startedAt), recId(2)).sidecar);
   t.equal(got.audioPath, got.sidecarPath.replace(/\.json$/, '.wav'));
   t.equal(index.get(recId(97)), undefined, '.inprogress is skipped');
 

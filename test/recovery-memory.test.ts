@@ -46,7 +46,7 @@ async function peakAfterRecovery(t: Tap, dataBytes: number): Promise<{ kb: numbe
   const [rec] = (await getJson<{ items: RecordingSidecar[] }>(`${p.http}/v1/recordings?callSid=${callSid}`)).body.items;
   p.child.kill('SIGTERM');
   await p.exited;
-  return { kb, rec };
+  return { kb, rec: rec! };
 }
 type Tap = Parameters<typeof tempDir>[0];
 

@@ -70,7 +70,7 @@ async function taskrouter(g: TestGateway, signer: string, fields: Record<string,
   const params = { AccountSid: signer, WorkspaceSid: 'WS1', TaskSid: 'WT1', WorkerSid: 'WK1', ...fields };
   const res = await fetch(`${g.http}/twilio/v1/events`, {
     method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TOKENS[signer], EVENTS_URL, params), ...headers },
+    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TOKENS[signer]!, EVENTS_URL, params), ...headers },
     body: new URLSearchParams(params),
   });
   await res.arrayBuffer();
@@ -157,11 +157,11 @@ t.test('pause: a key of account A cannot find a call of account B (404)', async 
   t.equal((await api(g, 'POST', url, KEY_A)).status, 404, "A's key: B's call does not exist");
   t.equal((await api(g, 'POST', `${url}?accountSid=${SID_A}`, GLOBAL)).status, 404, 'global key naming account A: no such call of A');
   t.equal((await api(g, 'POST', url, GLOBAL)).status, 400, 'global key, several sources: accountSid is required');
-  t.equal(g.gw.recorder.streamsOfCall(live.callSid)[0].paused, false, 'nothing paused so far');
+  t.equal(g.gw.recorder.streamsOfCall(live.callSid)[0]!.paused, false, 'nothing paused so far');
   const ok = await api(g, 'POST', url, KEY_B);
   t.equal(ok.status, 200);
   t.match(ok.body, { accountSid: SID_B, callSid: live.callSid, paused: true });
-  t.equal(g.gw.recorder.streamsOfCall(live.callSid)[0].paused, true);
+  t.equal(g.gw.recorder.streamsOfCall(live.callSid)[0]!.paused, true);
   t.equal((await api(g, 'POST', `/v1/calls/${live.callSid}/resume?accountSid=${SID_B}`, GLOBAL)).status, 200, 'the global key with accountSid');
   live.sendStop();
   await live.closed;

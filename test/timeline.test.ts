@@ -8,7 +8,7 @@ class Collector implements TimelineSink {
   out: number[] = [];
   regions: Region[] = [];
   emit(planes: readonly Buffer[], offset: number, samples: number, from: number, cov: RegionCoverage): void {
-    for (let i = 0; i < samples; i++) for (const p of planes) this.out.push(p[offset + i]);
+    for (let i = 0; i < samples; i++) for (const p of planes) this.out.push(p[offset + i]!);
     this.regions.push({
       from, samples, covered: [...cov.covered], first: [...cov.firstCovered], lastEnd: [...cov.lastCoveredEnd], arrival: cov.oldestArrival,
     });
@@ -34,7 +34,7 @@ t.test('in-order mono frames come out unchanged and contiguous', async (t) => {
     t.equal(r.from, next, 'regions are contiguous');
     next += r.samples;
   }
-  const covered = sink.regions.reduce((a, r) => a + r.covered[0], 0);
+  const covered = sink.regions.reduce((a, r) => a + r.covered[0]!, 0);
   t.equal(covered, 3200, 'every sample counted as covered');
 });
 
@@ -46,7 +46,7 @@ t.test('a gap becomes mu-law silence of exactly the missing length', async (t) =
   t.equal(sink.out.length, 6 * 160);
   t.same(sink.out.slice(160, 800), new Array(640).fill(0xff));
   t.equal(sink.out[800], 2);
-  const covered = sink.regions.reduce((a, r) => a + r.covered[0], 0);
+  const covered = sink.regions.reduce((a, r) => a + r.covered[0]!, 0);
   t.equal(covered, 320);
 });
 
@@ -122,7 +122,7 @@ t.test('coverage spans and oldest arrival are reported per region', async (t) =>
   tl.place(0, 160, frame(1), 160, 50);
   tl.place(1, 320, frame(2), 160, 40);
   tl.flushAll();
-  const r = sink.regions[0];
+  const r = sink.regions[0]!;
   t.same(r.first, [160, 320]);
   t.same(r.lastEnd, [320, 480]);
   t.same(r.covered, [160, 160]);

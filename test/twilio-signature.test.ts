@@ -19,7 +19,7 @@ function rng(seed: number): () => number {
 
 const rand = rng(0x7e1e);
 const int = (n: number): number => Math.floor(rand() * n);
-const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
+const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
 const hex = (n: number): string => Array.from({ length: n }, () => '0123456789abcdef'[int(16)]).join('');
 
 const PIECES = ['a', 'Z', '0', '-', '_', '.', '~', ' ', '%20', '+', '&', '=', 'é', 'ü', '中文', '😀', "'", '"', 'ß', 'İ'];
@@ -46,7 +46,7 @@ function randomParams(): SignatureParams {
     const key = rand() < 0.8 ? pick(keys) : text(5);
     if (rand() < 0.25) {
       const values = Array.from({ length: 1 + int(4) }, () => text(5));
-      if (rand() < 0.5) values.push(values[0]); // duplicates are dropped by Twilio
+      if (rand() < 0.5) values.push(values[0]!); // duplicates are dropped by Twilio
       params[key] = values;
     } else {
       params[key] = text(10);
@@ -150,9 +150,9 @@ t.test('candidate URLs cover what twilio.validateRequest tolerates for https', a
     const withPort = `https://${host}:443${path}`;
     const without = `https://${host}${path}`;
     for (const [configured, signed] of [[withPort, without], [without, withPort], [without, without]]) {
-      const sig = twilio.getExpectedTwilioSignature(token, signed, {});
-      if (!twilio.validateRequest(token, sig, configured, {})) t.fail(`twilio rejects ${signed} for ${configured}`);
-      if (matchTwilioSignature([token], sig, candidateUrls(configured)) !== 0) {
+      const sig = twilio.getExpectedTwilioSignature(token, signed!, {});
+      if (!twilio.validateRequest(token, sig, configured!, {})) t.fail(`twilio rejects ${signed} for ${configured}`);
+      if (matchTwilioSignature([token], sig, candidateUrls(configured!)) !== 0) {
         t.fail(`we reject ${signed} for ${configured}`);
       }
     }

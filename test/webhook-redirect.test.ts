@@ -48,6 +48,6 @@ t.test('a 307/308 answer is a failure: retried to the configured URL, the body n
   const bodies = new Set(receiver.hits.map((h) => h.body));
   t.equal(bodies.size, 1, 'each retry carries the identical body');
   const [body] = bodies;
-  t.match(JSON.parse(body), { event: 'finished', eventId: `${rec.recordingId}.finished` });
-  t.equal(receiver.hits[0].signature, `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`);
+  t.match(JSON.parse(body!), { event: 'finished', eventId: `${rec.recordingId}.finished` });
+  t.equal(receiver.hits[0]!.signature, `sha256=${createHmac('sha256', SECRET).update(body!).digest('hex')}`);
 });

@@ -103,7 +103,7 @@ t.test('the outbox survives a gateway restart: what was not acknowledged is sent
   const second = await startTestGateway(t, env, { webhookBaseDelayMs: 50 });
   await until(() => rx.got.length >= 1, 'the event from the previous run');
   t.same([...rx.byEventId(t).keys()], [`${rec.recordingId}.finished`], 'delivered once per event id');
-  t.match(rx.got[0].json, { event: 'finished', recordingId: rec.recordingId, streamSid: res.streamSid });
+  t.match(rx.got[0]!.json, { event: 'finished', recordingId: rec.recordingId, streamSid: res.streamSid });
   await until(async () => (await events(second.gw.outbox!.dir)).length === 0, 'the outbox to empty');
   await second.gw.close();
   t.equal(second.gw.outbox?.delivered, 1);

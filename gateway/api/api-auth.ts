@@ -52,7 +52,7 @@ const REALM = 'Bearer realm="recording-gateway"';
 
 /** Whether this path (query string ignored) is part of the protected API. */
 export function isProtectedPath(url: string): boolean {
-  const p = url.split('?', 1)[0].toLowerCase();
+  const p = url.split('?', 1)[0]!.toLowerCase(); // split always gives at least one part
   return p === '/v1' || p.startsWith('/v1/');
 }
 
@@ -86,7 +86,7 @@ function bearerToken(request: FastifyRequest): string | null {
   const header = request.headers.authorization;
   if (typeof header !== 'string') return null;
   const m = /^Bearer +(\S+) *$/i.exec(header);
-  return m ? m[1] : null;
+  return m?.[1] ?? null;
 }
 
 interface KnownKey {

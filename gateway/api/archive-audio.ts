@@ -25,7 +25,8 @@ export function assertConversionSlot(): void {
 }
 
 /** Count `runs` against the limit until they end; throws 503 when the node is at the limit. */
-function admit(...runs: Array<() => FfmpegRun>): FfmpegRun[] {
+// One run per argument, as a tuple of the same length (so `const [run] = admit(...)` is a run).
+function admit<R extends Array<() => FfmpegRun>>(...runs: R): { [K in keyof R]: FfmpegRun } {
   assertConversionSlot();
   let started: FfmpegRun[];
   try {
@@ -36,7 +37,7 @@ function admit(...runs: Array<() => FfmpegRun>): FfmpegRun[] {
   }
   conversions++;
   void Promise.allSettled(started.map((r) => r.done)).then(() => { conversions--; });
-  return started;
+  return started as { [K in keyof R]: FfmpegRun };
 }
 
 /** Absolute path of the recording's stored archive file, or null when it has none. */

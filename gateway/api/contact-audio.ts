@@ -51,8 +51,8 @@ async function openLeg(s: RecordingSidecar, audioPath: string, t0: number): Prom
 
 function sample(info: WavInfo, buf: Buffer, i: number): number {
   switch (info.encoding) {
-    case 'mulaw': return MULAW_TO_PCM16[buf[i]];
-    case 'alaw': return ALAW_TO_PCM16[buf[i]];
+    case 'mulaw': return MULAW_TO_PCM16[buf[i]!]!; // i < samples read into buf
+    case 'alaw': return ALAW_TO_PCM16[buf[i]!]!;
     default: return buf.readInt16LE(i * 2);
   }
 }
@@ -74,11 +74,11 @@ async function* mix(legs: Leg[], from: number, to: number): AsyncGenerator<Buffe
       const buf = Buffer.alloc((hi - lo) * blockAlign);
       await leg.fh.read(buf, 0, buf.length, dataOffset + (lo - leg.at) * blockAlign);
       for (let f = 0; f < hi - lo; f++) {
-        for (let c = 0; c < channels; c++) acc[(lo - a + f) * 2 + leg.target[c]] += sample(leg.info, buf, f * channels + c);
+        for (let c = 0; c < channels; c++) acc[(lo - a + f) * 2 + leg.target[c]!]! += sample(leg.info, buf, f * channels + c);
       }
     }
     const out = Buffer.alloc(n * 4);
-    for (let i = 0; i < n * 2; i++) out.writeInt16LE(Math.max(-32768, Math.min(32767, acc[i])), i * 2);
+    for (let i = 0; i < n * 2; i++) out.writeInt16LE(Math.max(-32768, Math.min(32767, acc[i]!)), i * 2);
     yield out;
   }
 }

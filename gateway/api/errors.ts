@@ -50,7 +50,7 @@ function clientErrorCode(status: number): string {
 
 /** The path of a request without its query string, shortened for messages. */
 function shownPath(url: string): string {
-  const p = url.split('?', 1)[0];
+  const p = url.split('?', 1)[0]!; // split always gives at least one part
   return p.length > 200 ? `${p.slice(0, 200)}...` : p;
 }
 

@@ -62,7 +62,7 @@ function parseForm(body: string): ParsedForm {
     }
   }
   const fields = new Map<string, string>();
-  for (const [k, v] of all) fields.set(k, v[0]);
+  for (const [k, v] of all) fields.set(k, v[0]!); // each list starts with one value
   return { all, fields };
 }
 
@@ -122,7 +122,7 @@ export function registerTaskRouterRoute(app: FastifyInstance, deps: TaskRouterDe
           refuse(req, 403, 'forbidden', `no TWILIO_AUTH_TOKEN is configured, so TaskRouter events are accepted only from local (loopback) clients (${why}); configure the account's token to accept signed events`);
         }
       }
-      const type = String(req.headers['content-type'] ?? '').split(';', 1)[0].trim().toLowerCase();
+      const type = String(req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
       if (type !== FORM) refuse(req, 415, 'unsupported_media_type', `TaskRouter events are ${FORM}, not ${JSON.stringify(type.slice(0, 60) || 'none')}`);
     });
     scope.post(TASKROUTER_EVENTS_PATH, { bodyLimit: TASKROUTER_BODY_LIMIT }, async (req, reply) => {
@@ -136,8 +136,9 @@ export function registerTaskRouterRoute(app: FastifyInstance, deps: TaskRouterDe
         const header = req.headers['x-twilio-signature'];
         const i = signedBy(tokens, typeof header === 'string' ? header : undefined, urls, form as ParsedForm);
         if (i < 0) refuse(req, 403, 'forbidden', `X-Twilio-Signature is missing or does not match ${urls[0]} and the form fields for any configured account`);
-        if (accountSid !== signed[i].accountSid) refuse(req, 403, 'forbidden', 'AccountSid is not the account whose token signed the request');
-        actor = `twilio:${signed[i].accountSid}`;
+        // i >= 0 indexes `tokens`, which is `signed` mapped
+        if (accountSid !== signed[i]!.accountSid) refuse(req, 403, 'forbidden', 'AccountSid is not the account whose token signed the request');
+        actor = `twilio:${signed[i]!.accountSid}`;
       } else if (configured.size > 0 && !configured.has(accountSid ?? '')) {
         refuse(req, 403, 'forbidden', 'AccountSid is not a configured data source');
       }
@@ -157,7 +158,7 @@ export function registerTaskRouterRoute(app: FastifyInstance, deps: TaskRouterDe
       if (mapped.workerSid !== null && fields.get('EventType') !== 'worker.activity.update') {
         const key = `${account}:${mapped.workerSid}`;
         lastCall.delete(key);
-        lastCall.set(key, mapped.events[0].callSid);
+        lastCall.set(key, mapped.events[0]!.callSid); // a mapped task has its call's event first
         if (lastCall.size > MAX_WORKERS) lastCall.delete(lastCall.keys().next().value as string);
       }
       return reply.code(204).send();

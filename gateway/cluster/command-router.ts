@@ -186,7 +186,7 @@ export class CommandRouter {
     if (owners.alive.length === 1 && owners.alive[0] === this.o.nodeId) return;
     // Several forks of one call may live on several nodes: every holder gets the command.
     const replies = await Promise.all(owners.alive.map((n) => this.sendTo(n, req)));
-    const answer = replies.find((r) => r.status < 200 || r.status >= 300) ?? replies[0];
+    const answer = replies.find((r) => r.status < 200 || r.status >= 300) ?? replies[0]!; // alive is not empty (checked above)
     // returning the sent reply tells fastify to skip the local handler
     return reply.code(answer.status).header('content-type', answer.contentType).header(FORWARDED_HEADER, owners.alive.join(',')).send(answer.body);
   }

@@ -146,7 +146,7 @@ export class NodeRegistry {
       .exec()
       .then((res) => {
         if (!res || res.some(([err]) => err !== null)) throw new Error('registration failed');
-        this.o.onRegistered?.(e, res[3][1] === 1);
+        this.o.onRegistered?.(e, res[3]?.[1] === 1);
       })
       .catch(() => { this.needsSync = true; });
   }

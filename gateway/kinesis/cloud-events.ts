@@ -25,7 +25,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 /** task_attributes -> TaskAttributes, eventtype -> EventType */
 function pascal(key: string): string {
   if (key === 'eventtype') return 'EventType';
-  return key.split('_').map((p) => (p === '' ? '' : p[0].toUpperCase() + p.slice(1))).join('');
+  return key.split('_').map((p) => (p === '' ? '' : p[0]!.toUpperCase() + p.slice(1))).join('');
 }
 
 /** null: the bytes are not JSON (the whole record is skipped). */

@@ -125,7 +125,7 @@ export class EventApplier {
     }
     if (mapped.workerSid !== null && ev.eventType !== 'worker.activity.update') {
       this.lastCall.delete(mapped.workerSid);
-      this.lastCall.set(mapped.workerSid, mapped.events[0].callSid);
+      this.lastCall.set(mapped.workerSid, mapped.events[0]!.callSid); // a mapped task has its call's event first
       if (this.lastCall.size > MAX_WORKERS) this.lastCall.delete(this.lastCall.keys().next().value as string);
     }
     return 'applied';
