@@ -6,6 +6,8 @@ import tseslint from 'typescript-eslint';
 
 export default defineConfig(
   { ignores: ['dist/', 'node_modules/', 'coverage/', '.tap/', 'eslint.config.js'] },
+  // A disable comment that no longer suppresses anything is an error: merges must not leave stale ones.
+  { linterOptions: { reportUnusedDisableDirectives: 'error' } },
   {
     files: ['**/*.ts'],
     extends: [js.configs.recommended, tseslint.configs.recommendedTypeChecked],
@@ -22,6 +24,8 @@ export default defineConfig(
       // `async` here fulfils Promise-returning contracts (Fastify handlers and hooks, store interfaces,
       // tap callbacks): dropping it would turn a rejection into a synchronous throw.
       '@typescript-eslint/require-await': 'off',
+      // A leading underscore marks a name kept unused on purpose (interface-shaped parameters, omitted keys).
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true }],
     },
   },
   {

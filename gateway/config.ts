@@ -100,6 +100,7 @@ const HOSTNAME_PATTERN =
   /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 const PRINTABLE_NO_SPACE = /^[\x21-\x7e]+$/;
 // C0/C1 controls, DEL, line/paragraph separators
+// eslint-disable-next-line no-control-regex -- finding control characters is this pattern's job
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 // ---------------------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ function text(v: unknown): string {
   if (typeof v === 'string') return v;
   if (v === undefined) return '';
   try {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition, @typescript-eslint/no-base-to-string -- JSON.stringify gives undefined for some values despite its type; the rest are primitives
     return typeof v === 'object' ? JSON.stringify(v) ?? '' : String(v);
   } catch {
-    return String(v);
+    return String(v); // eslint-disable-line @typescript-eslint/no-base-to-string -- an object JSON refused (cycle, BigInt): its tag is all there is to show
   }
 }
 

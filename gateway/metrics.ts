@@ -7,11 +7,11 @@ import { PROTOCOL_ERROR_KINDS, type ProtocolErrorKind } from './twilio-protocol.
 
 export interface GatewayMetrics {
   registry: Registry;
-  protocolError(kind: ProtocolErrorKind | 'unknown_event'): void;
+  protocolError: (kind: ProtocolErrorKind | 'unknown_event') => void; // passed around unbound
   observeWriteLag(lagMs: number): void;
   upgradeRefused(reason: string): void;
   /** a media frame refused for running ahead of its stream's age plus MAX_TIMESTAMP_LEAD_S */
-  leadRefused(): void;
+  leadRefused: () => void;
 }
 
 /** A counter mirrored from a plain number the recorder increments. */

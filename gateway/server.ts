@@ -295,6 +295,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   let draining = false;
   const handlers = new Set<TwilioStreamHandler>();
   const app: FastifyInstance = Fastify({
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- it fixes Fastify's logger type parameter (pino's Logger would not fit FastifyInstance)
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
     frameworkErrors,
@@ -380,7 +381,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       headers: { authorization: `Bearer ${internalKey}`, [INTERNAL_ACTOR_HEADER]: actor },
     });
     if (r.statusCode >= 300) {
-      const body = r.json() as { error?: string; message?: string };
+      const body = r.json<{ error?: string; message?: string }>();
       throw new ApiError(r.statusCode, body.error ?? 'cti_event_failed', body.message ?? `CTI event refused (${r.statusCode})`);
     }
   } : undefined;

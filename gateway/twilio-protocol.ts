@@ -41,7 +41,7 @@ export function parseTwilioMessage(text: string): ParseResult {
   }
   const checker = checkers[event];
   if (!checker.Check(value)) {
-    const first = checker.Errors(value)[Symbol.iterator]().next().value;
+    const first = checker.Errors(value)[Symbol.iterator]().next().value as { path: string; message: string } | undefined; // undefined when done
     const where = first ? `${first.path || '/'}: ${first.message}` : 'does not match the schema';
     return new ParseFailure('invalid_message', `${event} ${where}`);
   }

@@ -82,7 +82,7 @@ export async function startBareServer(port = 0, host = '0.0.0.0'): Promise<BareS
       }
       let msg: { event?: unknown; media?: { payload?: unknown } };
       try {
-        msg = JSON.parse(data.toString());
+        msg = JSON.parse((data as Buffer).toString()) as typeof msg; // ws gives a Buffer (the default binaryType)
       } catch {
         badMessages++;
         return;

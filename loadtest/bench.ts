@@ -134,7 +134,7 @@ function parseOptions(argv: string[]): BenchOptions {
   };
   const streams = Math.floor(num('streams', values.streams, 1));
   const trackMap: Record<string, Track[]> = { both: ['inbound', 'outbound'], inbound: ['inbound'], outbound: ['outbound'] };
-  const tracks = trackMap[values.tracks ?? 'both'];
+  const tracks = trackMap[values.tracks];
   if (!tracks) throw new Error(`--tracks ${values.tracks}: expected both, inbound or outbound`);
   let servers: ServerKind[] = ['baseline', 'gateway'];
   if (values.only !== undefined) {
@@ -145,14 +145,14 @@ function parseOptions(argv: string[]): BenchOptions {
     streams,
     seconds: num('seconds', values.seconds, 1),
     tracks,
-    tracksArg: values.tracks ?? 'both',
+    tracksArg: values.tracks,
     warmupS: num('warmup', values.warmup, 0),
     rampS: values.ramp !== undefined ? num('ramp', values.ramp, 0) : Math.max(1, Math.ceil(streams / 100)),
     servers,
     pin: !values['no-pin'],
-    keepRecordings: values['keep-recordings'] ?? false,
-    outDir: resolve(ROOT, values.out ?? 'bench-results'),
-    cpuProf: values['cpu-prof'] ?? false,
+    keepRecordings: values['keep-recordings'],
+    outDir: resolve(ROOT, values.out),
+    cpuProf: values['cpu-prof'],
     rounds: Math.floor(num('rounds', values.rounds, 1)),
   };
 }
@@ -319,9 +319,9 @@ async function benchServer(kind: ServerKind, o: BenchOptions, pin: boolean): Pro
   result.command = [cmd, ...args].join(' ');
   const tail = new LogTail();
   const server = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.stdout?.on('data', (c: Buffer) => tail.push(c));
-  server.stderr?.on('data', (c: Buffer) => tail.push(c));
-  let serverExited = false;
+  server.stdout.on('data', (c: Buffer) => tail.push(c));
+  server.stderr.on('data', (c: Buffer) => tail.push(c));
+  let serverExited = false as boolean; // set by the exit handler: not narrowed to false
   server.once('exit', () => {
     serverExited = true;
   });
@@ -441,6 +441,7 @@ async function benchServer(kind: ServerKind, o: BenchOptions, pin: boolean): Pro
             end = await snapshot();
             rssMax = Math.max(rssMax, end.rss);
             gen!.send({ type: 'continue' } satisfies ParentToGen);
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- an IPC message: checked at run time
           } else if (m.type === 'done') {
             summary = m.summary;
           }
@@ -460,6 +461,7 @@ async function benchServer(kind: ServerKind, o: BenchOptions, pin: boolean): Pro
     const a = start as Snapshot | null;
     const b = end as Snapshot | null;
     if (!s || !a || !b) throw new Error('load generator finished without a measured window');
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the exit handler may have set it during the run
     if (serverExited) throw new Error(`${script} died during the run (code ${server.exitCode})`);
     const { streamSids, ...genRest } = s;
     result.generator = genRest;

@@ -34,7 +34,7 @@ function pct(xs: number[], p: number): number {
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-latency-'));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
-  const env = (id: string) => ({ NODE_ID: id, REDIS_URL: values.redis!, REDIS_PREFIX: `lat:${randomBytes(3).toString('hex')}:`, RECORDINGS_DIR: dir, LOG_LEVEL: 'warn' });
+  const env = (id: string) => ({ NODE_ID: id, REDIS_URL: values.redis, REDIS_PREFIX: `lat:${randomBytes(3).toString('hex')}:`, RECORDINGS_DIR: dir, LOG_LEVEL: 'warn' });
   const prefixEnv = env('a').REDIS_PREFIX;
   const [a, b]: [NodeProc, NodeProc] = await Promise.all([
     startNode(teardown, { ...env('node-a'), REDIS_PREFIX: prefixEnv, LOG_LEVEL: 'info' }),

@@ -199,6 +199,7 @@ async function main(): Promise<void> {
   const send = process.send?.bind(process);
   let continueResolve: (() => void) | null = null;
   process.on('message', (m: ParentToGen) => {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- an IPC message: checked at run time
     if (m.type === 'continue' && continueResolve) continueResolve();
   });
   const emit = send

@@ -64,7 +64,7 @@ export async function runLoadTest(o: LoadTestOptions, command: string, onProgres
   let scrapeErrors = 0;
   let firstHist: Histogram | null = null;
   let prevHist: Histogram | null = null;
-  let lastHist: Histogram | null = null;
+  let lastHist = null as Histogram | null; // set in the scrape callback: not narrowed to null
   let rampEndT = Infinity;
   const doScrape = async () => {
     try {

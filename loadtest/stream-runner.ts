@@ -159,7 +159,7 @@ export async function runStream(opts: RunStreamOptions): Promise<RunStreamResult
   });
   const t0 = performance.now();
   opts.onConnected?.(client);
-  let socketGone = false;
+  let socketGone = false as boolean; // set by the close handler: not narrowed to false
   if (opts.onError) client.onError(opts.onError);
   void client.closed.then(() => {
     socketGone = true;

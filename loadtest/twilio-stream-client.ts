@@ -116,8 +116,9 @@ export class TwilioStreamClient {
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
       this.receivedMessages++;
       if (isBinary) return;
-      if (this.onServerMessage) this.onServerMessage(data.toString());
-      else if (this.pending && this.pending.length < MAX_PENDING) this.pending.push(data.toString());
+      // ws gives a Buffer (the default binaryType)
+      if (this.onServerMessage) this.onServerMessage((data as Buffer).toString());
+      else if (this.pending && this.pending.length < MAX_PENDING) this.pending.push((data as Buffer).toString());
     });
     ws.on('error', (err: Error) => {
       this.errors.push(err); // a socket errs at most a few times before it closes

@@ -77,7 +77,7 @@ export class Alarms {
     const at = this.wallNow().toISOString();
     const key = alarmKey({ kind, ...input });
     let entries = this.byKind.get(kind);
-    if (!entries) this.byKind.set(kind, (entries = new Map()));
+    if (!entries) this.byKind.set(kind, (entries = new Map<string, Alarm>()));
     const prev = entries.get(key);
     const alarm: Alarm = prev
       ? { ...input, id: prev.id, kind, at, firstAt: prev.firstAt, count: prev.count + 1, nodeId: this.nodeId }

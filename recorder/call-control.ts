@@ -99,9 +99,9 @@ export class CallControl {
     return this.deps.wallNow().getTime();
   }
 
-  /** The account a call's state belongs to: its events' account, else its live stream's. */
+  /** The account a call's state belongs to: the scope its events were keyed by ('' in the embedded default). */
   private accountOf(s: CallState): string | null {
-    return s.accountSid ?? this.recorder.streamsOfCall(s.callSid)[0]?.id.accountSid ?? null;
+    return s.accountSid;
   }
 
   /** kept in memory, or durably (a `connected` before a restart or before the state expired) */
@@ -192,8 +192,13 @@ export class CallControl {
       case 'ended':
         this.endHold(s, at);
         break;
-      default:
-        break; // ringing, consult, conference, transfer, wrapup, agent_available: attribution only
+      case 'ringing':
+      case 'consult':
+      case 'conference':
+      case 'transfer':
+      case 'wrapup':
+      case 'agent_available':
+        break; // attribution only
     }
 
     for (const session of this.streamsOf(scope, ev.callSid)) this.attribute(session, s);

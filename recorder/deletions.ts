@@ -73,7 +73,7 @@ export class Deletions {
       }
       if (this.o.onlyOwn && rec.nodeId !== undefined && rec.nodeId !== this.o.nodeId) continue;
       this.o.log.info({ recordingId: id, reason: rec.reason }, 'retrying a deletion left by the previous run');
-      this.track(this.attempt(rec));
+      void this.track(this.attempt(rec)); // fire and forget: attempt() logs, alarms and retries its own failures
     }
     return ids.length;
   }
@@ -129,7 +129,7 @@ export class Deletions {
       if (!this.stopped) {
         const timer = setTimeout(() => {
           this.timers.delete(timer);
-          if (!this.stopped) this.track(this.attempt(rec));
+          if (!this.stopped) void this.track(this.attempt(rec)); // as in resume(): attempt() handles its failures
         }, delay);
         timer.unref();
         this.timers.add(timer);

@@ -229,6 +229,7 @@ async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | nul
     durationMs,
     ...frameTotals(frames),
     frames,
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- meta is JSON from disk, not validated
     pausedIntervals: (ckpt?.pausedIntervals ?? meta.pausedIntervals ?? [])
       .filter((p) => p.to > meta.offsetMs && p.from < meta.offsetMs + durationMs),
     closeReason: 'recovered',

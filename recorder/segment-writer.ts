@@ -237,7 +237,7 @@ export class SegmentWriter {
     this.error = err;
     this.queue = [];
     this.queuedBytes = 0;
-    this.opts.onWriteError?.(err as NodeJS.ErrnoException);
+    this.opts.onWriteError?.(err);
   }
 
   /**

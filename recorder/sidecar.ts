@@ -86,7 +86,7 @@ export type FrameTotals = Pick<RecordingSidecar, 'framesReceived' | 'framesMissi
 export function frameTotals(frames: Partial<Record<Track, TrackFrameStats>>): FrameTotals {
   const t: FrameTotals = { framesReceived: 0, framesMissing: 0, framesDuplicate: 0, framesLate: 0, framesTooLate: 0 };
   for (const s of Object.values(frames)) {
-    if (s === undefined) continue;
+    if (s === undefined) continue; // eslint-disable-line @typescript-eslint/no-unnecessary-condition -- Partial allows an explicit undefined value
     t.framesReceived += s.received;
     t.framesMissing += s.missing;
     t.framesDuplicate += s.duplicate;

@@ -158,7 +158,7 @@ t.before(async () => {
     .sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt) || (a.recordingId < b.recordingId ? -1 : 1));
   local = await startApp('127.0.0.1', []);
 });
-t.teardown(() => local?.app.close());
+t.teardown(() => local?.app.close()); // eslint-disable-line @typescript-eslint/no-unnecessary-condition -- unset if startApp failed
 
 t.test('the fixtures load into the index without complaints', async (t) => {
   t.equal(loaded, FIXTURES.length + 4, 'every fixture indexed');

@@ -50,7 +50,7 @@ async function configFile(keys: boolean): Promise<string> {
 async function node(t: Tap, nodeId: string, opts: GatewayOptions = {}, withKeys = false): Promise<Node> {
   const file = await configFile(withKeys);
   const config = loadConfig({
-    PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir as string, LOG_LEVEL: 'silent', REDIS_URL, NODE_ID: nodeId, GATEWAY_CONFIG: file,
+    PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir, LOG_LEVEL: 'silent', REDIS_URL, NODE_ID: nodeId, GATEWAY_CONFIG: file,
   });
   const gw = await buildGateway(config, { redisPrefix: prefix, ...opts });
   const port = await gw.listen();
@@ -72,7 +72,7 @@ async function until<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 15_0
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
-    if (v) return v as NonNullable<T>;
+    if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }

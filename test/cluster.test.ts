@@ -47,7 +47,7 @@ async function node(t: Tap, nodeId: string): Promise<TestGateway> {
   const dir = shared ??= await mkdtemp(path.join(os.tmpdir(), 'gw-cluster-'));
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir, LOG_LEVEL: 'silent', REDIS_URL, NODE_ID: nodeId, MAINTENANCE_INTERVAL_S: '1' });
   const gw = await buildGateway(config, { redisPrefix: prefix });
-  const g = { gw, dir, port: 0, wsUrl: '', http: '' } as TestGateway;
+  const g = { gw, dir, port: 0, wsUrl: '', http: '' };
   addPing(g);
   g.port = await gw.listen();
   g.wsUrl = `ws://127.0.0.1:${g.port}/twilio/v1`;

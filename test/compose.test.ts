@@ -22,13 +22,13 @@ t.test('the cluster: Redis, three gateway nodes sharing recordings, HAProxy on 8
   t.same(services.trim().split('\n').sort(), ['gateway-1', 'gateway-2', 'gateway-3', 'haproxy', 'redis']);
   const { stdout } = await run('docker-compose', ['config'], { cwd: root });
   for (const n of [1, 2, 3]) {
-    const block = stdout.split(/\n  (?=\S)/).find((b) => b.startsWith(`gateway-${n}:`)) ?? '';
+    const block = stdout.split(/\n {2}(?=\S)/).find((b) => b.startsWith(`gateway-${n}:`)) ?? '';
     t.match(block, new RegExp(`NODE_ID: gateway-${n}\\n`), `gateway-${n} has its own NODE_ID`);
     t.match(block, /REDIS_URL: redis:\/\/redis:6379/, 'cluster mode');
     t.match(block, /- recordings:\/recordings/, 'the shared recordings volume');
     t.notMatch(block, /ports:/, 'reached only through the balancer');
   }
-  const lb = stdout.split(/\n  (?=\S)/).find((b) => b.startsWith('haproxy:')) ?? '';
+  const lb = stdout.split(/\n {2}(?=\S)/).find((b) => b.startsWith('haproxy:')) ?? '';
   t.match(lb, /published: 8080|8080:8080/, 'the balancer on port 8080');
   t.match(lb, /haproxy\.cfg/, 'configured by the haproxy.cfg of the repository');
 });

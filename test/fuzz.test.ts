@@ -150,7 +150,7 @@ async function until<T>(fn: () => Promise<T> | T, what: string, timeoutMs = 60_0
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
-    if (v) return v as NonNullable<T>;
+    if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -236,7 +236,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   const began = performance.now();
   const g = await startGateway(t);
   const fail = new Failures();
-  let crashed: string | null = null;
+  let crashed = null as string | null; // set by the exit handler: not narrowed to null
   void g.exited.then((e) => { crashed = `gateway exited during the fuzz run: code ${e.code} signal ${e.signal}\n${e.stderr.slice(-3000)}`; });
   const gone = () => crashed !== null;
 
@@ -283,7 +283,7 @@ t.test(`fuzz: accounts B and C (and strangers) against account A (seed ${SEED})`
   await until(async () => (await api(g, `/v1/calls?callSid=${N_A.callSid}`)).body.items.length === 1, 'N_A live');
 
   // --- /healthz throughout ---------------------------------------------------------------------
-  let fuzzing = true;
+  let fuzzing = true as boolean; // cleared when the fuzzers finish: not narrowed to true
   const health = { polls: 0, maxMs: 0, maxAt: 0 };
   const fuzzStart = performance.now();
   const healthLoop = (async () => {

@@ -38,7 +38,7 @@ async function recordingServer(onConnection?: (c: Conn) => void) {
   wss.on('connection', (ws, req) => {
     const messages: Received[] = [];
     ws.on('message', (data, isBinary) => {
-      messages.push({ text: data.toString(), binary: isBinary, at: performance.now() });
+      messages.push({ text: (data as Buffer).toString(), binary: isBinary, at: performance.now() }); // ws gives a Buffer
     });
     const closed = new Promise<{ code: number; reason: string }>((resolve) =>
       ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
@@ -194,7 +194,7 @@ t.test('start overrides, random ids, raw frames and server messages', async (t) 
     c.ws.send('{"event":"mark","streamSid":"x","mark":{"name":"m"}}');
     c.ws.send(Buffer.from([1, 2, 3]), { binary: true });
     c.ws.on('message', (data) => {
-      if (data.toString().includes('"event":"stop"')) c.ws.send('{"event":"clear","streamSid":"x"}');
+      if ((data as Buffer).toString().includes('"event":"stop"')) c.ws.send('{"event":"clear","streamSid":"x"}');
     });
   });
   t.teardown(srv.close);
@@ -606,7 +606,7 @@ t.test('StreamScheduler: one shared tick for many jobs', async (t) => {
 
 t.test('bare ws server: counts media and reports /stats', async (t) => {
   const bare = await startBareServer(0, '127.0.0.1');
-  t.teardown(bare.close);
+  t.teardown(() => bare.close());
   const base = `http://127.0.0.1:${bare.port}`;
   const url = `ws://127.0.0.1:${bare.port}/twilio/v1`;
   const res = await runStream({ url, tracks: ['inbound', 'outbound'], seed: 5, frames: 100, realtime: false });

@@ -101,7 +101,7 @@ t.test('concurrent atomic rewrites of one file never corrupt it', async (t) => {
   await writeFile(file, '{}');
   const bodies = Array.from({ length: 64 }, (_, i) => JSON.stringify({ i, pad: String(i).repeat(20_000 + i * 997) }));
   const results = await Promise.allSettled(bodies.map((b) => writeFileAtomic(file, b)));
-  t.same(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)), [], 'every write succeeded');
+  t.same(results.filter((r) => r.status === 'rejected').map((r) => String(r.reason)), [], 'every write succeeded');
   const final = await readFile(file, 'utf8');
   t.ok(bodies.includes(final), 'the file is exactly one of the writes');
   t.same((await readdir(dir)).sort(), ['x.json'], 'no temporary file left behind');
@@ -118,7 +118,7 @@ t.test('concurrent CTI events for an ended call leave a valid sidecar with every
       post(`${g.http}/v1/cti/events`, { type: 'consult', callSid: run.callSid, ctiSessionId: `S-${round}b`, employeeId: `E-${round}b` }),
     ]);
     t.same(answers.map((a) => a.status), [200, 200, 200]);
-    const state = answers[2].body as { ctiSessionId: string; employeeId: string };
+    const state = answers[2].body as { ctiSessionId: string | null; employeeId: string | null };
     const text = await readFile(audioPathOnDisk(g.dir, rec).replace(/\.wav$/, '.json'), 'utf8');
     let onDisk: RecordingSidecar;
     try {

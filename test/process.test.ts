@@ -52,7 +52,10 @@ t.test('SIGTERM drains: not ready, new streams refused, live streams finalised a
   c.sendStart({ tracks: ['inbound'] });
   let sent = 0;
   const pump = setInterval(() => {
-    if (c.isOpen) c.sendMedia('inbound', frameFor(8, 'inbound', sent), sent * 20), sent++;
+    if (c.isOpen) {
+      c.sendMedia('inbound', frameFor(8, 'inbound', sent), sent * 20);
+      sent++;
+    }
   }, 20);
   await new Promise((r) => setTimeout(r, 600));
   gw.child.kill('SIGTERM');

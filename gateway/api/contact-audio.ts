@@ -53,7 +53,7 @@ function sample(info: WavInfo, buf: Buffer, i: number): number {
   switch (info.encoding) {
     case 'mulaw': return MULAW_TO_PCM16[buf[i]!]!; // i < samples read into buf
     case 'alaw': return ALAW_TO_PCM16[buf[i]!]!;
-    default: return buf.readInt16LE(i * 2);
+    case 'pcm16': return buf.readInt16LE(i * 2);
   }
 }
 

@@ -259,6 +259,7 @@ export class CommandRouter {
         ...msg.headers,
         [FORWARDED_HEADER]: msg.from,
         authorization: `Bearer ${this.o.internalKey}`,
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- msg is JSON from another node, not validated
         [INTERNAL_ACTOR_HEADER]: String(msg.actor ?? 'internal'),
         ...(typeof msg.scope === 'string' && msg.scope !== '' ? { [INTERNAL_SCOPE_HEADER]: msg.scope } : {}),
       },

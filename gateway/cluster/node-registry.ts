@@ -122,10 +122,12 @@ export class NodeRegistry {
   }
 
   private callKey(e: Pick<StreamEntry, 'accountSid' | 'callSid'>): string {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- entries may be JSON from Redis, written by any node version
     return this.o.keys.call(this.o.scopeOf(e.accountSid ?? ''), e.callSid);
   }
 
   private pausedKey(e: Pick<StreamEntry, 'accountSid' | 'callSid'>): string {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- as above
     return this.o.keys.paused(this.o.scopeOf(e.accountSid ?? ''), e.callSid);
   }
 

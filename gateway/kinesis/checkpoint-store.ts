@@ -79,7 +79,7 @@ export class FileStore implements KinesisStore {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
       if (text !== null) {
-        const doc = JSON.parse(text) as FileDoc;
+        const doc = JSON.parse(text) as Partial<FileDoc>; // from disk: any field may be missing
         for (const [id, ck] of Object.entries(doc.shards ?? {})) this.shards.set(id, ck);
         for (const id of doc.recentIds ?? []) this.ids.add(id);
       }

@@ -97,6 +97,7 @@ export type KinesisLayer = Partial<Record<KinesisSettingName, string>>;
 
 function shown(raw: unknown, secret: boolean): string {
   if (secret) return `"${REDACTED}"`;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- JSON.stringify gives undefined for undefined/functions despite its type
   const text = typeof raw === 'string' ? raw : JSON.stringify(raw) ?? String(raw);
   const cut = text.length > 200 ? `${text.slice(0, 200)}…` : text;
   return JSON.stringify(cut).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
@@ -114,7 +115,7 @@ export function parseKinesisLayer(raw: Record<string, unknown>, where: KinesisWh
       fail(setting, spec.secret ? REDACTED : typeof v === 'string' ? v : JSON.stringify(v), spec.allowed,
         `${where.prefix}${setting}=${shown(v, spec.secret === true)} is not valid: expected ${spec.allowed}`);
     }
-    out[name] = name === 'KINESIS_START' ? (v as string).toUpperCase() : (v as string);
+    out[name] = name === 'KINESIS_START' ? v.toUpperCase() : v;
   }
   return out;
 }
@@ -126,7 +127,7 @@ export function parseKinesisObject(raw: unknown, where: KinesisWhere, objectPath
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     fail(objectPath, REDACTED, allowed, `GATEWAY_CONFIG ${objectPath} is not valid: expected ${allowed}`);
   }
-  for (const key of Object.keys(raw as object)) {
+  for (const key of Object.keys(raw)) {
     if (!(KINESIS_SETTING_NAMES as readonly string[]).includes(key)) {
       const k = /^[A-Za-z0-9_]{1,100}$/.test(key) ? key : JSON.stringify(key.slice(0, 100));
       // the value of an unknown key is never shown: it may be a mistyped secret

@@ -65,7 +65,7 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
   const configured = deps.sources.filter((s): s is DataSource & { kinesis: KinesisSettings } => s.kinesis !== undefined);
   const metrics = createKinesisMetrics(deps.registry, configured.map((s) => s.accountSid));
   const timing: SourceTiming = { ...DEFAULT_TIMING };
-  for (const k of Object.keys(DEFAULT_TIMING) as (keyof SourceTiming)[]) if (opts[k] !== undefined) timing[k] = opts[k] as number;
+  for (const k of Object.keys(DEFAULT_TIMING) as (keyof SourceTiming)[]) if (opts[k] !== undefined) timing[k] = opts[k];
   const sources = configured.map((src) => {
     const k = src.kinesis;
     const key = sourceKey(src.accountSid, k);

@@ -125,6 +125,7 @@ export class ShardReader {
         if (iterator === null) break; // nothing more to read in a closed shard
       }
       await this.sleep(lastCall + timing.minGapMs - this.now());
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await
       if (this.stopped) break;
       lastCall = this.now();
       let res;

@@ -13,7 +13,7 @@ import { fsyncDir } from '../atomic-file.js';
 import type { IndexedRecording } from '../recording-index.js';
 import type { RecordingSidecar } from '../sidecar.js';
 import { ArchiveQueue, type ArchiveJob } from './archive-queue.js';
-import { ARCHIVE_FORMATS, archiveFileName, type ArchiveFormat, type ArchiveFormatSetting } from './formats.js';
+import { ARCHIVE_FORMATS, archiveFileName, type ArchiveFormatSetting } from './formats.js';
 import { makeArchive } from './make-archive.js';
 
 export interface ArchiverOptions {
@@ -183,7 +183,7 @@ export class Archiver {
     const sidecarLeft = await stat(path.join(dir, `${id}.json`)).then(() => true, () => false);
     if (sidecarLeft) return; // not ours to touch: an unindexed sidecar is still a recording
     await removeTemps(dir, id);
-    for (const f of ARCHIVE_FORMATS) await unlink(path.join(dir, archiveFileName(id, f as ArchiveFormat))).catch(gone);
+    for (const f of ARCHIVE_FORMATS) await unlink(path.join(dir, archiveFileName(id, f))).catch(gone);
   }
 }
 
