@@ -144,7 +144,8 @@ export class Archiver {
         const tmp = path.join(dir, `.${name}.${randomBytes(4).toString('hex')}${TMP_SUFFIX}`);
         let made;
         try {
-          made = await makeArchive(rec.audioPath, job.format, tmp, signal);
+          // while the WAV is kept a cheaper check may do (make-archive.ts, ArchiveVerify)
+          made = await makeArchive(rec.audioPath, job.format, tmp, { verify: this.#o.keepWav ? 'packets' : 'decode', signal });
           await rename(tmp, final);
         } catch (err) {
           await unlink(tmp).catch(() => undefined);
