@@ -105,25 +105,33 @@ async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number,
     });
     const exited = once(gw, 'exit');
     let listening = 0;
+    let drained = 0;
     let m: Map<string, number> | null = null;
     let cpu = { own: 0, kids: 0 };
+    let cpu0 = { own: 0, kids: 0 }; // the gateway's own start-up (tsx compiling) is not archiving
     try {
       for (;;) {
         await new Promise((r) => setTimeout(r, 250));
         if (gw.exitCode !== null) throw new Error(`the gateway exited (${gw.exitCode})`);
         m = await metrics(port);
         if (m === null) continue;
-        if (listening === 0) listening = performance.now();
+        if (listening === 0) {
+          listening = performance.now();
+          cpu0 = await procCpuS(gw.pid!);
+        }
         if ((m.get('gateway_archive_failures_total') ?? 0) > 0) throw new Error('an archive failed');
-        if ((m.get('gateway_archive_recordings_total') ?? 0) >= calls) break;
+        if ((m.get('gateway_archive_recordings_total') ?? 0) >= calls) {
+          drained = performance.now();
+          break;
+        }
       }
-      cpu = await procCpuS(gw.pid!);
+      const end = await procCpuS(gw.pid!);
+      cpu = { own: end.own - cpu0.own, kids: end.kids - cpu0.kids };
     } finally {
       gw.kill('SIGTERM');
       await exited;
     }
-    const done = performance.now();
-    const drainS = (done - listening) / 1000;
+    const drainS = (drained - listening) / 1000;
     const audioH = (calls * seconds) / 3600;
     const cpuS = cpu.own + cpu.kids;
     console.log(`| ${format} | ${calls} x ${callMinutes} min (${audioH.toFixed(1)} audio h), WAV ${keepWav ? 'kept' : 'removed'} | ${((listening - t0) / 1000).toFixed(1)} | ${drainS.toFixed(0)} | ${(drainS / audioH).toFixed(1)} | ${cpuS.toFixed(0)} (${cpu.kids.toFixed(0)} + ${cpu.own.toFixed(0)}) | ${(cpuS / audioH).toFixed(1)} | ${drainS <= seconds ? 'yes' : 'no'} (${((100 * drainS) / seconds).toFixed(0)} % of ${seconds} s) |`);
