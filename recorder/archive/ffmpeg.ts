@@ -5,7 +5,6 @@
 // delay and FLAC would not know its length. The transform's readable side then carries
 // ffmpeg's `-progress` lines. Playback conversions stream through the pipe both ways.
 import prism from 'prism-media';
-import { execFile } from 'node:child_process';
 import { PassThrough, type Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
 import os from 'node:os';
@@ -159,53 +158,3 @@ export function decodeWav(file: string): FfmpegRun {
   return runFfmpeg(['-i', file, '-ar', RATE, '-c:a', 'pcm_s16le', '-fflags', '+bitexact', '-f', 'wav'], null);
 }
 
-export interface ProbedPackets {
-  channels: number;
-  /** the stream's time base, e.g. 1/48000 for Opus */
-  timeBase: { num: number; den: number };
-  packets: number;
-  /** sum of the packets' durations, in time base units */
-  durationTs: number;
-  /** what the demuxer reported at level error (a page CRC mismatch, a cut file), empty when clean */
-  errors: string;
-}
-
-/**
- * Reads every packet of `file` without decoding it (ffprobe, demuxer only: an Ogg page with a bad
- * CRC is reported and dropped, a cut file ends early): ~0.3 CPU s per audio hour of Opus.
- */
-export function probePackets(file: string, signal?: AbortSignal): Promise<ProbedPackets> {
-  return new Promise((resolve, reject) => {
-    const child = execFile('ffprobe', ['-hide_banner', '-v', 'error', '-select_streams', 'a:0', '-show_entries', 'stream=channels,time_base:packet=duration', '-of', 'compact=nk=0', file], {
-      maxBuffer: 64 * 1024 * 1024, signal,
-    }, (err, stdout, stderr) => {
-      if (err) {
-        reject(new Error(`ffprobe failed: ${(stderr || err.message).trim().split('\n').slice(-3).join(' | ')}`));
-        return;
-      }
-      let channels = 0;
-      let timeBase = { num: 0, den: 1 };
-      let packets = 0;
-      let durationTs = 0;
-      for (const line of stdout.split('\n')) {
-        if (line.startsWith('packet|')) {
-          packets++;
-          const m = /duration=(\d+)/.exec(line);
-          if (m) durationTs += Number(m[1]);
-        } else if (line.startsWith('stream|')) {
-          channels = Number(/channels=(\d+)/.exec(line)?.[1] ?? 0);
-          const tb = /time_base=(\d+)\/(\d+)/.exec(line);
-          if (tb) timeBase = { num: Number(tb[1]), den: Number(tb[2]) };
-        }
-      }
-      resolve({ channels, timeBase, packets, durationTs, errors: stderr.trim() });
-    });
-    if (child.pid !== undefined) {
-      try {
-        os.setPriority(child.pid, FFMPEG_NICE);
-      } catch {
-        // not allowed here: runs at the default priority
-      }
-    }
-  });
-}

@@ -23,8 +23,8 @@ interface FormatSpec {
   /** the ffmpeg configure flag the encoder needs (checked at start-up) */
   needs: string | null;
   /**
-   * The sum of the container's packet durations is the exact length (less Opus's pre-skip), so
-   * reading the packets (no decode) proves the file complete. Used while the WAV is kept; an
+   * The container states the exact length (Ogg Opus: the last granule position less the
+   * pre-skip), so reading its pages (no decode) proves the file complete. Used while the WAV is kept; an
    * archive that replaces the WAV is always decoded. Opus only: decoding it is the costly part
    * (the decoder outputs 48 kHz, resampled to 8 kHz: a third of the encode's CPU), while FLAC
    * and MP3 decode cheaply and MP3's packets include the encoder delay and padding.
@@ -42,11 +42,12 @@ const SPECS: Record<ArchiveFormat, FormatSpec> = {
     contentType: 'audio/ogg; codecs=opus',
     muxer: 'ogg',
     // CPU, measured (BENCHMARKS.md): one worker must archive an audio hour in 12 s to keep up
-    // with 300 calls. compression_level 0 (of 0..10) and 60 ms frames (SILK codes them as three
-    // 20 ms frames, with a third of the per-packet work and Ogg overhead): 9 CPU s per audio
-    // hour against 19 s at level 3 with 20 ms frames, and 13 % smaller files.
+    // with 300 calls. compression_level 0 (of 0..10) and 120 ms packets (the longest Opus has:
+    // two 60 ms frames, SILK codes each as three 20 ms frames; less per-packet work and Ogg
+    // overhead): ~8.5 CPU s per audio hour against ~19 s at level 3 with 20 ms packets, and
+    // 14 % smaller files.
     codec: (ch) => [
-      '-c:a', 'libopus', '-b:a', `${8 * ch}k`, '-application', 'voip', '-compression_level', '0', '-frame_duration', '60',
+      '-c:a', 'libopus', '-b:a', `${8 * ch}k`, '-application', 'voip', '-compression_level', '0', '-frame_duration', '120',
       ...(ch > 1 ? ['-mapping_family', '255'] : []),
     ],
     needs: '--enable-libopus',

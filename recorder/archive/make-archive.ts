@@ -2,9 +2,9 @@
 // on it (same channels, same duration within 20 ms; FLAC decoded: the very same samples).
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { parseWavHeader } from '../../codecs/wav.js';
-import { decodeWav, encodeWavFile, probePackets, untilDone } from './ffmpeg.js';
+import { decodeWav, encodeWavFile, untilDone } from './ffmpeg.js';
+import { checkOggOpus, OggCheckError } from './ogg-opus-check.js';
 import { openWavPcm, wavLayout } from './pcm-source.js';
 import { formatSpec, type ArchiveFormat } from './formats.js';
 
@@ -83,34 +83,21 @@ export async function hashFile(file: string): Promise<{ bytes: number; sha256: s
  * How an archive is proved good before anyone relies on it:
  * - `decode`: ffmpeg decodes all of it (channels, duration within 20 ms; FLAC: the very samples
  *   of the WAV's G.711 decode). Always when the archive replaces the WAV (ARCHIVE_KEEP_WAV=false).
- * - `packets`: while the WAV is kept, for formats whose packets state the exact length (Opus):
- *   every packet is read without decoding (page CRCs, a cut or short file, channels, duration
- *   within 20 ms). An archive that would not decode is then never the only copy.
+ * - `packets`: while the WAV is kept, for formats whose packets state the exact length (Ogg
+ *   Opus): every page is read without decoding (ogg-opus-check.ts: CRCs, sequence, a cut file,
+ *   channels, duration within 20 ms). An archive that would not decode is then never the only copy.
  */
 export type ArchiveVerify = 'decode' | 'packets';
 
-/** The first Ogg page's OpusHead: samples (at 48 kHz) the decoder drops at the start. */
-async function opusPreSkip(file: string): Promise<number> {
-  const fh = await open(file, 'r');
+/** frames at 8 kHz and channels of an Ogg Opus `file`, from its pages (no decode). */
+async function lengthFromPages(file: string, format: ArchiveFormat): Promise<{ channels: number; frames: number }> {
   try {
-    const head = Buffer.alloc(512);
-    const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    const at = head.subarray(0, bytesRead).indexOf('OpusHead');
-    if (at < 0 || at + 12 > bytesRead) throw new ArchiveVerifyError('the opus archive has no OpusHead');
-    return head.readUInt16LE(at + 10);
-  } finally {
-    await fh.close();
+    const o = await checkOggOpus(file);
+    return { channels: o.channels, frames: Math.round(o.samples48k / 6) };
+  } catch (err) {
+    if (err instanceof OggCheckError) throw new ArchiveVerifyError(`the ${format} archive failed verification: ${err.message}`);
+    throw err;
   }
-}
-
-/** frames at 8 kHz and channels of `file`, from its packets (no decode). */
-async function lengthFromPackets(file: string, format: ArchiveFormat, signal?: AbortSignal): Promise<{ channels: number; frames: number }> {
-  const p = await probePackets(file, signal);
-  if (p.errors !== '') throw new ArchiveVerifyError(`the ${format} archive failed verification: ${p.errors.split('\n').slice(0, 3).join(' | ')}`);
-  if (p.packets === 0 || p.timeBase.num === 0) throw new ArchiveVerifyError(`the ${format} archive failed verification: no packets`);
-  const skip = format === 'opus' ? await opusPreSkip(file) : 0;
-  const seconds = ((p.durationTs - skip) * p.timeBase.num) / p.timeBase.den;
-  return { channels: p.channels, frames: Math.round(seconds * RATE) };
 }
 
 /** sha256 of the WAV's samples as PCM16 (codecs/g711.ts decode). */
@@ -132,7 +119,7 @@ export async function checkArchive(
   const byPackets = o.verify === 'packets' && formatSpec(format).packetsGiveLength;
   const lossless = format === 'flac';
   const got = byPackets
-    ? { ...(await lengthFromPackets(file, format, o.signal)), pcmSha256: '' }
+    ? { ...(await lengthFromPages(file, format)), pcmSha256: '' }
     : await inspectArchive(file, { hash: lossless, signal: o.signal });
   const problems: string[] = [];
   if (got.channels !== src.channels) problems.push(`${got.channels} channels instead of ${src.channels}`);
