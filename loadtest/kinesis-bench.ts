@@ -6,7 +6,7 @@
 // same machine) to the events being applied; the PutRecords round trip is reported beside it.
 //
 //   node --import tsx loadtest/kinesis-bench.ts [--rate 1000] [--seconds 30] [--latency-rate 50] [--latency-seconds 20]
-//   node --import tsx loadtest/kinesis-bench.ts --load-only --rate 1000 --env-file FILE [--account AC...]
+//   node --import tsx loadtest/kinesis-bench.ts --load-only --rate 1000 --write-env FILE [--account AC...]
 //       starts kinesalite, creates the 2-shard stream, writes the gateway's KINESIS_* settings to
 //       FILE (shell `export` lines) and puts `--rate` events per second until SIGTERM: the
 //       background load for perf-ratio.mjs runs (BENCHMARKS.md)
@@ -25,7 +25,7 @@ import { randomSid } from './sids.js';
 const { values } = parseArgs({ options: {
   rate: { type: 'string', default: '1000' }, seconds: { type: 'string', default: '30' },
   'latency-rate': { type: 'string', default: '50' }, 'latency-seconds': { type: 'string', default: '20' },
-  'load-only': { type: 'boolean', default: false }, 'env-file': { type: 'string' }, account: { type: 'string' },
+  'load-only': { type: 'boolean', default: false }, 'write-env': { type: 'string' }, account: { type: 'string' },
 } });
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ACCOUNT = values.account ?? randomSid('AC');
@@ -166,8 +166,8 @@ async function phase(label: string, client: KinesisClient, port: number, rate: n
 async function main(): Promise<void> {
   const { endpoint, client } = await startKinesis();
   if (values['load-only']) {
-    const file = values['env-file'];
-    if (!file) throw new Error('--load-only needs --env-file');
+    const file = values['write-env'];
+    if (!file) throw new Error('--load-only needs --write-env');
     await writeFile(file, Object.entries(gatewayEnv(endpoint)).map(([k, v]) => `export ${k}=${v}\n`).join(''));
     const stop = { now: false };
     process.on('SIGTERM', () => { stop.now = true; });
