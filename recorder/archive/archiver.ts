@@ -147,7 +147,7 @@ export class Archiver {
           made = await makeArchive(rec.audioPath, job.format, tmp, signal);
           await rename(tmp, final);
         } catch (err) {
-          await unlink(tmp).catch(() => undefined);
+          await unlink(tmp).catch(() => undefined); // best effort (may not exist): the error that counts is rethrown
           throw err;
         }
         await fsyncDir(dir);
