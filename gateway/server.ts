@@ -1,6 +1,7 @@
-// Assembles one gateway node: recorder, index, metrics, the Twilio edge and the HTTP API, as
-// fastify plugins, plus the node's lifecycle (idle sweep, drain). main.ts only adds process
-// concerns (config from the environment, signals, exit codes).
+// Assembles one gateway node: recorder, index, metrics, the Twilio edge and the HTTP API (each
+// a register* function adding its routes to the one root fastify instance; only
+// @fastify/websocket is a plugin), plus the node's lifecycle (idle sweep, drain). main.ts only
+// adds process concerns (config from the environment, signals, exit codes).
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import pino, { type Logger } from 'pino';
@@ -143,7 +144,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const metrics = createMetrics(() => recorder, () => alarms);
   registerArchiveMetrics(metrics.registry, () => archiver);
   const index = new RecordingIndex(config.recordingsDir);
-  const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
+  const indexed = await index.load((file, err) => log.warn({ file, err }, 'skipping unreadable sidecar'));
   log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
   // rule deletions a previous run could not finish: never listed again, retried below
   const deletions: Deletions = new Deletions({
@@ -191,7 +192,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     settingsFor,
     scoped: config.sources.length > 0,
     wallNow,
-    onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
+    onError: (what, err) => log.error({ err }, `failed ${what}`),
     // contract section 7: one structured line per deletion, with who caused it (never a key)
     audit: (entry) => log.info({ audit: true, ...entry }, `recording ${entry.recordingId} deleted (${entry.reason}, by ${entry.actor})`),
     // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
@@ -387,7 +388,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   registerTaskRouterRoute(app, { config, control, dispatch: clusterDispatch });
 
   const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
-  const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease;
+  const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease(log);
   // Once per interval in the whole cluster: the lease holder asks every node to sweep its own
   // streams (each stream lives on exactly one node, so each call is swept exactly once).
   const stopSweep = clusterNode

@@ -1,7 +1,8 @@
 // One Twilio Media Stream connection: the protocol state machine between the socket and the
 // recorder. States: awaiting_start -> recording -> ended. Every message is validated; a bad one
 // is counted, logged once per kind per stream, and dropped without touching what was recorded.
-// The handler never imports `ws`: it talks to a two-method socket, so tests can drive it directly.
+// The handler never imports `ws`: the route pushes messages in (onMessage, onClose) and the
+// handler only ever calls the socket's close, so tests drive it with a stand-in socket.
 import type { Logger } from 'pino';
 import { parseTwilioMessage, decodeBase64Into, ParseFailure, type ProtocolErrorKind } from './twilio-protocol.js';
 import { MAX_PAYLOAD_BYTES, type MediaMessage, type StartMessage } from './twilio-messages.js';

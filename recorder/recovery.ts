@@ -6,7 +6,10 @@
 //
 // Frame counts of a recovered sidecar (the issue left this open): the segment writer keeps a
 // small stats checkpoint beside the partial (`<recordingId>.ckpt`, rewritten at most every
-// CHECKPOINT_MS = 2 s, after the audio it describes reached the file; never per frame). It holds
+// CHECKPOINT_MS = 2 s, after the write of the audio it describes returned; never per frame).
+// Neither is fsynced: a killed process leaves both in the page cache, in that order, but after
+// a power loss the checkpoint may describe audio that never reached the disk, so it is used
+// only when the file holds at least the `dataBytes` it describes (else as if absent). It holds
 // the coverage of the audio written so far (samples that came from frames, per track) and the
 // per-track counters. Recovery takes:
 //   - framesReceived per track = 20 ms units of covered audio in the checkpoint, plus, for the
@@ -96,7 +99,7 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
     if (meta !== null && deps.onlyOwn && meta.nodeId !== deps.nodeId) continue;
     if (await isEmpty(partial)) {
       // Killed between creating the file and its first write: there is no audio to keep.
-      await unlink(partial).catch(() => undefined);
+      await unlink(partial).catch(() => undefined); // left: the next start finds it empty again
       continue;
     }
     try {
@@ -129,6 +132,7 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
       if (meta !== null && RECORDING_ID_RE.test(id) && meta.recordingId === id && (await finishPublished(deps, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT))))) {
         result.recovered++;
       }
+      // left: the next start finds the outcome done again (at least once); ENOENT: no checkpoint
       await unlink(path.join(dir, n)).catch(() => undefined);
       await unlink(path.join(dir, id + CHECKPOINT_EXT)).catch(() => undefined);
     } catch (err) {
@@ -144,7 +148,7 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
     if (!n.endsWith(CHECKPOINT_EXT)) continue;
     const id = n.slice(0, -CHECKPOINT_EXT.length);
     if ((await exists(path.join(dir, `${id}.wav`))) || (await exists(path.join(dir, `${id}.json`)))) continue;
-    await unlink(path.join(dir, n)).catch(() => undefined);
+    await unlink(path.join(dir, n)).catch(() => undefined); // left: removed at the next start
   }
   return result;
 }
@@ -185,6 +189,7 @@ async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt:
   await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
   crashPoint('recovery:sidecar-written');
   await deps.onRecovered(sidecar);
+  // left: the next start redoes the outcome (at least once); ENOENT: no checkpoint was written
   await unlink(paths.partialMeta).catch(() => undefined);
   await unlink(paths.partialStats).catch(() => undefined);
   return sidecar;

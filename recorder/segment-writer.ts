@@ -280,6 +280,8 @@ export class SegmentWriter {
   private async closeCheckpoint(remove: boolean): Promise<void> {
     const fh = this.checkpointFh;
     this.checkpointFh = null;
+    // Best effort, like the checkpoint itself: recovery ignores a checkpoint without a partial
+    // and removes it at the next start.
     if (fh) await fh.close().catch(() => undefined);
     if (remove && this.opts.checkpointPath !== undefined) await unlink(this.opts.checkpointPath).catch(() => undefined);
   }
@@ -328,6 +330,9 @@ export class SegmentWriter {
     } catch {
       // nothing was opened: nothing to close
     }
+    // ENOENT (never created) is the usual failure. Any other leaves the partial for the next
+    // start's recovery to keep (published with its meta, else under .unattributed): audio is
+    // never silently lost, at the cost of keeping a discarded segment on a failing disk.
     await unlink(this.opts.paths.partial).catch(() => undefined);
     await unlink(this.opts.paths.partialMeta).catch(() => undefined);
   }

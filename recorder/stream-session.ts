@@ -81,6 +81,8 @@ export interface StreamSessionOptions {
 
 /** Remove what marks a segment as not yet fully handled (see onSegmentPublished). */
 export async function removePartialMarks(paths: SegmentPaths): Promise<void> {
+  // A mark that cannot be removed makes the next start redo the outcome (at least once, as
+  // documented: the webhook keeps its eventId); ENOENT is a checkpoint never written.
   await unlink(paths.partialMeta).catch(() => undefined);
   await unlink(paths.partialStats).catch(() => undefined);
 }

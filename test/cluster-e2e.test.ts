@@ -50,8 +50,8 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
   const nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => startNode(t, env(id))));
   const [n1, n2] = nodes;
   let n3 = nodes[2];
+  // returns once a health check has passed on every server
   const lb = await startHaproxy(t, dir, nodes.map((n) => ({ name: n.nodeId, port: n.port })));
-  await new Promise((r) => setTimeout(r, 1200)); // every server seen up by a health check
 
   // 30 streams through HAProxy
   const clients: TwilioStreamClient[] = [];

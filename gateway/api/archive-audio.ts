@@ -164,7 +164,7 @@ export async function playableWav(rec: IndexedRecording): Promise<{ path: string
   try {
     await Promise.all([pipeline(run.output, createWriteStream(tmp)), run.done]);
   } catch (err) {
-    await unlink(tmp).catch(() => undefined);
+    await unlink(tmp).catch(() => undefined); // best effort (may not exist); the decode error is what counts
     throw err;
   }
   return { path: tmp, temp: true };

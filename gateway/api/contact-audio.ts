@@ -122,6 +122,7 @@ export async function contactAudio(index: RecordingIndex, ctiSessionId: string, 
   const t0 = Math.min(...sidecars.map((s) => Date.parse(s.startedAt)));
   const legs: Leg[] = [];
   let closed: Promise<void> | null = null;
+  // read-only handles: a failed close loses nothing, and the answer is already decided
   const close = () => (closed ??= Promise.all(legs.map((l) => l.fh.close().catch(() => undefined))).then(() => undefined));
   try {
     for (const s of sidecars) {
@@ -132,6 +133,7 @@ export async function contactAudio(index: RecordingIndex, ctiSessionId: string, 
       try {
         legs.push(await openLeg(s, wav.path, t0));
       } finally {
+        // best effort: a leftover .playback-tmp is only disk space (a dot-file no listing shows)
         if (wav.temp) await unlink(wav.path).catch(() => undefined);
       }
     }

@@ -249,7 +249,7 @@ function fromArchive(rec: IndexedRecording, to: AudioFormat, etag: string): Repr
       // decoded from the start (lossy frames do not allow an exact seek); bytes before the range are dropped
       const pcm = decodedArchivePcm(rec, frames * channels * 2);
       const slice = new TranscodeSlice('pcm16', to, dStart, dEnd - dStart + 1, prefix, suffix);
-      slice.on('close', () => { void fh.close().catch(() => undefined); });
+      slice.on('close', () => { void fh.close().catch(() => undefined); }); // read-only: a failed close loses nothing
       return pipeline(pcm, slice, () => {});
     },
   };

@@ -64,14 +64,14 @@ export interface ClusterOptions {
   forgetDeadAfterMs?: number;
 }
 
-/** The stream as GET /v1/calls lists it. `paused` is read structurally: pause/resume owns it. */
+/** The stream as GET /v1/calls lists it. */
 export function entryOf(session: StreamSession, nodeId: string): StreamEntry {
   return {
     accountSid: session.id.accountSid,
     callSid: session.id.callSid,
     streamSid: session.id.streamSid,
     nodeId,
-    paused: (session as unknown as { paused?: unknown }).paused === true,
+    paused: session.paused,
     startedAt: session.startedAt.toISOString(),
   };
 }
@@ -132,7 +132,8 @@ export class Cluster {
     this.link.onReady(() => {
       if (this.redisLostAlarm) clearTimeout(this.redisLostAlarm);
       this.redisLostAlarm = null;
-      this.link.sub.subscribe(this.keys.maintenanceChannel(), this.keys.pauseChannel()).catch(() => undefined);
+      this.link.sub.subscribe(this.keys.maintenanceChannel(), this.keys.pauseChannel()).catch((err: unknown) =>
+        this.o.log.warn({ err }, 'cluster: could not subscribe to maintenance and pause notices'));
     });
     this.link.sub.on('message', (channel: string, message: string) => {
       if (channel === this.keys.pauseChannel()) this.pauseNotice(message);
@@ -187,7 +188,7 @@ export class Cluster {
         const r = await this.router.runLocally('POST', '/v1/cti/events', replay, p.actor);
         if (r.status >= 300) this.o.log.warn({ callSid: e.callSid, status: r.status, body: r.body.slice(0, 200) }, 'cluster: queued CTI event refused');
       }
-    }).catch((err: Error) => this.o.log.warn({ err: err.message, callSid: e.callSid }, 'cluster: could not take queued CTI events'));
+    }).catch((err: Error) => this.o.log.warn({ err, callSid: e.callSid }, 'cluster: could not take queued CTI events'));
   }
 
   private async afterSync(): Promise<void> {

@@ -62,7 +62,8 @@ export class SharedState {
   start(): void {
     const { link, keys } = this.o;
     link.onReady(() => {
-      link.sub.subscribe(keys.recordingsChannel()).catch(() => undefined);
+      link.sub.subscribe(keys.recordingsChannel()).catch((err: unknown) =>
+        this.o.log.warn({ err }, 'cluster: could not subscribe to recording announcements'));
     });
     link.sub.on('message', (channel: string, message: string) => {
       if (channel === keys.recordingsChannel()) this.onAnnouncement(message);
@@ -81,7 +82,7 @@ export class SharedState {
       if (a.kind === 'published') this.o.index.add(a.sidecar, sidecarPathOf(this.o.recordingsDir, a.sidecar));
       else this.o.index.remove(a.recordingId);
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message }, 'cluster: bad recording announcement ignored');
+      this.o.log.warn({ err }, 'cluster: bad recording announcement ignored');
     }
   }
 
@@ -108,7 +109,7 @@ export class SharedState {
    * announcements of both were missed), and alarms not yet shared.
    */
   async resync(): Promise<void> {
-    await this.o.index.load((file, err) => this.o.log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
+    await this.o.index.load((file, err) => this.o.log.warn({ file, err }, 'skipping unreadable sidecar'));
     await this.dropDeleted();
     const unsent = this.unsent;
     this.unsent = new Map();

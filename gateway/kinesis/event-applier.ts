@@ -135,16 +135,16 @@ export class EventApplier {
       for (const cti of mapped.events) await this.d.dispatch({ ...cti, accountSid: this.d.accountSid });
     } catch (err) {
       if (err instanceof RetryLater) {
-        this.d.log.warn({ id: ev.id, err: err.message }, 'Kinesis event could not be applied now: will read it again');
+        this.d.log.warn({ id: ev.id, err }, 'Kinesis event could not be applied now: will read it again');
         return 'retry';
       }
       if (err instanceof RefusedEvent) {
         // summed up per minute (warnRefused), not a line per event
-        this.d.log.debug({ id: ev.id, err: err.message }, 'Kinesis event refused');
+        this.d.log.debug({ id: ev.id, err }, 'Kinesis event refused');
         if (this.refused.count++ === 0) this.refused = { count: 1, exampleId: ev.id, example: err.message };
         return 'invalid';
       }
-      this.d.log.error({ id: ev.id, err: (err as Error).message }, 'Kinesis event failed');
+      this.d.log.error({ id: ev.id, err }, 'Kinesis event failed');
       return 'failed';
     }
     if (mapped.workerSid !== null && ev.eventType !== 'worker.activity.update') {

@@ -148,7 +148,7 @@ export class Archiver {
           made = await makeArchive(rec.audioPath, job.format, tmp, { verify: this.#o.keepWav ? 'packets' : 'decode', signal });
           await rename(tmp, final);
         } catch (err) {
-          await unlink(tmp).catch(() => undefined);
+          await unlink(tmp).catch(() => undefined); // best effort (may not exist): the error that counts is rethrown
           throw err;
         }
         await fsyncDir(dir);
