@@ -8,6 +8,9 @@ import { importSidecars } from '../recorder/catalog/importer.js';
 import { migrateSqlite, SqliteCatalog } from '../recorder/catalog/sqlite-catalog.js';
 import { SQLITE_MIGRATIONS } from '../recorder/catalog/sqlite-migrations.js';
 import Database from 'better-sqlite3';
+import { migratePg, PgCatalog } from '../recorder/catalog/pg-catalog.js';
+import { PG_MIGRATIONS } from '../recorder/catalog/pg-migrations.js';
+import { startPostgres } from './fixtures/postgres.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { segmentPaths } from '../recorder/storage-layout.js';
 import { buildWavHeader } from '../codecs/wav.js';
@@ -470,4 +473,47 @@ t.test('parseSidecar', async (t) => {
   t.throws(() => parseSidecar(JSON.stringify({ ...sc, audioFile: 'a.mp3' }), `${sc.recordingId}.json`), /audioFile/);
   t.throws(() => parseSidecar(JSON.stringify({ ...sc, audioFile: '.a.wav' }), `${sc.recordingId}.json`), /audioFile/);
   t.throws(() => parseSidecar(JSON.stringify({ ...sc, audioFile: 5 }), `${sc.recordingId}.json`), /audioFile/);
+});
+
+// The same semantics on a real PostgreSQL (one cluster for this file, a database per catalog).
+const pgReady = startPostgres(t);
+const makePg: Make = async (recordingsDir) => {
+  const server = await pgReady;
+  const c = new PgCatalog(recordingsDir, await server.createDatabase());
+  await c.open();
+  opened.push(c);
+  return c;
+};
+catalogSuite('postgres', makePg);
+
+t.test('postgres: migrations are versioned and run once, also when nodes open together', async (t) => {
+  const server = await pgReady;
+  const url = await server.createDatabase();
+  const nodes = [0, 1, 2].map(() => new PgCatalog('/r', url, 2));
+  t.teardown(() => Promise.all(nodes.map((n) => n.close())));
+  await Promise.all(nodes.map((n) => n.open()));
+  const versions = await nodes[0].pool.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version');
+  t.same(versions.rows.map((r) => r.version), PG_MIGRATIONS.map((m) => m.version), 'each step once');
+  t.same(await migratePg(nodes[1].pool), [], 'nothing twice');
+  const next = { version: PG_MIGRATIONS.length + 1, name: 'test step', sql: 'CREATE TABLE extra (x integer)' };
+  t.same(await migratePg(nodes[1].pool, [...PG_MIGRATIONS, next]), [next.version]);
+  await t.rejects(migratePg(nodes[2].pool), /newer than this gateway knows/);
+});
+
+t.test('postgres: one catalog for every node: a put on one is listed by the others at once', async (t) => {
+  const server = await pgReady;
+  const url = await server.createDatabase();
+  const [a, b] = [new PgCatalog('/r', url, 2), new PgCatalog('/mnt/other-mount', url, 2)];
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  await a.open();
+  await b.open();
+  const s = sidecarOf(SPECS[0]);
+  await a.put(s, `/r/x/${s.recordingId}.json`);
+  const seen = await b.get(s.recordingId);
+  t.same(seen?.sidecar, s);
+  t.equal(seen?.sidecarPath, `/mnt/other-mount/x/${s.recordingId}.json`, 'paths are relative to each node\'s RECORDINGS_DIR');
+  await b.remove(s.recordingId);
+  t.equal(await a.get(s.recordingId), undefined);
+  await a.put(s, `/r/x/${s.recordingId}.json`);
+  t.equal(await b.count(), 0, 'the tombstone is shared too');
 });
