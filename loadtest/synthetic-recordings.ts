@@ -1,7 +1,7 @@
 // Synthetic recordings for catalog tests and benchmarks: a real sidecar cloned with new SIDs,
 // spread over `days` days, written in the real layout (contract section 3) with a tiny WAV
 // beside each. Deterministic for a seed: recording i has the same ids in every run.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { link, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { segmentPaths } from '../recorder/storage-layout.js';
@@ -22,6 +22,8 @@ export interface SyntheticOptions {
   onProgress?: (written: number) => void;
   /** index of the first recording (to add more later without repeating ids) */
   first?: number;
+  /** every WAV a hard link to this file (a million recordings without a million data blocks) */
+  linkAudioTo?: string;
 }
 
 const CLOSE_REASONS = ['stop', 'hangup', 'stop', 'idle', 'stop', 'rotate'] as const;
@@ -61,6 +63,9 @@ export function syntheticSidecar(o: SyntheticOptions, i: number): RecordingSidec
   };
 }
 
+/** The tiny WAV every synthetic recording carries. */
+export const SYNTHETIC_WAV = WAV;
+
 /** Writes `count` recordings (sidecar + WAV); returns their sidecars' count. */
 export async function writeSyntheticRecordings(o: SyntheticOptions): Promise<number> {
   const first = o.first ?? 0;
@@ -78,7 +83,8 @@ export async function writeSyntheticRecordings(o: SyntheticOptions): Promise<num
         made.add(dir);
         if (made.size > 10_000) made.clear();
       }
-      await writeFile(p.audio, WAV);
+      if (o.linkAudioTo) await link(o.linkAudioTo, p.audio);
+      else await writeFile(p.audio, WAV);
       await writeFile(p.sidecar, JSON.stringify(s, null, 2));
       written++;
       if (written % 10_000 === 0) o.onProgress?.(written);
