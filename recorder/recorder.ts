@@ -52,7 +52,7 @@ export interface RecorderOptions {
    */
   outcomeWaitsForEnd?: (sidecar: RecordingSidecar) => boolean;
   /** a recordingId used before reservations existed (in the index): never reused */
-  isRecordingIdTaken?: (recordingId: string) => boolean;
+  isRecordingIdTaken?: (recordingId: string) => boolean | Promise<boolean>;
   /** the volume refused a stream's name reservation (it records under a random unique name) */
   onReserveError?: (streamSid: string, err: Error) => void;
   onSegmentError?: (recordingId: string, err: Error, id: StreamIdentity) => void;

@@ -1,11 +1,12 @@
-// The cluster with real parts: a redis-server of its own, three gateway processes on one shared
-// RECORDINGS_DIR, HAProxy in front. 30 real-time streams through HAProxy spread over the nodes;
+// The cluster with real parts: a redis-server of its own, a PostgreSQL of its own holding the
+// shared recording catalog (DATABASE_URL), three gateway processes on one shared RECORDINGS_DIR,
+// HAProxy in front. 30 real-time streams through HAProxy spread over the nodes;
 // a command through a node that does not hold the call; Redis restarted mid-call (nodes go
 // not-ready, commands answer 503, streams keep recording, nodes re-sync); one node SIGKILLed
 // mid-call (its streams listed as lost within 15 s, node_lost raised) and restarted (lost list
 // cleaned, its partial recordings finalised as recovered). At the end every stream of the surviving nodes is recorded completely.
 import t from 'tap';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { runStream, type RunStreamResult } from '../loadtest/stream-runner.js';
@@ -13,6 +14,7 @@ import type { TwilioStreamClient } from '../loadtest/twilio-stream-client.js';
 import { trackAudio } from '../loadtest/audio-fixtures.js';
 import { decodeWav } from './fixtures/harness.js';
 import { startHaproxy, startNode, startRedis, type NodeProc } from './fixtures/cluster-procs.js';
+import { startPostgres } from './fixtures/postgres.js';
 import type { StreamEntry } from '../gateway/cluster/keys.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 
@@ -45,8 +47,9 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-cluster-e2e-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const rec = path.join(dir, 'recordings');
-  const redis = await startRedis(t);
-  const env = (id: string) => ({ NODE_ID: id, REDIS_URL: redis.url, RECORDINGS_DIR: rec, API_KEYS: API_KEY, STREAM_IDLE_TIMEOUT_S: '60', TWILIO_ENABLE_PAUSE_RESUME: 'true' });
+  const [redis, pg] = await Promise.all([startRedis(t), startPostgres(t)]);
+  const databaseUrl = await pg.createDatabase('gateway');
+  const env = (id: string) => ({ NODE_ID: id, REDIS_URL: redis.url, DATABASE_URL: databaseUrl, RECORDINGS_DIR: rec, API_KEYS: API_KEY, STREAM_IDLE_TIMEOUT_S: '60', TWILIO_ENABLE_PAUSE_RESUME: 'true' });
   const nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => startNode(t, env(id))));
   const [n1, n2] = nodes;
   let n3 = nodes[2];
@@ -159,6 +162,13 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
       continue;
     }
     t.notOk(r.closedEarly, `${r.streamSid}: ran to the end`);
+    if (owner.get(r.streamSid) === 'n1') {
+      // one shared catalog: once n1 lists what it published, every node lists it, with no delay
+      await until(`n1 lists ${r.callSid}`, async () => (await api<{ items: RecordingSidecar[] }>(n1.http, `/v1/recordings?callSid=${r.callSid}`)).body.items.length === 1, 10000);
+      for (const n of [n2, n3]) {
+        t.equal((await api<{ items: RecordingSidecar[] }>(n.http, `/v1/recordings?callSid=${r.callSid}`)).body.items.length, 1, `${n.nodeId} lists it at once`);
+      }
+    }
     const [s] = await until(`recording of ${r.callSid}`, async () => {
       const { body } = await api<{ items: RecordingSidecar[] }>(n3.http, `/v1/recordings?callSid=${r.callSid}`);
       return body.items.length === 1 ? body.items : null;
@@ -185,4 +195,6 @@ t.test('three nodes behind HAProxy: spread, routing, Redis restart, node killed 
     }
   }
   await Promise.all([n1, n2, n3].map((n) => n.kill('SIGTERM')));
+  await t.rejects(access(path.join(rec, '.catalog')), { code: 'ENOENT' }, 'no node kept an embedded catalog: PostgreSQL holds it');
+  await t.rejects(access(path.join(rec, '.catalog.sqlite')), { code: 'ENOENT' });
 });

@@ -1,5 +1,5 @@
 // docker-compose.yml must validate (no Docker engine here: `docker-compose config` checks it),
-// describe the cluster (Redis, three nodes on one volume, HAProxy on 8080) and haproxy.cfg must
+// describe the cluster (Redis, PostgreSQL for the catalog, three nodes on one volume, HAProxy on 8080) and haproxy.cfg must
 // pass HAProxy's own check (the Debian haproxy binary).
 import t from 'tap';
 import { execFile } from 'node:child_process';
@@ -34,17 +34,23 @@ t.test('Dockerfile: built in one stage, run compiled as a non-root user with pro
   t.match(runtime, /CMD \["node", "--enable-source-maps", "dist\/gateway\/main.js"\]/, 'SIGTERM reaches node: no npm in between');
 });
 
-t.test('the cluster: Redis, three gateway nodes sharing recordings, HAProxy on 8080', async (t) => {
+t.test('the cluster: Redis, PostgreSQL, three gateway nodes sharing recordings, HAProxy on 8080', async (t) => {
   const { stdout: services } = await run('docker-compose', ['config', '--services'], { cwd: root });
-  t.same(services.trim().split('\n').sort(), ['gateway-1', 'gateway-2', 'gateway-3', 'haproxy', 'redis']);
+  t.same(services.trim().split('\n').sort(), ['gateway-1', 'gateway-2', 'gateway-3', 'haproxy', 'postgres', 'redis']);
   const { stdout } = await run('docker-compose', ['config'], { cwd: root });
   for (const n of [1, 2, 3]) {
     const block = stdout.split(/\n  (?=\S)/).find((b) => b.startsWith(`gateway-${n}:`)) ?? '';
     t.match(block, new RegExp(`NODE_ID: gateway-${n}\\n`), `gateway-${n} has its own NODE_ID`);
     t.match(block, /REDIS_URL: redis:\/\/redis:6379/, 'cluster mode');
+    t.match(block, /DATABASE_URL: postgres:\/\/gateway:gateway@postgres:5432\/gateway/, 'the shared catalog in PostgreSQL');
+    t.match(block, /postgres:\n\s+condition: service_healthy/, 'nodes start once PostgreSQL is healthy');
     t.match(block, /- recordings:\/recordings/, 'the shared recordings volume');
     t.notMatch(block, /ports:/, 'reached only through the balancer');
   }
+  const db = stdout.split(/\n  (?=\S)/).find((b) => b.startsWith('postgres:')) ?? '';
+  t.match(db, /image: postgres:15/);
+  t.match(db, /pg_isready/, 'a health check the nodes wait for');
+  t.match(db, /postgres-data:\/var\/lib\/postgresql\/data|source: postgres-data/, 'its data on a volume');
   const lb = stdout.split(/\n  (?=\S)/).find((b) => b.startsWith('haproxy:')) ?? '';
   t.match(lb, /published: 8080|8080:8080/, 'the balancer on port 8080');
   t.match(lb, /haproxy\.cfg/, 'configured by the haproxy.cfg of the repository');

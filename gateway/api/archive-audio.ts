@@ -7,7 +7,7 @@ import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { IndexedRecording } from '../../recorder/recording-index.js';
+import type { IndexedRecording } from '../../recorder/catalog/catalog.js';
 import { decodePcm, decodeWav, encodeStream, FfmpegUnavailableError, type FfmpegRun } from '../../recorder/archive/ffmpeg.js';
 import { openWavPcm } from '../../recorder/archive/pcm-source.js';
 import { archiveFileName, isArchiveFormat, type ArchiveFormat } from '../../recorder/archive/formats.js';

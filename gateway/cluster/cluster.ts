@@ -24,7 +24,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Recorder } from '../../recorder/recorder.js';
 import type { StreamSession } from '../../recorder/stream-session.js';
-import type { RecordingIndex } from '../../recorder/recording-index.js';
+import type { Catalog } from '../../recorder/catalog/catalog.js';
 import type { Alarm, Alarms } from '../../recorder/alarms.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
 import { Keys, type ScopeOf, type StreamEntry } from './keys.js';
@@ -43,7 +43,9 @@ export interface ClusterOptions {
   recordingsDir: string;
   app: FastifyInstance;
   recorder: Recorder;
-  index: RecordingIndex;
+  index: Catalog;
+  /** reconcile this node's catalog with the volume (announcements missed while Redis was away) */
+  reconcile: () => Promise<void>;
   alarms: Alarms;
   log: Logger;
   /** this process's own API key: forwarded commands and replays of queued CTI events run with it */
@@ -92,7 +94,7 @@ export class Cluster {
     const { nodeId, log, recorder } = o;
     this.keys = new Keys(o.prefix);
     this.link = new RedisLink({ url: o.redisUrl, log });
-    this.shared = new SharedState({ link: this.link, keys: this.keys, nodeId, log, index: o.index, recordingsDir: o.recordingsDir });
+    this.shared = new SharedState({ link: this.link, keys: this.keys, nodeId, log, index: o.index, recordingsDir: o.recordingsDir, reconcile: o.reconcile });
     this.registry = new NodeRegistry({
       link: this.link, keys: this.keys, nodeId, log, scopeOf: o.scopeOf,
       liveStreams: () => [...recorder.sessions()].map((s) => entryOf(s, nodeId)),
@@ -197,6 +199,10 @@ export class Cluster {
 
   recordingPublished(s: RecordingSidecar): void {
     this.shared.recordingPublished(s);
+  }
+
+  recordingUpdated(s: RecordingSidecar): void {
+    this.shared.recordingUpdated(s);
   }
 
   recordingRemoved(recordingId: string): void {
