@@ -171,8 +171,11 @@ export class Journal {
 
   private tick(): void {
     this.flush();
-    void this.collect();
+    // deletion checks every stream of every closed file: a few times a second is enough
+    if (++this.ticks % 4 === 0) void this.collect();
   }
+
+  private ticks = 0;
 
   /**
    * Hand what is buffered to the kernel (one write, chained after the previous one). When the
@@ -241,14 +244,19 @@ export class Journal {
     if (this.collecting) return;
     this.collecting = true;
     try {
-      while (this.closed.length > 0) {
-        const f = this.closed[0];
+      // any file whose streams are all safe goes, not only the oldest: a stream that went quiet
+      // (its last second still in the ring until it ends) holds only the files it wrote to
+      for (let k = 0; k < this.closed.length;) {
+        const f = this.closed[k];
         while (f.clients.length > 0 && f.clients[f.clients.length - 1].durableTo() >= f.upTo[f.upTo.length - 1]) {
           f.clients.pop();
           f.upTo.pop();
         }
-        if (f.clients.length > 0) return;
-        this.closed.shift();
+        if (f.clients.length > 0) {
+          k++;
+          continue;
+        }
+        this.closed.splice(k, 1);
         await unlink(f.file).catch(() => undefined);
       }
     } finally {
