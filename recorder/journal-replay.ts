@@ -91,12 +91,17 @@ async function replayFile(recordingsDir: string, file: string, targets: Map<stri
         } else if (type === REC_FRAME) {
           const s = streams.get(no);
           const start = buf.readUInt32LE(i + 8);
-          if (s !== undefined) {
-            const seg = Math.floor(start / s.segmentSamples);
+          // a frame across a segment boundary (a stream whose timestamps are not multiples of
+          // 20 ms) is split there, as the timeline splits what it emits
+          for (let done = 0; s !== undefined && done < length;) {
+            const at = start + done;
+            const seg = Math.floor(at / s.segmentSamples);
+            const n = Math.min(length - done, (seg + 1) * s.segmentSamples - at);
             const p = partialOf(recordingsDir, s, seg);
             let list = frames.get(p);
             if (list === undefined) frames.set(p, (list = []));
-            list.push({ at: i + HEADER_BYTES, channel: buf[i + 1], pos: start - seg * s.segmentSamples, length });
+            list.push({ at: i + HEADER_BYTES + done, channel: buf[i + 1], pos: at - seg * s.segmentSamples, length: n });
+            done += n;
           }
         } else {
           i = have; // not a record: a torn tail; nothing after it is trusted

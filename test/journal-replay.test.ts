@@ -116,3 +116,29 @@ t.test('a rotated journal file is deleted once its streams have the audio in seg
   await journal.close();
   t.equal((await leftoverJournalFiles(dir)).length, 0, 'a clean close with every stream published leaves nothing');
 });
+
+t.test('a frame across a segment boundary is split between the two partials', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'journal-split-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const s: JournalStream = { ...stream, channels: 1, segmentSamples: 800 };
+  const header = buildWavHeader({ encoding: 'mulaw', channels: 1, sampleRate: 8000, dataBytes: 0 });
+  const partials = [0, 1].map((k) => segmentPaths(dir, s.accountSid, s.callSid, new Date(s.startedAt), recordingIdFor(SID, k)).partial);
+  await mkdir(path.dirname(partials[0]), { recursive: true });
+  for (const p of partials) await writeFile(p, header);
+  const journalDir = path.join(dir, '.journal', 'n1');
+  const journal = new Journal({ dir: journalDir, now: () => performance.now() });
+  const client: JournalClient = { journalGen: 0, journalNo: 0, journalFront: 0, durableTo: () => 0 };
+  journal.register(client, s);
+  const frame = frameFor(3, 'inbound', 0);
+  journal.commit(client, 0, 720, frame, 0, 160, 0); // samples 720..879: 80 in segment 0, 80 in segment 1
+  await journal.close();
+  const r = await replayJournal(dir, await leftoverJournalFiles(journalDir));
+  t.equal(r.frames, 2, 'one piece per segment');
+  const [a, b] = await Promise.all(partials.map((p) => readFile(p)));
+  const da = a.subarray(parseWavHeader(a).dataOffset);
+  const db = b.subarray(parseWavHeader(b).dataOffset);
+  t.equal(da.length, 800, 'segment 0 ends at its boundary');
+  t.ok(da.subarray(0, 720).equals(Buffer.alloc(720, 0xff)), 'silence before the frame');
+  t.ok(da.subarray(720).equals(frame.subarray(0, 80)), 'the frame\'s first 80 samples end segment 0');
+  t.ok(db.equals(frame.subarray(80)), 'its last 80 samples begin segment 1');
+});
