@@ -373,7 +373,16 @@ export class StreamSession implements TimelineSink, JournalClient {
     if ((result === 'placed' || result === 'late') && this.opts.journal !== undefined) {
       // Journaled only what the timeline kept (never a paused frame: those returned above),
       // at its timeline position (after a `skip` cut): replay puts it where the file has it.
-      if (seg.writer === null && this.held === null && this.base !== null) seg.writer = this.openWriter(seg);
+      // The segment files exist from the first frame on, so replay has somewhere to put it
+      // (a frame off the 20 ms grid may end in the next segment).
+      if (this.held === null && this.base !== null) {
+        if (seg.writer === null) seg.writer = this.openWriter(seg);
+        const endIndex = Math.floor((start + length - 1) / this.segmentSamples);
+        if (endIndex !== segIndex) {
+          const next = this.segment(endIndex);
+          if (next.writer === null) next.writer = this.openWriter(next);
+        }
+      }
       this.opts.journal.commit(this, channel, start, payload, offset, length, arrival);
       if (start + length > this.journaledTo) this.journaledTo = start + length;
     }
