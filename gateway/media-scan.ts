@@ -161,3 +161,41 @@ export function scanMedia(b: Buffer, out: MediaScan): boolean {
     return i === len && (seen & (EVENT | MEDIA | SID)) === (EVENT | MEDIA | SID);
   }
 }
+
+// base64 alphabet value of each byte; 64 = '=', 255 = not base64 (URL-safe '-' and '_', which
+// Node's decoder takes, are left to the full path too)
+const B64 = new Uint8Array(256).fill(255);
+for (let i = 0; i < 64; i++) B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+B64[0x3d] = 64;
+
+/**
+ * Decode strict base64 `src[s .. e)` into `dst` at `at` (no string, no allocation); returns the
+ * bytes written, or -1 when it is not plain padded base64 or does not fit (the full path then
+ * decides with Node's decoder, as before).
+ */
+export function decodeBase64Range(src: Buffer, s: number, e: number, dst: Buffer, at: number): number {
+  const len = e - s;
+  if (len === 0 || (len & 3) !== 0) return -1;
+  const pad = src[e - 1] === 0x3d ? (src[e - 2] === 0x3d ? 2 : 1) : 0;
+  const n = (len >> 2) * 3 - pad;
+  if (n > dst.length - at) return -1;
+  const full = e - (pad > 0 ? 4 : 0);
+  let o = at;
+  for (let i = s; i < full; i += 4) {
+    const a = B64[src[i]], b = B64[src[i + 1]], c = B64[src[i + 2]], d = B64[src[i + 3]];
+    if ((a | b | c | d) > 63) return -1;
+    const v = (a << 18) | (b << 12) | (c << 6) | d;
+    dst[o] = v >> 16;
+    dst[o + 1] = (v >> 8) & 0xff;
+    dst[o + 2] = v & 0xff;
+    o += 3;
+  }
+  if (pad > 0) {
+    const a = B64[src[full]], b = B64[src[full + 1]], c = B64[src[full + 2]];
+    if ((a | b) > 63 || (pad === 1 && c > 63)) return -1;
+    const v = (a << 18) | (b << 12) | (pad === 1 ? c << 6 : 0);
+    dst[o++] = v >> 16;
+    if (pad === 1) dst[o++] = (v >> 8) & 0xff;
+  }
+  return n;
+}

@@ -10,7 +10,7 @@ import type { StreamSession } from '../recorder/stream-session.js';
 import type { CloseReason } from '../recorder/sidecar.js';
 import { ErrorBudget } from './error-budget.js';
 import { cleanCustomParameters } from './custom-parameters.js';
-import { newMediaScan, scanMedia } from './media-scan.js';
+import { decodeBase64Range, newMediaScan, scanMedia } from './media-scan.js';
 
 export interface StreamSocket {
   close(code: number, reason: string): void;
@@ -156,7 +156,7 @@ export class TwilioStreamHandler implements StreamOwner {
     const j = this.deps.recorder.journal;
     const buf = j === null ? scratch : j.buf;
     const at = j === null ? 0 : j.at;
-    const n = decodeBase64Into(data.toString('latin1', scan.payloadStart, scan.payloadEnd), buf, at);
+    const n = decodeBase64Range(data, scan.payloadStart, scan.payloadEnd, buf, at);
     if (n < 0) return false;
     const start = scan.timestamp * 8;
     if (start >= this.leadLimit && !this.withinLead(start)) return false;

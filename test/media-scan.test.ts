@@ -2,7 +2,8 @@
 // path (JSON.parse + TypeBox) accepts with the same meaning, and hand everything else to the full
 // path (false), which then gives the same error as before. Each refused shape is named below.
 import t from 'tap';
-import { scanMedia, newMediaScan } from '../gateway/media-scan.js';
+import { scanMedia, newMediaScan, decodeBase64Range } from '../gateway/media-scan.js';
+import { randomBytes } from 'node:crypto';
 import { parseTwilioMessage, ParseFailure } from '../gateway/twilio-protocol.js';
 import type { MediaMessage } from '../gateway/twilio-messages.js';
 
@@ -72,4 +73,30 @@ t.test('everything else goes to the full path', async (t) => {
     'media not an object': `{"event":"media","media":"x","streamSid":"${SID}"}`,
   };
   for (const [name, text] of Object.entries(refused)) t.notOk(scan(text).ok, name);
+});
+
+t.test('the in-place base64 decoder gives Node\'s bytes, or hands the payload to Node\'s decoder', async (t) => {
+  const dst = Buffer.alloc(4100);
+  let same = 0;
+  for (let len = 1; len <= 200; len++) {
+    const raw = randomBytes(len);
+    const src = Buffer.from(`x${raw.toString('base64')}y`, 'latin1');
+    const n = decodeBase64Range(src, 1, src.length - 1, dst, 7);
+    if (n === len && dst.subarray(7, 7 + n).equals(raw)) same++;
+  }
+  t.equal(same, 200, 'every length 1..200 (no padding, one and two = signs) decodes to the same bytes');
+  const refused = {
+    'length not a multiple of 4': 'QUJD' + 'QQ',
+    'a character outside the alphabet': 'QU*D',
+    'URL-safe alphabet (Node takes it: the full path decides)': 'QU-_',
+    'padding in the middle': 'QQ==QUJD',
+    'three padding characters': 'Q===',
+    'empty': '',
+  };
+  for (const [name, text] of Object.entries(refused)) {
+    const src = Buffer.from(text, 'latin1');
+    t.equal(decodeBase64Range(src, 0, src.length, dst, 0), -1, name);
+  }
+  const big = Buffer.from(randomBytes(3000).toString('base64'), 'latin1');
+  t.equal(decodeBase64Range(big, 0, big.length, Buffer.alloc(2999), 0), -1, 'does not fit the destination');
 });
