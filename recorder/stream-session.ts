@@ -106,6 +106,8 @@ export type MediaResult = PlaceResult | 'paused' | 'held';
 export const PAUSE_GATE_MAX_MS = 2000;
 /** Frames (all channels) a gated stream holds at most: 2 s of both tracks. */
 const PAUSE_GATE_MAX_FRAMES = 200;
+/** Frames kept (copies) for the journal while the stream's name is reserved: 5 s of both tracks. */
+const UNNAMED_MAX_FRAMES = 500;
 
 interface GatedFrame { channel: number; start: number; payload: Buffer; length: number }
 
@@ -209,7 +211,11 @@ export class StreamSession implements TimelineSink, JournalClient {
 
   /** Frames are journaled once replay can find the stream's files (its name is known). */
   private journalOpen(): void {
-    this.opts.journal?.register(this, {
+    const journal = this.opts.journal;
+    const early = this.unnamed;
+    this.unnamed = null;
+    if (journal === undefined) return;
+    journal.register(this, {
       base: this.base as string,
       accountSid: this.id.accountSid,
       callSid: this.id.callSid,
@@ -218,6 +224,8 @@ export class StreamSession implements TimelineSink, JournalClient {
       encoding: this.opts.encoding,
       segmentSamples: this.segmentSamples,
     });
+    const now = this.opts.now();
+    for (const f of early ?? []) this.journalFrame(journal, f.channel, f.start, f.payload, 0, f.length, now);
   }
 
   /** JournalClient: one past the newest timeline sample journaled. */
@@ -373,21 +381,32 @@ export class StreamSession implements TimelineSink, JournalClient {
     if ((result === 'placed' || result === 'late') && this.opts.journal !== undefined) {
       // Journaled only what the timeline kept (never a paused frame: those returned above),
       // at its timeline position (after a `skip` cut): replay puts it where the file has it.
-      // The segment files exist from the first frame on, so replay has somewhere to put it
-      // (a frame off the 20 ms grid may end in the next segment).
-      if (this.held === null && this.base !== null) {
-        if (seg.writer === null) seg.writer = this.openWriter(seg);
-        const endIndex = Math.floor((start + length - 1) / this.segmentSamples);
-        if (endIndex !== segIndex) {
-          const next = this.segment(endIndex);
-          if (next.writer === null) next.writer = this.openWriter(next);
-        }
+      if (this.base !== null) this.journalFrame(this.opts.journal, channel, start, payload, offset, length, arrival);
+      else if (this.unnamed !== null && this.unnamed.length < UNNAMED_MAX_FRAMES) {
+        // the name is being reserved (an fsync): kept until replay can find the stream's files
+        this.unnamed.push({ channel, start, payload: Buffer.from(payload.subarray(offset, offset + length)), length });
       }
-      this.opts.journal.commit(this, channel, start, payload, offset, length, arrival);
-      if (start + length > this.journaledTo) this.journaledTo = start + length;
     }
     this.opts.onFrame(result);
     return result;
+  }
+
+  /** frames accepted before the stream's name was known (journaled once it is) */
+  private unnamed: GatedFrame[] | null = [];
+
+  private journalFrame(journal: Journal, channel: number, start: number, payload: Buffer, offset: number, length: number, arrival: number): void {
+    // The segment files exist from the first frame on, so replay has somewhere to put it
+    // (a frame off the 20 ms grid may end in the next segment).
+    const segIndex = Math.floor(start / this.segmentSamples);
+    const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
+    if (seg.writer === null) seg.writer = this.openWriter(seg);
+    const endIndex = Math.floor((start + length - 1) / this.segmentSamples);
+    if (endIndex !== segIndex) {
+      const next = this.segment(endIndex);
+      if (next.writer === null) next.writer = this.openWriter(next);
+    }
+    journal.commit(this, channel, start, payload, offset, length, arrival);
+    if (start + length > this.journaledTo) this.journaledTo = start + length;
   }
 
   private segment(index: number): SegmentState {
