@@ -106,6 +106,8 @@ export type MediaResult = PlaceResult | 'paused' | 'held';
 export const PAUSE_GATE_MAX_MS = 2000;
 /** Frames (all channels) a gated stream holds at most: 2 s of both tracks. */
 const PAUSE_GATE_MAX_FRAMES = 200;
+/** With a journal, segment audio is written in pieces of this much (ms): see SegmentWriterOptions.batchBytes. */
+const JOURNALED_WRITE_MS = 2000;
 /** Frames kept (copies) for the journal while the stream's name is reserved: 5 s of both tracks. */
 const UNNAMED_MAX_FRAMES = 500;
 
@@ -491,6 +493,10 @@ export class StreamSession implements TimelineSink, JournalClient {
       onWritten: this.opts.onWritten,
       onWriteError: (err) => this.opts.onWriteError?.(recordingId, err),
       maxQueueBytes: this.opts.maxQueueBytes,
+      // with the journal the file is written in larger, fewer pieces (the journal is what a
+      // crash is recovered from): 2 s of audio per write instead of 500 ms
+      batchBytes: this.opts.journal === undefined ? 0
+        : JOURNALED_WRITE_MS * SAMPLES_PER_MS * this.channels * (this.opts.encoding === 'pcm16' ? 2 : 1),
       // counted like received frames: per track, in 20 ms units
       onDropped: (bytes) => this.opts.onDropped?.(bytes / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
     });
