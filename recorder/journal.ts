@@ -142,7 +142,7 @@ export class Journal {
     b.writeUInt32LE(start >>> 0, h + 8);
     if (this.oldest !== this.oldest) this.oldest = arrival;
     this.at += length + HEADER_BYTES;
-    if (this.at + MAX_PAYLOAD_BYTES > b.length) this.flush();
+    if (this.at + MAX_PAYLOAD_BYTES > b.length) this.flush(true);
   }
 
   /**
@@ -153,7 +153,7 @@ export class Journal {
     const m = this.meta.get(client);
     if (m === undefined) return false;
     const need = m.length + HEADER_BYTES;
-    if (this.at + need + MAX_PAYLOAD_BYTES > this.buf.length) this.flush(); // the payload stays readable in the old buffer
+    if (this.at + need + MAX_PAYLOAD_BYTES > this.buf.length) this.flush(true); // the payload stays readable in the old buffer
     const b = this.buf;
     payload.copy(b, this.at + need, offset, offset + length);
     const h = this.at - HEADER_BYTES;
@@ -182,9 +182,12 @@ export class Journal {
    * file is old enough this is its last write: the next records start a new generation (each
    * stream writes its open record again) and go to a new file.
    */
-  flush(): void {
+  flush(force = false): void {
     const used = this.at - HEADER_BYTES;
     if (used === 0 || this.failed) return;
+    // Group commit: while a write is in flight, frames keep accumulating in this buffer (one
+    // larger write next), unless it is full. Never a buffer per tick when the disk is slow.
+    if (this.writing !== null && !force) return;
     const data = this.buf;
     const oldest = this.oldest;
     this.buf = this.spare.pop() ?? Buffer.allocUnsafeSlow(BUFFER_BYTES);
@@ -274,7 +277,7 @@ export class Journal {
   /** Write what is buffered and stop (a clean shutdown: every stream was published). */
   async close(): Promise<void> {
     clearInterval(this.timer);
-    this.flush();
+    this.flush(true);
     while (this.writing) await this.writing;
     const fh = this.fh;
     this.fh = null;
