@@ -52,6 +52,7 @@ import type { StreamSession } from '../recorder/stream-session.js';
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
 import { recoverPartials, type RecoveryResult } from '../recorder/recovery.js';
+import { journalDirOf } from '../recorder/journal.js';
 import { Deletions } from '../recorder/deletions.js';
 import { KeptMarks } from '../recorder/kept-marks.js';
 
@@ -262,6 +263,10 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     now: opts.now,
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
+    journalDir: journalDirOf(config.recordingsDir, config.nodeId),
+    onJournalError: (err) => alarms.raise('disk_write_failed', {
+      message: `the media journal could not be written: ${err.message}; streams go on, but a crash may now lose up to the last 1.5 s of each call`,
+    }),
     onRecording: published,
     outcomeWaitsForEnd: (s) => control.outcomeWaitsForEnd(s),
     isRecordingIdTaken: async (id) => (await index.get(id)) !== undefined,
@@ -303,6 +308,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const recovery = recoverPartials({
     recordingsDir: config.recordingsDir,
     nodeId: config.nodeId,
+    journal: { dir: journalDirOf(config.recordingsDir, config.nodeId), ownToken: rec.journal?.fileToken },
     onlyOwn: config.redisUrl !== null,
     raise: (kind, input) => alarms.raise(kind, input),
     // the same path as any finished recording: rules, index, cluster announcement, webhooks
@@ -468,6 +474,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     await kinesis?.stop(); // before app.close: in cluster mode its events go through app.inject
     await app.close();
     await rec.settled();
+    await rec.closeJournal();
     await pool?.stop();
     await outbox?.stop();
     await recovery;

@@ -48,6 +48,8 @@ import { crashPoint } from './crash-points.js';
 import type { RecordingSidecar, Track, TrackFrameStats, PausedInterval, Encoding } from './sidecar.js';
 import { frameTotals } from './sidecar.js';
 import type { AlarmInput, AlarmKind } from './alarms.js';
+import { leftoverJournalFiles } from './journal.js';
+import { replayJournal } from './journal-replay.js';
 
 export const UNATTRIBUTED_DIR = '.unattributed';
 const SAMPLES_PER_MS = 8;
@@ -62,6 +64,11 @@ export interface RecoveryDeps {
   /** a recovered recording's outcome (rules, index, webhook); awaited before its meta goes */
   onRecovered: (sidecar: RecordingSidecar) => void | Promise<void>;
   log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+  /**
+   * This node's media journal (journal.ts): replayed into the partials before they are sealed,
+   * then deleted. `ownToken`: files of the running process, never replayed.
+   */
+  journal?: { dir: string; ownToken?: string };
 }
 
 export interface RecoveryResult {
@@ -85,6 +92,25 @@ type Meta = Omit<RecordingSidecar, 'endedAt' | 'durationMs' | 'framesReceived' |
 export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResult> {
   const dir = path.join(deps.recordingsDir, IN_PROGRESS_DIR);
   const result: RecoveryResult = { recovered: 0, unattributed: 0, failed: 0 };
+  const journalFiles = deps.journal ? await leftoverJournalFiles(deps.journal.dir, deps.journal.ownToken) : [];
+  let replayed = true;
+  if (journalFiles.length > 0) {
+    try {
+      const r = await replayJournal(deps.recordingsDir, journalFiles);
+      deps.log.info(r, 'media journal replayed into the partial recordings');
+    } catch (err) {
+      // the partials still hold what was written before the crash; the journal stays for an operator
+      replayed = false;
+      deps.raise('recovery_failed', { message: `the media journal could not be replayed: ${(err as Error).message}` });
+    }
+  }
+  await recoverAll(deps, dir, result);
+  // everything the journal held is in the recovered files now (or had no file to go to)
+  if (replayed) for (const f of journalFiles) await unlink(f).catch(() => undefined);
+  return result;
+}
+
+async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResult): Promise<RecoveryResult> {
   let names: string[];
   try {
     names = await readdir(dir);

@@ -87,9 +87,10 @@ export class Timeline {
 
   /**
    * Put `payload[0..length)` of channel `channel` at absolute sample `start`.
-   * `arrival` is the caller's clock reading for this frame (for frame-to-disk lag).
+   * `arrival` is the caller's clock reading for this frame (for frame-to-disk lag). The payload
+   * starts at `payload[offset]` (a journal buffer: no copy before the ring's).
    */
-  place(channel: number, start: number, payload: Buffer, length: number, arrival: number): PlaceResult {
+  place(channel: number, start: number, payload: Buffer, length: number, arrival: number, offset = 0): PlaceResult {
     const end = start + length;
     if (end <= this.flushed) return 'too_late';
     if (end > this.flushed + this.window) this.advanceTo(end - this.window);
@@ -102,7 +103,7 @@ export class Timeline {
     if (cov[from % w] === 1 && cov[(end - 1) % w] === 1) return 'duplicate';
     const late = end <= this.channelEnd[channel] || start < this.flushed;
     // Copy in at most two runs (the ring may wrap), without a modulo per sample.
-    let src = from - start;
+    let src = offset + from - start;
     let pos = from % w;
     let left = end - from;
     const plane = this.planes[channel];
