@@ -6,6 +6,7 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { startTestGateway, waitForRecordings, getJson, type TestGateway } from './fixtures/harness.js';
+import { captureLog } from './fixtures/capture-log.js';
 import { TwilioStreamClient } from '../loadtest/twilio-stream-client.js';
 import { frameFor } from '../loadtest/audio-fixtures.js';
 import { ApiError } from '../gateway/api/errors.js';
@@ -277,7 +278,8 @@ t.test('Redis lost and back: not ready, node-scoped alarms, recordings published
 });
 
 t.test('single node: GET /v1/calls lists this node\'s live streams, nothing lost', async (t) => {
-  const g = await startTestGateway(t, { NODE_ID: 'solo' });
+  const log = captureLog('warn');
+  const g = await startTestGateway(t, { NODE_ID: 'solo' }, { logger: log.logger });
   t.equal(g.gw.cluster, null, 'no REDIS_URL: no cluster');
   const c = await openStream(g.wsUrl, 3);
   const { body } = await until('listed', async () => {
@@ -293,6 +295,10 @@ t.test('single node: GET /v1/calls lists this node\'s live streams, nothing lost
   await until('two runs', async () => runs.length >= 2);
   stop();
   t.ok(runs.length >= 2, 'a single node runs leased jobs on a plain interval (no Redis, no lease)');
+  const stopFailing = g.gw.runUnderLease('solo-failing', 20, () => { throw new Error('the job broke'); });
+  const failed = await until('the failure logged', async () => log.lines().find((l) => l.msg === 'periodic job failed'));
+  stopFailing();
+  t.match(failed, { lease: 'solo-failing', err: { message: 'the job broke', stack: /the job broke\n\s+at / } }, 'a failing job is logged with its stack, not swallowed');
   c.sendStop();
   await c.close(1000);
 });
