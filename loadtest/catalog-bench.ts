@@ -13,7 +13,7 @@
 //   at the end; PGURL overrides): import rate and the same queries.
 // Run it under `flock /work/bench.lock` on a shared machine; it prints `uptime` before and after.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,7 +25,7 @@ import { buildGateway } from '../gateway/server.js';
 import { runStream } from './stream-runner.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { sidecarPathOf } from '../recorder/storage-layout.js';
-import { SYNTHETIC_WAV, syntheticSidecar, writeSyntheticRecordings, type SyntheticOptions } from './synthetic-recordings.js';
+import { syntheticSidecar, writeSyntheticRecordings, type SyntheticOptions } from './synthetic-recordings.js';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -177,7 +177,6 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
   const dir = await mkdtemp(path.join(os.tmpdir(), 'catbench-'));
   try {
     const wav = path.join(dir, '.template.wav');
-    await writeFile(wav, SYNTHETIC_WAV);
     const synth: SyntheticOptions = { recordingsDir: dir, count, template, days: 28, accounts: ACCOUNTS, employees: 1000, linkAudioTo: wav, concurrency: 64 };
     const g0 = performance.now();
     await writeSyntheticRecordings({ ...synth, onProgress: (w) => { if (w % 100_000 === 0) say(`    written ${w}/${count}`); } });

@@ -22,7 +22,10 @@ export interface SyntheticOptions {
   onProgress?: (written: number) => void;
   /** index of the first recording (to add more later without repeating ids) */
   first?: number;
-  /** every WAV a hard link to this file (a million recordings without a million data blocks) */
+  /**
+   * every WAV a hard link to `<linkAudioTo>.<n>` (made here), a new n every 60000 links (ext4
+   * allows 65000 per inode): a million recordings without a million data blocks
+   */
   linkAudioTo?: string;
 }
 
@@ -83,7 +86,11 @@ export async function writeSyntheticRecordings(o: SyntheticOptions): Promise<num
         made.add(dir);
         if (made.size > 10_000) made.clear();
       }
-      if (o.linkAudioTo) await link(o.linkAudioTo, p.audio);
+      if (o.linkAudioTo) {
+        const target = `${o.linkAudioTo}.${Math.floor(i / 60_000)}`;
+        await writeFile(target, WAV, { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
+        await link(target, p.audio);
+      }
       else await writeFile(p.audio, WAV);
       await writeFile(p.sidecar, JSON.stringify(s, null, 2));
       written++;

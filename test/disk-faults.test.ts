@@ -48,7 +48,8 @@ t.test('a full disk: alarm, streams and process carry on, audio before the error
   const cwd = await tempDir(t, 'gw-full-');
   const rec = path.join(cwd, 'rec');
   await mkdir(rec);
-  mountOrFail(t, ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs'], rec);
+  // 1 MB: the embedded catalog (SQLite + WAL under RECORDINGS_DIR) needs a few hundred KB of it
+  mountOrFail(t, ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs'], rec);
   const gw = await startProcess(t, cwd, { RECORDINGS_DIR: rec });
   t.teardown(() => { if (gw.child.exitCode === null) gw.child.kill('SIGKILL'); });
   // Leave about 48 KB: three seconds of one stream's mono audio.

@@ -40,7 +40,9 @@ t.test('with no configuration the process records a call under ./recordings', as
   const [rec] = await waitForRecordings(gw.http, res.callSid, 1);
   const d = decodeWav(await fetchAudio(gw.http, rec.recordingId));
   t.ok(Buffer.from(d.channel[0]).equals(trackAudio(4, 'inbound', 100)), 'recorded bit-exact');
-  t.same(await readdir(path.join(cwd, 'recordings')), ['.ids', '.inprogress', res.accountSid], 'under ./recordings by default');
+  t.same((await readdir(path.join(cwd, 'recordings'))).sort(),
+    ['.catalog.sqlite', '.catalog.sqlite-shm', '.catalog.sqlite-wal', '.ids', '.inprogress', res.accountSid].sort(),
+    'under ./recordings by default, the embedded catalog beside it');
   gw.child.kill('SIGTERM');
   t.equal((await gw.exited).code, 0, 'exits 0 after SIGTERM');
 });

@@ -158,31 +158,39 @@ export async function importSidecars(o: ImportOptions): Promise<ImportResult> {
     let walkFailed = false;
     const listDir = limiter(WALK_CONCURRENCY);
 
+    // Memory stays flat: a directory holds a slot from its listing until its sidecars are queued
+    // (so at most WALK_CONCURRENCY listings wait on a full queue), and subdirectories are walked
+    // WALK_CONCURRENCY at a time, not all at once.
     const walk = async (dir: string): Promise<void> => {
       if (o.signal?.aborted) return;
-      let entries;
-      try {
-        entries = await listDir(() => readdir(dir, { withFileTypes: true }));
-      } catch (err) {
-        // the root may not exist yet on a fresh install: nothing to import
-        if (dir === root && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
-        walkFailed = true;
-        report(dir, err as Error);
-        return;
+      const subdirs = await listDir(async () => {
+        let entries;
+        try {
+          entries = await readdir(dir, { withFileTypes: true });
+        } catch (err) {
+          // the root may not exist yet on a fresh install: nothing to import
+          if (dir === root && (err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+          walkFailed = true;
+          report(dir, err as Error);
+          return [];
+        }
+        const subs: string[] = [];
+        const files = new Set<string>();
+        for (const d of entries) {
+          if (d.name.startsWith('.')) continue; // .inprogress, .deletions, the catalog, temp files
+          if (d.isDirectory()) subs.push(path.join(dir, d.name));
+          else if (d.isFile()) files.add(d.name);
+        }
+        for (const name of files) {
+          if (!name.endsWith('.json')) continue;
+          progress.found++;
+          await queue.push({ dir, name, files });
+        }
+        return subs;
+      });
+      for (let i = 0; i < subdirs.length; i += WALK_CONCURRENCY) {
+        await Promise.all(subdirs.slice(i, i + WALK_CONCURRENCY).map(walk));
       }
-      const subdirs: string[] = [];
-      const files = new Set<string>();
-      for (const d of entries) {
-        if (d.name.startsWith('.')) continue; // .inprogress, .deletions, the catalog, temp files
-        if (d.isDirectory()) subdirs.push(path.join(dir, d.name));
-        else if (d.isFile()) files.add(d.name);
-      }
-      for (const name of files) {
-        if (!name.endsWith('.json')) continue;
-        progress.found++;
-        await queue.push({ dir, name, files });
-      }
-      await Promise.all(subdirs.map(walk));
     };
     const walking = walk(root).finally(() => {
       progress.walked = true;
