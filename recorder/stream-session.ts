@@ -497,6 +497,7 @@ export class StreamSession implements TimelineSink, JournalClient {
       // crash is recovered from): 2 s of audio per write instead of 500 ms
       batchBytes: this.opts.journal === undefined ? 0
         : JOURNALED_WRITE_MS * SAMPLES_PER_MS * this.channels * (this.opts.encoding === 'pcm16' ? 2 : 1),
+      batchWhile: this.opts.journal === undefined ? undefined : ((j) => () => j.ok)(this.opts.journal),
       // counted like received frames: per track, in 20 ms units
       onDropped: (bytes) => this.opts.onDropped?.(bytes / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
     });
