@@ -400,6 +400,9 @@ export class StreamSession implements TimelineSink, JournalClient {
     // The segment files exist from the first frame on, so replay has somewhere to put it
     // (a frame off the 20 ms grid may end in the next segment).
     const segIndex = Math.floor(start / this.segmentSamples);
+    // A frame kept while the name was reserved may belong to a segment already emitted and
+    // handed to publication meanwhile: it is in that file; never open the segment again.
+    if (segIndex < this.current.index) return;
     const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
     if (seg.writer === null) seg.writer = this.openWriter(seg);
     const endIndex = Math.floor((start + length - 1) / this.segmentSamples);
