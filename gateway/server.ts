@@ -264,8 +264,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
     journalDir: journalDirOf(config.recordingsDir, config.nodeId),
-    onJournalError: (err) => alarms.raise('disk_write_failed', {
-      message: `the media journal could not be written: ${err.message}; streams go on, but a crash may now lose up to the last 1.5 s of each call`,
+    onJournalError: (err) => alarms.raise((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
+      message: `the media journal could not be written: ${err.message}; it stopped and gave its space back to the recordings, which go on, but until a restart a crash may lose up to the last 1.5 s of each call`,
     }),
     onRecording: published,
     outcomeWaitsForEnd: (s) => control.outcomeWaitsForEnd(s),

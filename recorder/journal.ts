@@ -216,8 +216,12 @@ export class Journal {
       this.fileBytes += used;
       this.opts.onCommitted?.(used, this.opts.now() - oldest);
     } catch (err) {
+      // The disk refused the journal (full, read-only): the recordings come first. The journal
+      // stops and gives its space back; segment files go back to prompt writes (see `ok`), and a
+      // crash may again lose up to the jitter window.
       this.failed = true;
       this.opts.onError?.(err as Error);
+      await this.dropFiles();
     } finally {
       if (this.spare.length < 2) this.spare.push(data);
     }
@@ -268,6 +272,20 @@ export class Journal {
   }
 
   private collecting = false;
+
+  /** false once the journal could not write: nothing is journaled any more */
+  get ok(): boolean {
+    return !this.failed;
+  }
+
+  private async dropFiles(): Promise<void> {
+    const fh = this.fh;
+    this.fh = null;
+    if (fh) await fh.close().catch(() => undefined);
+    for (const f of this.closed) await unlink(f.file).catch(() => undefined);
+    this.closed.length = 0;
+    if (this.file) await unlink(this.file).catch(() => undefined);
+  }
 
   /** Streams whose frames are not all in segment files yet (tests, metrics). */
   get filesKept(): number {

@@ -46,6 +46,8 @@ export interface SegmentWriterOptions {
    * write as soon as anything is queued.
    */
   batchBytes?: number;
+  /** batch only while this holds (the journal still writes); otherwise write at once */
+  batchWhile?: () => boolean;
 }
 
 export interface SegmentResult {
@@ -160,7 +162,7 @@ export class SegmentWriter {
     this.dataBytes += buf.length;
     this.queue.push({ buf, silence: 0, owner, arrival });
     this.queuedBytes += buf.length;
-    if (!this.pumping && this.queuedBytes >= this.batchBytes) this.pumping = this.pump();
+    if (!this.pumping && (this.queuedBytes >= this.batchBytes || this.opts.batchWhile?.() === false)) this.pumping = this.pump();
   }
 
   /** `bytes` of silence after what is queued: merged into a trailing silence run (no memory). */

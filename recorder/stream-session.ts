@@ -402,6 +402,9 @@ export class StreamSession implements TimelineSink, JournalClient {
     // The segment files exist from the first frame on, so replay has somewhere to put it
     // (a frame off the 20 ms grid may end in the next segment).
     const segIndex = Math.floor(start / this.segmentSamples);
+    // A frame kept while the name was reserved may belong to a segment already emitted and
+    // handed to publication meanwhile: it is in that file; never open the segment again.
+    if (segIndex < this.current.index) return;
     const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
     if (seg.writer === null) seg.writer = this.openWriter(seg);
     const endIndex = Math.floor((start + length - 1) / this.segmentSamples);
@@ -499,6 +502,7 @@ export class StreamSession implements TimelineSink, JournalClient {
       // crash is recovered from): 2 s of audio per write instead of 500 ms
       batchBytes: this.opts.journal === undefined ? 0
         : JOURNALED_WRITE_MS * SAMPLES_PER_MS * this.channels * (this.opts.encoding === 'pcm16' ? 2 : 1),
+      batchWhile: this.opts.journal === undefined ? undefined : ((j) => () => j.ok)(this.opts.journal),
       // counted like received frames: per track, in 20 ms units
       onDropped: (bytes) => this.opts.onDropped?.(bytes / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
     });

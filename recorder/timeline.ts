@@ -166,11 +166,23 @@ export class Timeline {
       let count = 0;
       let first = -1;
       let last = -1;
-      for (let i = a; i < a + n; i++) {
-        if (cov[i] === 1) {
-          count++;
-          if (first < 0) first = i;
-          last = i;
+      // A region is usually all frames or all gap: native scans (memchr) settle both without a
+      // JavaScript loop over its samples; only a partly covered region is counted sample by sample.
+      const hole = cov.indexOf(0, a);
+      if (hole < 0 || hole >= a + n) {
+        count = n;
+        first = a;
+        last = a + n - 1;
+      } else {
+        const f = cov.indexOf(1, a);
+        if (f >= 0 && f < a + n) {
+          first = f;
+          for (let i = f; i < a + n; i++) {
+            if (cov[i] === 1) {
+              count++;
+              last = i;
+            }
+          }
         }
       }
       cv.covered[c] = count;

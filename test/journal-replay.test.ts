@@ -12,6 +12,7 @@ import { replayJournal, READ_BYTES } from '../recorder/journal-replay.js';
 import { segmentPaths, recordingIdFor } from '../recorder/storage-layout.js';
 import { buildWavHeader, parseWavHeader } from '../codecs/wav.js';
 import { frameFor } from '../loadtest/audio-fixtures.js';
+import { MULAW_TO_PCM16 } from '../codecs/g711.js';
 
 const SID = `MZ${'cd'.repeat(16)}`;
 const stream: JournalStream = {
@@ -141,4 +142,28 @@ t.test('a frame across a segment boundary is split between the two partials', as
   t.ok(da.subarray(0, 720).equals(Buffer.alloc(720, 0xff)), 'silence before the frame');
   t.ok(da.subarray(720).equals(frame.subarray(0, 80)), 'the frame\'s first 80 samples end segment 0');
   t.ok(db.equals(frame.subarray(80)), 'its last 80 samples begin segment 1');
+});
+
+t.test('a pcm16 partial gets the G.711 decode of the journaled mu-law', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'journal-pcm-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const s: JournalStream = { ...stream, channels: 1, encoding: 'pcm16' };
+  const p = segmentPaths(dir, s.accountSid, s.callSid, new Date(s.startedAt), recordingIdFor(SID, 0)).partial;
+  await mkdir(path.dirname(p), { recursive: true });
+  await writeFile(p, buildWavHeader({ encoding: 'pcm16', channels: 1, sampleRate: 8000, dataBytes: 0 }));
+  const journalDir = path.join(dir, '.journal', 'n1');
+  const journal = new Journal({ dir: journalDir, now: () => performance.now() });
+  const client: JournalClient = { journalGen: 0, journalNo: 0, journalFront: 0, durableTo: () => 0 };
+  journal.register(client, s);
+  const frame = frameFor(5, 'inbound', 0);
+  journal.commit(client, 0, 160, frame, 0, 160, 0); // after 20 ms of nothing
+  await journal.close();
+  t.same(await replayJournal(dir, await leftoverJournalFiles(journalDir)), { files: 1, frames: 1, orphanFrames: 0 });
+  const wav = await readFile(p);
+  const data = wav.subarray(parseWavHeader(wav).dataOffset);
+  t.equal(data.length, 320 * 2);
+  let bad = 0;
+  for (let i = 0; i < 160; i++) if (data.readInt16LE(i * 2) !== 0) bad++;
+  for (let i = 0; i < 160; i++) if (data.readInt16LE((160 + i) * 2) !== MULAW_TO_PCM16[frame[i]]) bad++;
+  t.equal(bad, 0, 'silence (0) for the hole, then the decoded frame');
 });

@@ -103,7 +103,7 @@ t.test('SIGKILL under 50 live streams loses at most 250 ms per stream; recovered
         t.fail(`stream ${k} ${track}: not a bit-exact prefix (${p.frames} frames match, file ${fileFrames} frames)`);
         continue;
       }
-      const lostMs = (sentAtKill[k] - IN_FLIGHT_FRAMES - p.frames) * 20;
+      const lostMs = Math.max(0, sentAtKill[k] - IN_FLIGHT_FRAMES - p.frames) * 20;
       losses.push(lostMs);
       worst = Math.max(worst, lostMs);
       if (lostMs > MAX_LOST_MS) t.fail(`stream ${k} ${track}: ${lostMs} ms lost (sent ${sentAtKill[k]} frames, recovered ${p.frames})`);
