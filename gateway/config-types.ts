@@ -18,6 +18,8 @@ export interface SourceSettings {
   segmentMaxS: number;
   /** compressed copy made after publication (none: no archive) */
   archiveFormat: ArchiveFormatSetting;
+  /** recordings that started longer ago are deleted by the maintenance sweep; null keeps all */
+  retentionDays: number | null;
 }
 
 export interface DataSource extends SourceSettings {
@@ -35,6 +37,8 @@ export interface GatewayConfig {
   host: string;
   recordingsDir: string;
   redisUrl: string | null;
+  /** postgres://: the recording catalog in PostgreSQL, shared by the cluster; null = embedded SQLite */
+  databaseUrl: string | null;
   nodeId: string;
   /** e.g. wss://lb.example.com/twilio/v1; null = derived from the request */
   websocketTargetUrl: string | null;

@@ -40,6 +40,8 @@
 // | MAX_STREAMS                | 2000           | integer 1..100000 (WebSockets, started or not)               |
 // | START_TIMEOUT_S            | 10             | integer 1..300                                               |
 // | MAX_TIMESTAMP_LEAD_S       | 60             | integer 1..86400                                             |
+// | DATABASE_URL               | unset          | postgres:// or postgresql:// URL with a host (catalog in PG) |
+// | RETENTION_DAYS             | unset          | integer 1..36500 * (also per data source; unset keeps all)   |
 //
 // Rules common to every setting:
 // - An environment variable that is set is a value, even when empty: "" is validated like any
@@ -253,6 +255,8 @@ interface Values {
   MAX_STREAMS: number;
   START_TIMEOUT_S: number;
   MAX_TIMESTAMP_LEAD_S: number;
+  DATABASE_URL: string;
+  RETENTION_DAYS: number;
 }
 export type SettingName = keyof Values;
 
@@ -291,6 +295,8 @@ const SPECS: { [K in SettingName]: Spec<Values[K]> } = {
   MAX_STREAMS: intSpec(1, 100000),
   START_TIMEOUT_S: intSpec(1, 300),
   MAX_TIMESTAMP_LEAD_S: intSpec(1, 86400),
+  DATABASE_URL: stringSpec('a postgres:// or postgresql:// URL with a host', urlCheck(['postgres:', 'postgresql:']), { url: true }),
+  RETENTION_DAYS: intSpec(1, 36500),
   API_KEYS: {
     allowed: 'comma-separated keys, each 16..256 printable ASCII characters without spaces, no empty entries',
     secret: true,
@@ -316,6 +322,7 @@ const SOURCE_FIELDS = {
   DEFAULT_EMPLOYEE_ID: 'defaultEmployeeId',
   SEGMENT_MAX_S: 'segmentMaxS',
   ARCHIVE_FORMAT: 'archiveFormat',
+  RETENTION_DAYS: 'retentionDays',
 } as const satisfies Partial<Record<SettingName, keyof SourceSettings>>;
 type SourceSettingName = keyof typeof SOURCE_FIELDS;
 export const SOURCE_SETTING_NAMES = Object.keys(SOURCE_FIELDS) as SourceSettingName[];
@@ -631,6 +638,7 @@ const DEFAULT_SOURCE_SETTINGS: SourceSettings = {
   defaultEmployeeId: null,
   segmentMaxS: 3600,
   archiveFormat: 'none',
+  retentionDays: null,
 };
 
 export function loadConfig(
@@ -711,6 +719,7 @@ export function loadConfig(
     maxStreams: v.MAX_STREAMS ?? 2000,
     startTimeoutS: v.START_TIMEOUT_S ?? 10,
     maxTimestampLeadS: v.MAX_TIMESTAMP_LEAD_S ?? 60,
+    databaseUrl: orNull(v.DATABASE_URL),
     defaults,
     sources,
   };
@@ -723,6 +732,7 @@ export function redactConfig(c: GatewayConfig): RedactedConfig {
   return {
     ...c,
     redisUrl: c.redisUrl === null ? null : maskUrlCredentials(c.redisUrl),
+    databaseUrl: c.databaseUrl === null ? null : maskUrlCredentials(c.databaseUrl),
     websocketTargetUrl: c.websocketTargetUrl === null ? null : maskUrlCredentials(c.websocketTargetUrl),
     apiKeys: c.apiKeys.map(() => REDACTED),
     recordingWebhookUrl: c.recordingWebhookUrl === null ? null : maskUrlCredentials(c.recordingWebhookUrl),

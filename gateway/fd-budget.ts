@@ -58,6 +58,7 @@ export class FdBudget {
   get inUse(): number {
     if (!this.counting && this.now() - this.countedAt >= SAMPLE_MS) {
       this.counting = true;
+      // a failed count keeps the previous reading (taken at start); the next sample tries again
       void this.refresh().catch(() => undefined).finally(() => { this.counting = false; });
     }
     return this.counted + (this.openSockets() - this.socketsAtCount);

@@ -8,14 +8,19 @@ export interface HealthDeps {
   notReadyReason: () => string | null;
 }
 
+// Probes come every few seconds from every balancer and scraper: fastify's per-request lines
+// ("incoming request", "request completed", info) would bury the log. At warn, their errors
+// still show.
+const PROBE = { logLevel: 'warn' } as const;
+
 export function registerHealthRoutes(app: FastifyInstance, deps: HealthDeps): void {
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/healthz', PROBE, async () => ({ status: 'ok' }));
+  app.get('/readyz', PROBE, async (_req, reply) => {
     const reason = deps.notReadyReason();
     if (reason !== null) return reply.code(503).send({ error: 'not_ready', message: reason });
     return { status: 'ready' };
   });
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', PROBE, async (_req, reply) => {
     const body = await deps.metrics.registry.metrics();
     return reply.type(deps.metrics.registry.contentType).send(body);
   });

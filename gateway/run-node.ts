@@ -48,7 +48,7 @@ export async function runNode(o: RunNodeOptions = {}): Promise<Gateway> {
     gw.log.info({ signal, drainTimeoutS: config.drainTimeoutS }, 'draining');
     gw.drain().then(
       () => { gw.log.info('drained, exiting'); process.exit(0); },
-      (err: Error) => { gw.log.error({ err: err.message }, 'drain failed'); process.exit(1); },
+      (err: Error) => { gw.log.error({ err }, 'drain failed'); process.exit(1); },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -1,6 +1,7 @@
-// Assembles one gateway node: recorder, index, metrics, the Twilio edge and the HTTP API, as
-// fastify plugins, plus the node's lifecycle (idle sweep, drain). main.ts only adds process
-// concerns (config from the environment, signals, exit codes).
+// Assembles one gateway node: recorder, index, metrics, the Twilio edge and the HTTP API (each
+// a register* function adding its routes to the one root fastify instance; only
+// @fastify/websocket is a plugin), plus the node's lifecycle (idle sweep, drain). main.ts only
+// adds process concerns (config from the environment, signals, exit codes).
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import pino, { type Logger } from 'pino';
@@ -9,7 +10,11 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { GatewayConfig, SourceSettings } from './config-types.js';
 import { Recorder } from '../recorder/recorder.js';
-import { RecordingIndex } from '../recorder/recording-index.js';
+import type { Catalog } from '../recorder/catalog/catalog.js';
+import { openCatalog } from '../recorder/catalog/open-catalog.js';
+import { CatalogSync } from '../recorder/catalog/catalog-sync.js';
+import { registerCatalogMetrics } from '../recorder/catalog/catalog-metrics.js';
+import { Retention } from '../recorder/retention.js';
 import { IN_PROGRESS_DIR } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio-route.js';
@@ -47,6 +52,7 @@ import type { StreamSession } from '../recorder/stream-session.js';
 /** CTI state of a call is forgotten this long after its last event (and never while it streams). */
 const CALL_STATE_TTL_MS = 6 * 60 * 60 * 1000;
 import { recoverPartials, type RecoveryResult } from '../recorder/recovery.js';
+import { journalDirOf } from '../recorder/journal.js';
 import { Deletions } from '../recorder/deletions.js';
 import { KeptMarks } from '../recorder/kept-marks.js';
 
@@ -78,7 +84,10 @@ export interface Gateway {
   config: GatewayConfig;
   alarms: Alarms;
   recorder: Recorder;
-  index: RecordingIndex;
+  /** the recording catalog (SQLite, or PostgreSQL with DATABASE_URL) */
+  index: Catalog;
+  /** background import / reconcile of the catalog with RECORDINGS_DIR */
+  catalogSync: CatalogSync;
   control: CallControl;
   /** CTI state per call (account + callSid) */
   states: CallStates;
@@ -142,9 +151,16 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const alarms = new Alarms(log, config.nodeId, ALARMS_PER_KIND, wallNow);
   const metrics = createMetrics(() => recorder, () => alarms);
   registerArchiveMetrics(metrics.registry, () => archiver);
-  const index = new RecordingIndex(config.recordingsDir);
-  const indexed = await index.load((file, err) => log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
-  log.info({ recordings: indexed, dir: config.recordingsDir }, 'recording index loaded');
+  // Opening runs the schema migrations; the sidecars are imported in the background (below), so
+  // start-up does not grow with the number of recordings.
+  const index = await openCatalog({
+    recordingsDir: config.recordingsDir,
+    databaseUrl: config.databaseUrl,
+    clusterNodeId: config.redisUrl !== null && config.databaseUrl === null ? config.nodeId : null,
+  }).catch((err: Error) => {
+    throw new Error(`the recording catalog could not be opened (${config.databaseUrl === null ? 'SQLite under RECORDINGS_DIR' : 'DATABASE_URL'}): ${err.message}`);
+  });
+  log.info({ backend: index.backend, dir: config.recordingsDir }, 'recording catalog open');
   // rule deletions a previous run could not finish: never listed again, retried below
   const deletions: Deletions = new Deletions({
     recordingsDir: config.recordingsDir,
@@ -155,7 +171,15 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     log: log.child({ component: 'deletions' }),
     wallNow,
   });
-  for (const id of await deletions.pendingIds()) index.remove(id);
+  for (const id of await deletions.pendingIds()) await index.remove(id);
+  const catalogSync = new CatalogSync({
+    catalog: index, recordingsDir: config.recordingsDir, pendingDeletions: () => deletions.pendingIds(),
+    log: log.child({ component: 'catalog' }),
+  });
+  await catalogSync.init();
+  registerCatalogMetrics(metrics.registry, index, catalogSync);
+  // a first start on an existing RECORDINGS_DIR imports every sidecar: /readyz says how far it is
+  void catalogSync.reconcile();
 
   const settingsFor = settingsResolver(config);
   const outbox = config.recordingWebhookUrl === null ? null : new WebhookOutbox({
@@ -191,11 +215,12 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     settingsFor,
     scoped: config.sources.length > 0,
     wallNow,
-    onError: (what, err) => log.error({ err: err.message }, `failed ${what}`),
+    onError: (what, err) => log.error({ err }, `failed ${what}`),
     // contract section 7: one structured line per deletion, with who caused it (never a key)
     audit: (entry) => log.info({ audit: true, ...entry }, `recording ${entry.recordingId} deleted (${entry.reason}, by ${entry.actor})`),
     // eventId = <recordingId>.<event>: the same outcome of a recording is one id, whatever retries
     onIndexed: announcePublished,
+    onUpdated: (s) => cluster?.recordingUpdated(s),
     onRemoved: (id) => cluster?.recordingRemoved(id),
     announce: outbox === null ? undefined : (event, body) =>
       outbox.enqueue(`${String(body.recordingId)}.${event}`, { event, ...body }),
@@ -238,9 +263,13 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     now: opts.now,
     wallNow: opts.wallNow,
     onWritten: (_bytes, lagMs) => metrics.observeWriteLag(lagMs),
+    journalDir: journalDirOf(config.recordingsDir, config.nodeId),
+    onJournalError: (err) => alarms.raise((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
+      message: `the media journal could not be written: ${err.message}; it stopped and gave its space back to the recordings, which go on, but until a restart a crash may lose up to the last 1.5 s of each call`,
+    }),
     onRecording: published,
     outcomeWaitsForEnd: (s) => control.outcomeWaitsForEnd(s),
-    isRecordingIdTaken: (id) => index.get(id) !== undefined,
+    isRecordingIdTaken: async (id) => (await index.get(id)) !== undefined,
     onReserveError: (streamSid, err) => log.error({ streamSid, err }, 'could not reserve the stream\'s recordingId on the volume; recording under a random unique one'),
     onSegmentError: (recordingId, err, id) => {
       alarms.raise('segment_publish_failed', {
@@ -279,6 +308,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   const recovery = recoverPartials({
     recordingsDir: config.recordingsDir,
     nodeId: config.nodeId,
+    journal: { dir: journalDirOf(config.recordingsDir, config.nodeId), ownToken: rec.journal?.fileToken },
     onlyOwn: config.redisUrl !== null,
     raise: (kind, input) => alarms.raise(kind, input),
     // the same path as any finished recording: rules, index, cluster announcement, webhooks
@@ -344,6 +374,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     cluster = new Cluster({
       redisUrl: config.redisUrl, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
       app, recorder: rec, index, alarms, log: log.child({ component: 'cluster' }),
+      reconcile: () => catalogSync.reconcile(),
       internalKey, prefix: opts.redisPrefix, forgetDeadAfterMs: opts.forgetDeadAfterMs,
       scopeOf: (accountSid) => control.scopeOf(accountSid),
       target: (req) => callTargetOf(control, sourceSids, req),
@@ -359,7 +390,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     metrics,
     notReadyReason: () => (draining ? 'draining: this node is shutting down'
       : recovering ? 'recovering: finalising recordings left by the previous process'
-        : clusterNode?.notReadyReason() ?? null),
+        : catalogSync.notReadyReason() ?? clusterNode?.notReadyReason() ?? null),
   });
   registerTwilioRoute(app, {
     config, recorder: rec, metrics, log, isDraining: () => draining, handlers, alarms, sockets, fdBudget,
@@ -387,13 +418,26 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   } : undefined;
   registerTaskRouterRoute(app, { config, control, dispatch: clusterDispatch });
 
-  const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow });
-  const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease;
+  const retention = new Retention({
+    catalog: index,
+    deleteRecording: (s) => control.deleteForRetention(s),
+    pendingDeletions: () => deletions.pendingIds(),
+    defaults: config.defaults, sources: config.sources, wallNow,
+    log: log.child({ component: 'retention' }),
+  });
+  const maintenance = new Maintenance({ recorder: rec, control, states, alarms, settingsFor, wallNow, retention });
+  const runUnderLease: LeaseRunner = clusterNode ? clusterNode.runUnderLease : localLease(log);
   // Once per interval in the whole cluster: the lease holder asks every node to sweep its own
   // streams (each stream lives on exactly one node, so each call is swept exactly once).
   const stopSweep = clusterNode
-    ? runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, () => clusterNode.broadcastSweep())
-    : runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, () => { maintenance.runOnce(); });
+    ? runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, async () => {
+      await clusterNode.broadcastSweep();
+      await maintenance.runRetention();
+    })
+    : runUnderLease('long-call-sweep', config.maintenanceIntervalS * 1000, async () => {
+      maintenance.runOnce();
+      await maintenance.runRetention();
+    });
   clusterNode?.onSweep(() => maintenance.runOnce());
   if (clusterNode) await clusterNode.start();
 
@@ -431,15 +475,18 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     await kinesis?.stop(); // before app.close: in cluster mode its events go through app.inject
     await app.close();
     await rec.settled();
+    await rec.closeJournal();
     await pool?.stop();
     await outbox?.stop();
     await recovery;
     await deletions.stop();
     await clusterNode?.close();
+    await catalogSync.stop();
+    await index.close();
   };
 
   return {
-    app, config, alarms, recorder: rec, index, control, states, maintenance, outbox, archiver: pool, metrics, log, handlers,
+    app, config, alarms, recorder: rec, index, catalogSync, control, states, maintenance, outbox, archiver: pool, metrics, log, handlers,
     cluster: clusterNode,
     runUnderLease,
     recovery,

@@ -49,14 +49,14 @@ export function parseTwilioMessage(text: string): ParseResult {
 }
 
 /**
- * Decode a base64 payload into `dst` and return its length, or -1 when it is not strict base64.
+ * Decode a base64 payload into `dst` at `offset` and return its length, or -1 when it is not strict base64.
  * Node's decoder skips characters outside the alphabet, so a payload is valid exactly when its
  * length is a multiple of 4 and it decodes to the size its length and padding promise.
  */
-export function decodeBase64Into(payload: string, dst: Buffer): number {
+export function decodeBase64Into(payload: string, dst: Buffer, offset = 0): number {
   if (payload.length % 4 !== 0) return -1;
   const expected = Buffer.byteLength(payload, 'base64');
-  if (expected === 0 || expected > dst.length) return -1;
-  const n = dst.write(payload, 0, 'base64');
+  if (expected === 0 || expected > dst.length - offset) return -1;
+  const n = dst.write(payload, offset, 'base64');
   return n === expected ? n : -1;
 }

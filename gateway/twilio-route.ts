@@ -115,7 +115,7 @@ export function registerTwilioRoute(app: FastifyInstance, deps: TwilioRouteDeps)
     socket.on('message', (data, isBinary) => handler.onMessage(data as Buffer, isBinary));
     socket.on('error', (err: Error & { code?: string }) => {
       if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') handler.onTooLarge();
-      else deps.log.warn({ err: err.message }, 'stream socket error');
+      else deps.log.warn({ err }, 'stream socket error');
     });
     socket.on('close', (code) => {
       deps.sockets.open--;

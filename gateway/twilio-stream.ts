@@ -1,7 +1,8 @@
 // One Twilio Media Stream connection: the protocol state machine between the socket and the
 // recorder. States: awaiting_start -> recording -> ended. Every message is validated; a bad one
 // is counted, logged once per kind per stream, and dropped without touching what was recorded.
-// The handler never imports `ws`: it talks to a two-method socket, so tests can drive it directly.
+// The handler never imports `ws`: the route pushes messages in (onMessage, onClose) and the
+// handler only ever calls the socket's close, so tests drive it with a stand-in socket.
 import type { Logger } from 'pino';
 import { parseTwilioMessage, decodeBase64Into, ParseFailure, type ProtocolErrorKind } from './twilio-protocol.js';
 import { MAX_PAYLOAD_BYTES, type MediaMessage, type StartMessage } from './twilio-messages.js';
@@ -10,6 +11,7 @@ import type { StreamSession } from '../recorder/stream-session.js';
 import type { CloseReason } from '../recorder/sidecar.js';
 import { ErrorBudget } from './error-budget.js';
 import { cleanCustomParameters } from './custom-parameters.js';
+import { decodeBase64Range, newMediaScan, scanMedia } from './media-scan.js';
 
 export interface StreamSocket {
   close(code: number, reason: string): void;
@@ -47,6 +49,8 @@ type State = 'awaiting_start' | 'recording' | 'ended';
 // Frames are decoded here and copied into the session's ring before the next message is
 // handled, so one scratch buffer serves every stream on the node (the event loop is single-threaded).
 const scratch = Buffer.allocUnsafe(MAX_PAYLOAD_BYTES);
+/** fields of the media message being handled (one for the node, like the scratch buffer) */
+const scan = newMediaScan();
 
 /** ws close codes (RFC 6455 §7.4.1) */
 export const CLOSE_NORMAL = 1000;
@@ -60,6 +64,8 @@ export class TwilioStreamHandler implements StreamOwner {
   private state: State = 'awaiting_start';
   private session: StreamSession | null = null;
   private streamSid = '';
+  /** the streamSid's bytes, compared in place by the media fast path */
+  private sidBytes: Buffer = Buffer.alloc(0);
   private log: Logger;
   private readonly budget: ErrorBudget;
   private readonly errorCounts = new Map<string, number>();
@@ -110,6 +116,8 @@ export class TwilioStreamHandler implements StreamOwner {
       this.error('binary_frame', 'binary frames are not part of the protocol');
       return;
     }
+    // A well-formed media message of this stream: no JSON.parse, no strings but the payload's.
+    if (this.session !== null && typeof data !== 'string' && scanMedia(data, scan) && this.onMediaFast(data)) return;
     const msg = parseTwilioMessage(typeof data === 'string' ? data : data.toString('utf8'));
     if (msg instanceof ParseFailure) {
       if (msg.kind === 'unknown_event') {
@@ -133,6 +141,32 @@ export class TwilioStreamHandler implements StreamOwner {
     }
   }
 
+  /**
+   * The media fast path: true when the frame was handled exactly as onMedia would; false when
+   * anything needs onMedia's answer (another streamSid, a track the stream lacks, bad base64, a
+   * timestamp beyond the lead): nothing was changed then, and the full path runs.
+   */
+  private onMediaFast(data: Buffer): boolean {
+    const session = this.session as StreamSession;
+    const sid = this.sidBytes;
+    const s0 = scan.sidStart;
+    if (scan.sidEnd - s0 !== sid.length) return false;
+    for (let i = 0; i < sid.length; i++) if (data[s0 + i] !== sid[i]) return false;
+    const channel = session.channelOf(scan.track === 0 ? 'inbound' : 'outbound');
+    if (channel < 0) return false;
+    const j = this.deps.recorder.journal;
+    const buf = j === null ? scratch : j.buf;
+    const at = j === null ? 0 : j.at;
+    const n = decodeBase64Range(data, scan.payloadStart, scan.payloadEnd, buf, at);
+    if (n < 0) return false;
+    const start = scan.timestamp * 8;
+    if (start >= this.leadLimit && !this.withinLead(start)) return false;
+    if (session.media(channel, start, buf, n, at) === 'too_late' && !this.alarmed.has('too_late')) {
+      this.dropped('too_late', `a frame stamped ${scan.timestamp} ms arrived after its audio was written: dropped`);
+    }
+    return true;
+  }
+
   private onMedia(msg: MediaMessage): void {
     const session = this.session;
     if (session === null) {
@@ -149,7 +183,11 @@ export class TwilioStreamHandler implements StreamOwner {
       this.refuseMedia('unexpected_track', `media on track ${m.track}, stream has ${session.id.tracks.join('+')}`);
       return;
     }
-    const n = decodeBase64Into(m.payload, scratch);
+    // decoded straight into the journal's buffer when there is one: the accepted frame is journaled without a copy
+    const j = this.deps.recorder.journal;
+    const buf = j === null ? scratch : j.buf;
+    const at = j === null ? 0 : j.at;
+    const n = decodeBase64Into(m.payload, buf, at);
     if (n < 0) {
       this.refuseMedia('bad_base64', 'media.payload is not valid base64');
       return;
@@ -163,7 +201,7 @@ export class TwilioStreamHandler implements StreamOwner {
       this.error('timestamp_jump', `timestamp ${m.timestamp} is ahead of the stream's age by more than MAX_TIMESTAMP_LEAD_S`);
       return;
     }
-    if (session.media(channel, start, scratch, n) === 'too_late' && !this.alarmed.has('too_late')) {
+    if (session.media(channel, start, buf, n, at) === 'too_late' && !this.alarmed.has('too_late')) {
       this.dropped('too_late', `a frame stamped ${m.timestamp} ms arrived after its audio was written: dropped`);
     }
   }
@@ -221,6 +259,7 @@ export class TwilioStreamHandler implements StreamOwner {
     }
     this.session = session;
     this.streamSid = msg.streamSid;
+    this.sidBytes = Buffer.from(msg.streamSid, 'utf8');
     this.state = 'recording';
     this.clearStartTimer();
     this.startedAt = this.deps.now();

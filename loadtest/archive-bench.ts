@@ -1,125 +1,166 @@
-// npm run bench:archive [-- --minutes 10]
+// npm run bench:archive [-- --minutes 10 --calls 300 --call-minutes 5 --keepup opus,flac,mp3 --keep-wav true]
 //
-// Archive figures (BENCHMARKS.md): for each ARCHIVE_FORMAT, bytes per hour of stereo call audio
-// against mu-law WAV, and CPU seconds per hour of audio archived — the whole job as the pool
-// runs it (G.711 decode and feeding in this process, ffmpeg encode, ffmpeg verification decode,
-// sha256), counted as CPU time of this process plus its reaped children (ffmpeg), so a busy
-// shared machine inflates it far less than wall time. From that: whether one pool worker
-// (ARCHIVE_CONCURRENCY=1, one core) keeps up with 300 concurrent calls ending every 5 minutes.
-//
-// The audio is a two-voice conversation synthesised by ffmpeg's flite filter (Debian's ffmpeg
-// has it): caller on the left, agent on the right, taking turns, quantised to mu-law like the
-// calls Twilio sends. Speech, not noise or tones, because codecs spend bits and CPU by content.
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+// Archive figures (BENCHMARKS.md):
+// 1. For each ARCHIVE_FORMAT, on one recording of `--minutes` of stereo speech (a flite
+//    conversation quantised to mu-law, loadtest/conversation.ts): bytes per hour against mu-law
+//    WAV, and CPU seconds per hour of audio for the encode alone and for the whole job as the
+//    pool runs it (makeArchive: ffmpeg encode, verification, sha256) with the WAV kept (the
+//    default: packets check for Opus) and with the WAV removed (full decode). CPU is this
+//    process's plus its reaped children's (ffmpeg, ffprobe: /proc/self/stat cutime + cstime),
+//    so a busy shared machine inflates it far less than wall time.
+// 2. Keep-up: `--calls` recordings of `--call-minutes` ending at once (300 concurrent calls of
+//    5 minutes), seeded with their durable jobs (loadtest/archive-backlog.ts); a real gateway
+//    (its own `node` process) with ARCHIVE_CONCURRENCY=1 starts on the folder; the time until
+//    gateway_archive_recordings_total reaches --calls is the drain time. It keeps up when that is
+//    within the calls' length (the next 300 calls end 5 minutes later).
+import { once } from 'node:events';
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { buildWavHeader } from '../codecs/wav.js';
-import { pcm16ToMulawSample } from '../codecs/g711.js';
-import { inspectArchive, makeArchive } from '../recorder/archive/make-archive.js';
-import { ARCHIVE_FORMATS, formatSpec } from '../recorder/archive/formats.js';
-
-const run = promisify(execFile);
-const RATE = 8000;
-
-const CALLER = 'Hi. Yes, my account number is four five seven two nine one. I was charged twice for my last order, ' +
-  'once on Monday and again on Wednesday, and I would like a refund for the second charge please.';
-const AGENT = 'Thank you for calling the support line. My name is Alex and I will be helping you today. ' +
-  'I can see both charges on your account. I have started the refund for the second one; it will take three to five days.';
-
-/** Mono PCM16 at 8 kHz of `text` spoken by a flite voice. */
-async function speak(text: string, voice: string): Promise<Int16Array> {
-  const { stdout } = await run('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `flite=text='${text}':voice=${voice}`, '-ar', String(RATE), '-ac', '1', '-f', 's16le', 'pipe:1'], {
-    encoding: 'buffer', maxBuffer: 64 * 1024 * 1024,
-  });
-  const b = stdout as unknown as Buffer;
-  return new Int16Array(b.buffer, b.byteOffset, b.length / 2);
-}
-
-/** `seconds` of a conversation as a stereo mu-law WAV (interleaved, left = caller). */
-async function conversationWav(seconds: number): Promise<Buffer> {
-  const caller = await speak(CALLER, 'slt');
-  const agent = await speak(AGENT, 'kal');
-  const frames = seconds * RATE;
-  const data = Buffer.alloc(frames * 2, 0xff); // mu-law silence
-  const gap = RATE / 2; // half a second between turns
-  let t = 0;
-  for (let turn = 0; t < frames; turn++) {
-    const voice = turn % 2 === 0 ? agent : caller;
-    const ch = turn % 2 === 0 ? 1 : 0;
-    for (let i = 0; i < voice.length && t + i < frames; i++) data[2 * (t + i) + ch] = pcm16ToMulawSample(voice[i]!);
-    t += voice.length + gap;
-  }
-  return Buffer.concat([buildWavHeader({ encoding: 'mulaw', channels: 2, sampleRate: RATE, dataBytes: data.length }), data]);
-}
+import { encodeWavFile } from '../recorder/archive/ffmpeg.js';
+import { makeArchive, type ArchiveVerify } from '../recorder/archive/make-archive.js';
+import { ARCHIVE_FORMATS, formatSpec, isArchiveFormat, type ArchiveFormat } from '../recorder/archive/formats.js';
+import { seedBacklog, spawnGateway } from './archive-backlog.js';
+import { conversationWav } from './conversation.js';
 
 const CLK_TCK = 100; // Linux USER_HZ
-/** CPU seconds of this process's reaped children (ffmpeg), from /proc/self/stat (cutime + cstime). */
-async function childCpuS(): Promise<number> {
-  const stat = await readFile('/proc/self/stat', 'utf8');
+
+/** utime, stime, cutime, cstime of `pid` in seconds (the last two: reaped children). */
+async function procCpuS(pid: number | 'self'): Promise<{ own: number; kids: number }> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // after "pid (comm) ", field 3 is f[0]; cutime and cstime are fields 16 and 17
-  return (Number(f[13]) + Number(f[14])) / CLK_TCK;
+  // after "pid (comm) ", field 3 is f[0]: utime 14, stime 15, cutime 16, cstime 17
+  return { own: (Number(f[11]) + Number(f[12])) / CLK_TCK, kids: (Number(f[13]) + Number(f[14])) / CLK_TCK };
 }
 
-function ownCpuS(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return (i > 0 ? process.argv[i + 1] : undefined) ?? dflt;
 }
 
-async function main(): Promise<void> {
-  const argMin = process.argv.indexOf('--minutes');
-  const minutes = argMin > 0 ? Number(process.argv[argMin + 1]) : 10;
-  if (!Number.isFinite(minutes) || minutes <= 0) throw new Error('--minutes must be a positive number');
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'archive-bench-'));
+async function cpuOf(fn: () => Promise<unknown>): Promise<{ own: number; kids: number; wall: number }> {
+  const a = await procCpuS('self');
+  const w = performance.now();
+  await fn();
+  const wall = (performance.now() - w) / 1000;
+  const b = await procCpuS('self');
+  return { own: b.own - a.own, kids: b.kids - a.kids, wall };
+}
+
+async function perFormat(dir: string, minutes: number): Promise<void> {
+  const wav = await conversationWav(minutes * 60);
+  const wavPath = path.join(dir, 'call.wav');
+  await writeFile(wavPath, wav);
+  const audioH = minutes / 60;
+  const perH = (s: number) => (s / audioH).toFixed(1);
+  console.log(`# per format: ${minutes} min of stereo speech, mu-law WAV ${Math.round(wav.length / audioH)} bytes per hour`);
+  console.log('| format | bytes per audio hour | WAV / archive | CPU s per audio hour: encode only | job, WAV kept (ffmpeg + node) | job, WAV removed (ffmpeg + node) |');
+  console.log('|---|---|---|---|---|---|');
+  for (const format of ARCHIVE_FORMATS) {
+    const out = path.join(dir, `call.${formatSpec(format).ext}`);
+    const enc = await cpuOf(() => encodeWavFile(wavPath, 2, format, out));
+    const jobs: Record<ArchiveVerify, { own: number; kids: number; wall: number }> = {} as never;
+    let bytes = 0;
+    for (const verify of ['packets', 'decode'] as const) {
+      jobs[verify] = await cpuOf(async () => { bytes = (await makeArchive(wavPath, format, out, { verify })).bytes; });
+    }
+    const cell = (c: { own: number; kids: number }) => `${perH(c.own + c.kids)} (${perH(c.kids)} + ${perH(c.own)})`;
+    console.log(`| ${format} | ${Math.round(bytes / audioH)} | ${(wav.length / bytes).toFixed(1)} | ${perH(enc.own + enc.kids)} | ${cell(jobs.packets)} | ${cell(jobs.decode)} |`);
+  }
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as net.AddressInfo).port;
+  s.close();
+  return port;
+}
+
+async function metrics(port: number): Promise<Map<string, number> | null> {
   try {
-    const wav = await conversationWav(minutes * 60);
-    const wavPath = path.join(dir, 'call.wav');
-    await writeFile(wavPath, wav);
-    const audioH = minutes / 60;
-    const wavPerHour = wav.length / audioH;
-    const rows: Array<Record<string, number | string>> = [];
-    for (const format of ARCHIVE_FORMATS) {
-      const own0 = ownCpuS();
-      const kids0 = await childCpuS();
-      const wall0 = performance.now();
-      const made = await makeArchive(wavPath, format, path.join(dir, `call.${formatSpec(format).ext}`));
-      const wallS = (performance.now() - wall0) / 1000;
-      const own = ownCpuS() - own0;
-      const kids = (await childCpuS()) - kids0;
-      const cpuPerH = (own + kids) / audioH;
-      // the verification decode alone (it is part of the job above), to show the split
-      const v0 = ownCpuS() + (await childCpuS());
-      await inspectArchive(path.join(dir, `call.${formatSpec(format).ext}`));
-      const verifyPerH = (ownCpuS() + (await childCpuS()) - v0) / audioH;
-      rows.push({
-        format,
-        bytesPerHour: Math.round(made.bytes / audioH),
-        ratioToMulawWav: Number((wavPerHour / (made.bytes / audioH)).toFixed(1)),
-        cpuSPerAudioHour: Number(cpuPerH.toFixed(1)),
-        ffmpegCpuSPerAudioHour: Number((kids / audioH).toFixed(1)),
-        nodeCpuSPerAudioHour: Number((own / audioH).toFixed(1)),
-        verifyCpuSPerAudioHour: Number(verifyPerH.toFixed(1)),
-        wallS: Number(wallS.toFixed(1)),
-        // ARCHIVE_CONCURRENCY=1: one job at a time, one core
-        audioHoursPerHourOneWorker: Number((3600 / cpuPerH).toFixed(0)),
-      });
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const m = new Map<string, number>();
+    for (const line of text.split('\n')) {
+      const hit = /^(gateway_archive_\w+) (\S+)$/.exec(line);
+      if (hit) m.set(hit[1]!, Number(hit[2])); // both groups are mandatory in the pattern
     }
-    // 300 concurrent calls, each ending (and replaced) every 5 minutes: 300 x 12 calls x 5 min
-    const needed = (300 * 12 * 5) / 60;
-    console.log(`# archive bench: ${minutes} min of stereo speech, mu-law WAV ${Math.round(wavPerHour)} bytes per hour`);
-    console.log('| format | bytes per audio hour | WAV / archive | CPU s per audio hour (ffmpeg + node) | of which verification decode | audio h per h, 1 worker | keeps up with 300 calls / 5 min (300 audio h per h) |');
-    console.log('|---|---|---|---|---|---|---|');
-    for (const r of rows) {
-      const per = Number(r.audioHoursPerHourOneWorker);
-      const keeps = per >= needed ? 'yes' : `no: needs ARCHIVE_CONCURRENCY >= ${Math.ceil(needed / per)} (cores)`;
-      console.log(`| ${r.format} | ${r.bytesPerHour} | ${r.ratioToMulawWav} | ${r.cpuSPerAudioHour} (${r.ffmpegCpuSPerAudioHour} + ${r.nodeCpuSPerAudioHour}) | ${r.verifyCpuSPerAudioHour} | ${per} | ${keeps} |`);
+    return m;
+  } catch {
+    return null; // not listening yet
+  }
+}
+
+async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number, keepWav: boolean): Promise<void> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'archive-keepup-'));
+  try {
+    const seconds = callMinutes * 60;
+    await seedBacklog(dir, { calls, wav: await conversationWav(seconds), seconds, nodeId: 'bench', format });
+    const port = await freePort();
+    const t0 = performance.now();
+    const gw = spawnGateway({
+      ...process.env, PORT: String(port), HOST: '127.0.0.1', RECORDINGS_DIR: dir, NODE_ID: 'bench', LOG_LEVEL: 'warn',
+      ARCHIVE_FORMAT: format, ARCHIVE_CONCURRENCY: '1', ARCHIVE_KEEP_WAV: String(keepWav),
+    });
+    const exited = once(gw, 'exit');
+    let listening = 0;
+    let drained = 0;
+    let m: Map<string, number> | null = null;
+    let cpu = { own: 0, kids: 0 };
+    let cpu0 = { own: 0, kids: 0 }; // the gateway's own start-up (tsx compiling) is not archiving
+    try {
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 5000)); // each scrape costs the gateway CPU: Prometheus-like spacing
+        if (gw.exitCode !== null) throw new Error(`the gateway exited (${gw.exitCode})`);
+        m = await metrics(port);
+        if (m === null) continue;
+        if (listening === 0) {
+          listening = performance.now();
+          cpu0 = await procCpuS(gw.pid!);
+        }
+        if ((m.get('gateway_archive_failures_total') ?? 0) > 0) throw new Error('an archive failed');
+        if ((m.get('gateway_archive_recordings_total') ?? 0) >= calls) {
+          drained = performance.now();
+          break;
+        }
+      }
+      const end = await procCpuS(gw.pid!);
+      cpu = { own: end.own - cpu0.own, kids: end.kids - cpu0.kids };
+    } finally {
+      gw.kill('SIGTERM');
+      await exited;
     }
-    console.log(JSON.stringify({ minutes, wavBytesPerHour: Math.round(wavPerHour), neededAudioHoursPerHour: needed, rows }));
+    const drainS = (drained - listening) / 1000;
+    const audioH = (calls * seconds) / 3600;
+    const cpuS = cpu.own + cpu.kids;
+    console.log(`| ${format} | ${calls} x ${callMinutes} min (${audioH.toFixed(1)} audio h), WAV ${keepWav ? 'kept' : 'removed'} | ${((listening - t0) / 1000).toFixed(1)} | ${drainS.toFixed(0)} | ${(drainS / audioH).toFixed(1)} | ${cpuS.toFixed(0)} (${cpu.kids.toFixed(0)} + ${cpu.own.toFixed(0)}) | ${(cpuS / audioH).toFixed(1)} | ${drainS <= seconds ? 'yes' : 'no'} (${((100 * drainS) / seconds).toFixed(0)} % of ${seconds} s) |`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+async function main(): Promise<void> {
+  const minutes = Number(arg('minutes', '10'));
+  const calls = Number(arg('calls', '300'));
+  const callMinutes = Number(arg('call-minutes', '5'));
+  const keepWav = arg('keep-wav', 'true') !== 'false';
+  const formats = arg('keepup', ARCHIVE_FORMATS.join(',')).split(',').filter((f) => f !== '');
+  if (!(minutes >= 0) || !(calls > 0) || !(callMinutes > 0)) throw new Error('--minutes, --calls and --call-minutes must be positive numbers');
+  for (const f of formats) if (!isArchiveFormat(f)) throw new Error(`--keepup: unknown format ${f}`);
+  if (minutes > 0) {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'archive-bench-'));
+    try {
+      await perFormat(dir, minutes);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  if (formats.length === 0) return;
+  console.log(`\n# keep-up: ${calls} calls of ${callMinutes} min ending together, one gateway, ARCHIVE_CONCURRENCY=1`);
+  console.log('| format | backlog | gateway start s | drain s (wall) | wall s per audio h | CPU s (ffmpeg + node) | CPU s per audio h | drained before the next calls end |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const f of formats) await keepUp(f as ArchiveFormat, calls, callMinutes, keepWav);
 }
 
 main().catch((err: Error) => {

@@ -105,6 +105,9 @@ export interface RunStreamOptions {
   frameMs?: number;
   /** pace in real time (true) or send as fast as the socket drains (false) */
   realtime: boolean;
+  /** the clock real-time pacing reads (ms, default performance.now); with a `scheduler` that
+   * calls onTick with the same clock, tests drive the pacing in virtual time */
+  now?: () => number;
   customParameters?: Record<string, string>;
   accountSid?: string;
   callSid?: string;
@@ -157,7 +160,8 @@ export async function runStream(opts: RunStreamOptions): Promise<RunStreamResult
     callSid: opts.callSid,
     streamSid: opts.streamSid,
   });
-  const t0 = performance.now();
+  const now = opts.now ?? (() => performance.now());
+  const t0 = now();
   opts.onConnected?.(client);
   let socketGone = false as boolean; // set by the close handler: not narrowed to false
   if (opts.onError) client.onError(opts.onError);
@@ -229,7 +233,7 @@ export async function runStream(opts: RunStreamOptions): Promise<RunStreamResult
       pump();
     }
   });
-  const sendMs = performance.now() - t0;
+  const sendMs = now() - t0;
 
   let closedEarly = socketGone;
   let info: CloseInfo;

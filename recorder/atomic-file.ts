@@ -37,7 +37,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array): 
     }
     await rename(tmp, file);
   } catch (err) {
-    await unlink(tmp).catch(() => undefined);
+    await unlink(tmp).catch(() => undefined); // best effort (may not exist): the error that counts is rethrown
     throw err;
   }
   await fsyncDir(dir);

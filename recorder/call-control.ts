@@ -7,7 +7,7 @@ import type { SourceSettings } from '../gateway/config-types.js';
 import type { Alarms } from './alarms.js';
 import type { CallState, CallStates, CtiEvent } from './call-states.js';
 import type { Recorder } from './recorder.js';
-import type { RecordingIndex } from './recording-index.js';
+import type { Catalog } from './catalog/catalog.js';
 import type { RecordingSidecar } from './sidecar.js';
 import type { StreamIdentity, StreamSession } from './stream-session.js';
 import { sidecarPathOf } from './storage-layout.js';
@@ -17,14 +17,14 @@ import type { KeptMarks } from './kept-marks.js';
 import { clipId, eventTime } from './ingest-limits.js';
 
 export type RecordingEvent = 'finished' | 'failed' | 'deleted';
-export type DeleteReason = 'not_responding' | 'min_session_length';
+export type DeleteReason = 'not_responding' | 'min_session_length' | 'retention';
 
 /** One deletion, as the audit log line records it (contract section 7). */
 export interface AuditEntry {
   recordingId: string;
   accountSid: string;
   callSid: string;
-  /** `rule` (min_session_length) or `event` (not_responding) */
+  /** `rule` (min_session_length, retention) or `event` (not_responding) */
   cause: 'rule' | 'event';
   reason: DeleteReason;
   /** who caused it: `rule`, `twilio:<AccountSid>` (signed TaskRouter), `key:<id>`, `loopback`, ... */
@@ -33,7 +33,7 @@ export interface AuditEntry {
 
 export interface CallControlDeps {
   recorder: () => Recorder;
-  index: RecordingIndex;
+  index: Catalog;
   states: CallStates;
   alarms: Alarms;
   recordingsDir: string;
@@ -52,8 +52,9 @@ export interface CallControlDeps {
   audit?: (entry: AuditEntry) => void;
   /** hand an outcome to the webhook outbox (absent when no webhook is configured) */
   announce?: (event: RecordingEvent, body: Record<string, unknown>) => Promise<void>;
-  /** a recording entered (or changed in) the index / left it: cluster mode tells the other nodes */
+  /** a recording entered the catalog / changed in it / left it: cluster mode tells the other nodes */
   onIndexed?: (sidecar: RecordingSidecar) => void;
+  onUpdated?: (sidecar: RecordingSidecar) => void;
   onRemoved?: (recordingId: string) => void;
   onError: (what: string, err: Error) => void;
 }
@@ -327,7 +328,7 @@ export class CallControl {
       }
       // events since the segment's sidecar was written (a rotated segment that waited) apply too
       if (s !== undefined) sidecar = await this.rewriteAttribution(sidecar, s) ?? sidecar;
-      this.deps.index.add(sidecar, sidecarPathOf(this.deps.recordingsDir, sidecar));
+      await this.deps.index.put(sidecar, sidecarPathOf(this.deps.recordingsDir, sidecar));
       this.deps.onIndexed?.(sidecar);
       // not this.announce: a webhook that could not be queued must leave the outcome undone
       await this.deps.announce?.(sidecar.writeError === undefined ? 'finished' : 'failed', { ...sidecar });
@@ -364,8 +365,8 @@ export class CallControl {
   }
 
   /** The published recordings of a call of this scope (another account's are never touched). */
-  private publishedOf(scope: string, callSid: string): RecordingSidecar[] {
-    const { items } = this.deps.index.query({ callSid, limit: 100_000 });
+  private async publishedOf(scope: string, callSid: string): Promise<RecordingSidecar[]> {
+    const { items } = await this.deps.index.query({ callSid, limit: 100_000 });
     return items.filter((r) => this.scopeOf(r.accountSid) === scope);
   }
 
@@ -381,19 +382,30 @@ export class CallControl {
 
   /** Every published recording of the call: files, sidecars and index entries. */
   private async deletePublished(s: CallState, reason: DeleteReason): Promise<void> {
-    for (const sidecar of this.publishedOf(s.accountSid, s.callSid)) {
+    for (const sidecar of await this.publishedOf(s.accountSid, s.callSid)) {
       // checked per recording: its account's durable `connected` mark keeps it
       if (await this.isKept(s, s.callSid, sidecar.accountSid)) continue;
       this.audit(sidecar, 'event', reason, this.discardActor.get(s) ?? 'internal');
-      this.deps.index.remove(sidecar.recordingId);
+      await this.deps.index.remove(sidecar.recordingId);
       this.deps.onRemoved?.(sidecar.recordingId);
       await this.deleteFiles(sidecar, reason);
     }
   }
 
+  /**
+   * RETENTION_DAYS (maintenance sweep): a published recording that is too old is unlisted, audited
+   * and handed to the durable deletion path like any rule deletion (`deleted`, reason retention).
+   */
+  async deleteForRetention(sidecar: RecordingSidecar): Promise<void> {
+    await this.deps.index.remove(sidecar.recordingId);
+    this.deps.onRemoved?.(sidecar.recordingId);
+    this.audit(sidecar, 'rule', 'retention', 'rule');
+    await this.deleteFiles(sidecar, 'retention');
+  }
+
   /** CTI events after the stream ended: the published sidecars take the new attribution. */
   private async reattributePublished(s: CallState): Promise<void> {
-    for (const listed of this.publishedOf(s.accountSid, s.callSid)) {
+    for (const listed of await this.publishedOf(s.accountSid, s.callSid)) {
       // unchanged or deleted meanwhile: rewriteSidecar leaves it alone
       await this.rewriteSidecar(listed.recordingId, (old) => attributed(old, s));
     }
@@ -432,7 +444,7 @@ export class CallControl {
    */
   rewriteSidecar(recordingId: string, change: (cur: RecordingSidecar) => RecordingSidecar | null): Promise<RecordingSidecar | null> {
     return this.sidecarLock.run(recordingId, async () => {
-      const listed = this.deps.index.get(recordingId);
+      const listed = await this.deps.index.get(recordingId);
       if (!listed) return null;
       const file = sidecarPathOf(this.deps.recordingsDir, listed.sidecar);
       const cur = await readSidecar(file);
@@ -440,13 +452,13 @@ export class CallControl {
       const updated = change(cur);
       if (updated === null) return cur;
       await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
-      if (!this.deps.index.get(recordingId)) {
-        // deleted while the file was written: its deletion may have unlinked before our rename
+      // UPDATE only: a recording deleted while the file was written is not listed again
+      if (!(await this.deps.index.update(updated))) {
+        // its deletion may have unlinked before our rename
         await unlink(file).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
         return null;
       }
-      this.deps.index.add(updated, file);
-      this.deps.onIndexed?.(updated);
+      this.deps.onUpdated?.(updated);
       return updated;
     });
   }

@@ -91,6 +91,7 @@ export class Deletions {
 
   private track<T>(p: Promise<T>): Promise<T> {
     this.inFlight.add(p);
+    // the caller awaits `p` and sees its error; this chain only must not raise it a second time
     void p.finally(() => this.inFlight.delete(p)).catch(() => undefined);
     return p;
   }

@@ -1,12 +1,14 @@
 // The maintenance sweep (contract section 5): every MAINTENANCE_INTERVAL_S, close calls older
 // than LONG_CALL_DURATION_MIN (alarm `long_call`, closeReason `long_call`), raise `long_hold`
 // for holds running too long, and forget stale CTI call state. `runOnce` is a plain method:
-// cluster mode runs it under a Redis lease so that one node sweeps per interval.
+// cluster mode runs it under a Redis lease so that one node sweeps per interval. `runRetention`
+// (RETENTION_DAYS, retention.ts) runs on the lease holder only: the catalog lists the whole cluster.
 import type { Alarms } from './alarms.js';
 import type { CallControl } from './call-control.js';
 import type { CallStates } from './call-states.js';
 import type { Recorder } from './recorder.js';
 import type { SourceSettings } from '../gateway/config-types.js';
+import type { Retention } from './retention.js';
 
 export interface MaintenanceDeps {
   recorder: Recorder;
@@ -16,6 +18,7 @@ export interface MaintenanceDeps {
   settingsFor: (accountSid: string) => SourceSettings;
   /** wall clock: call age is measured from the stream's startedAt */
   wallNow: () => Date;
+  retention?: Retention;
 }
 
 export interface SweepResult {
@@ -49,6 +52,11 @@ export class Maintenance {
     for (const s of this.deps.states.all()) this.deps.control.checkHold(s, now);
     const expiredStates = this.deps.states.expire((s) => this.deps.control.streamsOf(s.accountSid, s.callSid).length > 0);
     return { longCalls, expiredStates };
+  }
+
+  /** Deletes recordings past RETENTION_DAYS; resolves with how many were handed to deletion. */
+  async runRetention(): Promise<number> {
+    return (await this.deps.retention?.runOnce()) ?? 0;
   }
 
   start(intervalMs: number): void {

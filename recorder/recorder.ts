@@ -9,6 +9,7 @@ import type { PlaceResult } from './timeline.js';
 import type { CloseReason, RecordingSidecar } from './sidecar.js';
 import type { SourceSettings } from '../gateway/config-types.js';
 import { clipId } from './ingest-limits.js';
+import { Journal } from './journal.js';
 
 export interface RecorderCounters {
   framesReceived: number;
@@ -52,7 +53,7 @@ export interface RecorderOptions {
    */
   outcomeWaitsForEnd?: (sidecar: RecordingSidecar) => boolean;
   /** a recordingId used before reservations existed (in the index): never reused */
-  isRecordingIdTaken?: (recordingId: string) => boolean;
+  isRecordingIdTaken?: (recordingId: string) => boolean | Promise<boolean>;
   /** the volume refused a stream's name reservation (it records under a random unique name) */
   onReserveError?: (streamSid: string, err: Error) => void;
   onSegmentError?: (recordingId: string, err: Error, id: StreamIdentity) => void;
@@ -68,6 +69,14 @@ export interface RecorderOptions {
   maxQueueBytes?: number;
   /** audio of a stream dropped because the disk fell behind (20 ms units; per write, not per frame) */
   onBackpressureDrop?: (session: StreamSession, frames: number) => void;
+  /**
+   * RECORDINGS_DIR/.journal/<node>: every accepted frame is journaled there within
+   * JOURNAL_COMMIT_MS (journal.ts), so a crash loses at most that, not the jitter window.
+   * Frame-to-disk lag is then measured to the journal's write. Unset: no journal.
+   */
+  journalDir?: string;
+  /** the journal could not write (disk): streams go on, a crash may lose up to the window again */
+  onJournalError?: (err: Error) => void;
 }
 
 /** Per-stream (never per-frame) notifications, e.g. for the cluster's stream registry. */
@@ -103,6 +112,8 @@ export class Recorder {
   private readonly startedListeners: StreamListener[] = [];
   private readonly endedListeners: StreamListener[] = [];
   private readonly changedListeners: StreamListener[] = [];
+  /** the node's media journal; null without RecorderOptions.journalDir */
+  readonly journal: Journal | null;
 
   constructor(opts: RecorderOptions) {
     this.opts = {
@@ -122,9 +133,17 @@ export class Recorder {
         case 'too_late': c.framesTooLate++; break;
       }
     };
+    this.journal = opts.journalDir === undefined ? null : new Journal({
+      dir: opts.journalDir,
+      now: this.opts.now,
+      // a frame is on disk (in the kernel) once its journal commit is written
+      onCommitted: (_bytes, lagMs) => this.opts.onWritten?.(0, lagMs),
+      onError: (err) => this.opts.onJournalError?.(err),
+    });
+    const lagFromWrites = this.journal === null;
     this.countWritten = (bytes, lagMs) => {
       c.bytesWritten += bytes;
-      this.opts.onWritten?.(bytes, lagMs);
+      this.opts.onWritten?.(bytes, lagFromWrites ? lagMs : Number.NaN);
     };
   }
 
@@ -198,6 +217,7 @@ export class Recorder {
       },
       reserveBase: () => this.reserve(id),
       onSegmentPublished: (sidecar, paths) => this.segmentPublished(outcomes, sidecar, paths),
+      journal: this.journal ?? undefined,
     });
     this.outcomes.set(session, outcomes);
     this.live.set(id.streamSid, { session, owner });
@@ -323,5 +343,10 @@ export class Recorder {
   /** Resolves when every ended session has been published. */
   async settled(): Promise<void> {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+
+  /** After the last stream: write what the journal holds and close it (its files go when unneeded). */
+  async closeJournal(): Promise<void> {
+    await this.journal?.close();
   }
 }

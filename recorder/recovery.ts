@@ -6,7 +6,10 @@
 //
 // Frame counts of a recovered sidecar (the issue left this open): the segment writer keeps a
 // small stats checkpoint beside the partial (`<recordingId>.ckpt`, rewritten at most every
-// CHECKPOINT_MS = 2 s, after the audio it describes reached the file; never per frame). It holds
+// CHECKPOINT_MS = 2 s, after the write of the audio it describes returned; never per frame).
+// Neither is fsynced: a killed process leaves both in the page cache, in that order, but after
+// a power loss the checkpoint may describe audio that never reached the disk, so it is used
+// only when the file holds at least the `dataBytes` it describes (else as if absent). It holds
 // the coverage of the audio written so far (samples that came from frames, per track) and the
 // per-track counters. Recovery takes:
 //   - framesReceived per track = 20 ms units of covered audio in the checkpoint, plus, for the
@@ -45,6 +48,8 @@ import { crashPoint } from './crash-points.js';
 import type { RecordingSidecar, Track, TrackFrameStats, PausedInterval, Encoding } from './sidecar.js';
 import { frameTotals } from './sidecar.js';
 import type { AlarmInput, AlarmKind } from './alarms.js';
+import { leftoverJournalFiles } from './journal.js';
+import { replayJournal } from './journal-replay.js';
 
 export const UNATTRIBUTED_DIR = '.unattributed';
 const SAMPLES_PER_MS = 8;
@@ -59,6 +64,11 @@ export interface RecoveryDeps {
   /** a recovered recording's outcome (rules, index, webhook); awaited before its meta goes */
   onRecovered: (sidecar: RecordingSidecar) => void | Promise<void>;
   log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void };
+  /**
+   * This node's media journal (journal.ts): replayed into the partials before they are sealed,
+   * then deleted. `ownToken`: files of the running process, never replayed.
+   */
+  journal?: { dir: string; ownToken?: string };
 }
 
 export interface RecoveryResult {
@@ -82,6 +92,25 @@ type Meta = Omit<RecordingSidecar, 'endedAt' | 'durationMs' | 'framesReceived' |
 export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResult> {
   const dir = path.join(deps.recordingsDir, IN_PROGRESS_DIR);
   const result: RecoveryResult = { recovered: 0, unattributed: 0, failed: 0 };
+  const journalFiles = deps.journal ? await leftoverJournalFiles(deps.journal.dir, deps.journal.ownToken) : [];
+  let replayed = true;
+  if (journalFiles.length > 0) {
+    try {
+      const r = await replayJournal(deps.recordingsDir, journalFiles);
+      deps.log.info(r, 'media journal replayed into the partial recordings');
+    } catch (err) {
+      // the partials still hold what was written before the crash; the journal stays for an operator
+      replayed = false;
+      deps.raise('recovery_failed', { message: `the media journal could not be replayed: ${(err as Error).message}` });
+    }
+  }
+  await recoverAll(deps, dir, result);
+  // everything the journal held is in the recovered files now (or had no file to go to)
+  if (replayed) for (const f of journalFiles) await unlink(f).catch(() => undefined);
+  return result;
+}
+
+async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResult): Promise<RecoveryResult> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -96,7 +125,7 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
     if (meta !== null && deps.onlyOwn && meta.nodeId !== deps.nodeId) continue;
     if (await isEmpty(partial)) {
       // Killed between creating the file and its first write: there is no audio to keep.
-      await unlink(partial).catch(() => undefined);
+      await unlink(partial).catch(() => undefined); // left: the next start finds it empty again
       continue;
     }
     try {
@@ -129,6 +158,7 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
       if (meta !== null && RECORDING_ID_RE.test(id) && meta.recordingId === id && (await finishPublished(deps, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT))))) {
         result.recovered++;
       }
+      // left: the next start finds the outcome done again (at least once); ENOENT: no checkpoint
       await unlink(path.join(dir, n)).catch(() => undefined);
       await unlink(path.join(dir, id + CHECKPOINT_EXT)).catch(() => undefined);
     } catch (err) {
@@ -144,7 +174,7 @@ export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResul
     if (!n.endsWith(CHECKPOINT_EXT)) continue;
     const id = n.slice(0, -CHECKPOINT_EXT.length);
     if ((await exists(path.join(dir, `${id}.wav`))) || (await exists(path.join(dir, `${id}.json`)))) continue;
-    await unlink(path.join(dir, n)).catch(() => undefined);
+    await unlink(path.join(dir, n)).catch(() => undefined); // left: removed at the next start
   }
   return result;
 }
@@ -185,6 +215,7 @@ async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt:
   await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
   crashPoint('recovery:sidecar-written');
   await deps.onRecovered(sidecar);
+  // left: the next start redoes the outcome (at least once); ENOENT: no checkpoint was written
   await unlink(paths.partialMeta).catch(() => undefined);
   await unlink(paths.partialStats).catch(() => undefined);
   return sidecar;

@@ -39,6 +39,15 @@ export interface SegmentWriterOptions {
   maxQueueBytes?: number;
   /** audio bytes just dropped because the queue was full (once per append, not per frame) */
   onDropped?: (bytes: number) => void;
+  /**
+   * Start a write only once this much audio is queued (finalize writes the rest). With the media
+   * journal holding every frame within 50 ms, the file need not be written every 500 ms: fewer,
+   * larger writes cost less CPU (each write is a thread-pool hand-off and a syscall). Default 0:
+   * write as soon as anything is queued.
+   */
+  batchBytes?: number;
+  /** batch only while this holds (the journal still writes); otherwise write at once */
+  batchWhile?: () => boolean;
 }
 
 export interface SegmentResult {
@@ -87,6 +96,7 @@ export class SegmentWriter {
   /** audio bytes not kept because the disk was too slow (written as silence instead) */
   droppedBytes = 0;
   private readonly maxQueueBytes: number;
+  private readonly batchBytes: number;
   /** latest stats checkpoint not yet written, and the data size it describes */
   private checkpointData: string | null = null;
   private checkpointAt = 0;
@@ -97,6 +107,7 @@ export class SegmentWriter {
     this.headerLength = wavHeaderLength(opts.encoding);
     this.poolBufferBytes = opts.chunkSamples * opts.channels * (opts.encoding === 'pcm16' ? 2 : 1);
     this.maxQueueBytes = opts.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES;
+    this.batchBytes = Math.min(opts.batchBytes ?? 0, this.maxQueueBytes / 2);
     this.opened = this.openFile();
     // An open failure surfaces through finalize(); keep it from being an unhandled rejection.
     this.opened.catch((err: Error) => this.fail(err));
@@ -151,7 +162,7 @@ export class SegmentWriter {
     this.dataBytes += buf.length;
     this.queue.push({ buf, silence: 0, owner, arrival });
     this.queuedBytes += buf.length;
-    if (!this.pumping) this.pumping = this.pump();
+    if (!this.pumping && (this.queuedBytes >= this.batchBytes || this.opts.batchWhile?.() === false)) this.pumping = this.pump();
   }
 
   /** `bytes` of silence after what is queued: merged into a trailing silence run (no memory). */
@@ -221,7 +232,7 @@ export class SegmentWriter {
         const now = this.opts.now();
         for (const p of batch) {
           this.opts.onWritten?.(p.buf === null ? p.silence : p.buf.length, Number.isNaN(p.arrival) ? NaN : now - p.arrival);
-          if (p.owner !== null && p.owner.length === this.poolBufferBytes && this.pool.length < 4) this.pool.push(p.owner);
+          if (p.owner !== null && p.owner.length === this.poolBufferBytes && this.pool.length < this.poolMax) this.pool.push(p.owner);
         }
         await this.writeCheckpoint();
       }
@@ -280,13 +291,21 @@ export class SegmentWriter {
   private async closeCheckpoint(remove: boolean): Promise<void> {
     const fh = this.checkpointFh;
     this.checkpointFh = null;
+    // Best effort, like the checkpoint itself: recovery ignores a checkpoint without a partial
+    // and removes it at the next start.
     if (fh) await fh.close().catch(() => undefined);
     if (remove && this.opts.checkpointPath !== undefined) await unlink(this.opts.checkpointPath).catch(() => undefined);
+  }
+
+  /** pool buffers kept: what one batch holds, plus one */
+  private get poolMax(): number {
+    return Math.max(4, Math.ceil(this.batchBytes / this.poolBufferBytes) + 1);
   }
 
   /** Write what is queued, seal the WAV and publish it under its final name. */
   async finalize(): Promise<SegmentResult> {
     while (this.pumping) await this.pumping;
+    if (this.queue.length > 0 && !this.error) await (this.pumping = this.pump()); // a batch not yet full
     await this.closeCheckpoint(false);
     const { paths } = this.opts;
     const fh = await this.opened; // an open failure rejects here: nothing to keep
@@ -328,6 +347,9 @@ export class SegmentWriter {
     } catch {
       // nothing was opened: nothing to close
     }
+    // ENOENT (never created) is the usual failure. Any other leaves the partial for the next
+    // start's recovery to keep (published with its meta, else under .unattributed): audio is
+    // never silently lost, at the cost of keeping a discarded segment on a failing disk.
     await unlink(this.opts.paths.partial).catch(() => undefined);
     await unlink(this.opts.paths.partialMeta).catch(() => undefined);
   }

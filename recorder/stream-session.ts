@@ -9,6 +9,7 @@ import { writeFileAtomic } from './atomic-file.js';
 import { crashPoint } from './crash-points.js';
 import { unreservedBase } from './recording-ids.js';
 import { unlink } from 'node:fs/promises';
+import type { Journal, JournalClient } from './journal.js';
 import type {
   CloseReason, Encoding, PausedInterval, RecordingSidecar, Track, TrackFrameStats,
 } from './sidecar.js';
@@ -77,10 +78,17 @@ export interface StreamSessionOptions {
    * crash recovery redoes the outcome of any segment whose mark is still there.
    */
   onSegmentPublished?: (sidecar: RecordingSidecar, paths: SegmentPaths) => void;
+  /**
+   * The node's media journal (journal.ts): every accepted frame is appended at once, so a crash
+   * loses what the last group commit did not reach, not the jitter window and the write batch.
+   */
+  journal?: Journal;
 }
 
 /** Remove what marks a segment as not yet fully handled (see onSegmentPublished). */
 export async function removePartialMarks(paths: SegmentPaths): Promise<void> {
+  // A mark that cannot be removed makes the next start redo the outcome (at least once, as
+  // documented: the webhook keeps its eventId); ENOENT is a checkpoint never written.
   await unlink(paths.partialMeta).catch(() => undefined);
   await unlink(paths.partialStats).catch(() => undefined);
 }
@@ -100,6 +108,10 @@ export type MediaResult = PlaceResult | 'paused' | 'held';
 export const PAUSE_GATE_MAX_MS = 2000;
 /** Frames (all channels) a gated stream holds at most: 2 s of both tracks. */
 const PAUSE_GATE_MAX_FRAMES = 200;
+/** With a journal, segment audio is written in pieces of this much (ms): see SegmentWriterOptions.batchBytes. */
+const JOURNALED_WRITE_MS = 2000;
+/** Frames kept (copies) for the journal while the stream's name is reserved: 5 s of both tracks. */
+const UNNAMED_MAX_FRAMES = 500;
 
 interface GatedFrame { channel: number; start: number; payload: Buffer; length: number }
 
@@ -116,7 +128,7 @@ function newTrackStats(): TrackFrameStats {
   return { received: 0, missing: 0, duplicate: 0, late: 0, tooLate: 0 };
 }
 
-export class StreamSession implements TimelineSink {
+export class StreamSession implements TimelineSink, JournalClient {
   readonly id: StreamIdentity;
   readonly attribution: Attribution;
   readonly startedAt: Date;
@@ -152,6 +164,15 @@ export class StreamSession implements TimelineSink {
   private readonly named: Promise<void>;
   /** regions emitted before the base was known (the first few hundred ms at most) */
   private held: HeldRegion[] | null = null;
+  /** JournalClient: owned by the journal */
+  journalGen = 0;
+  journalNo = 0;
+  /** one past the newest timeline sample journaled */
+  private journaledTo = 0;
+  /** segments handed to publish() and not settled yet (their writers still hold audio) */
+  private readonly publishing = new Set<SegmentState>();
+  /** every segment is published (or failed): the journal holds nothing this stream needs */
+  private ended = false;
 
   constructor(id: StreamIdentity, attribution: Attribution, opts: StreamSessionOptions) {
     this.id = id;
@@ -178,6 +199,7 @@ export class StreamSession implements TimelineSink {
     if (opts.reserveBase === undefined) {
       this.base = id.streamSid;
       this.named = Promise.resolve();
+      this.journalOpen();
     } else {
       this.held = [];
       // the reserver falls back on its own; a rejection here would hold the audio forever
@@ -186,8 +208,51 @@ export class StreamSession implements TimelineSink {
         const held = this.held ?? [];
         this.held = null;
         for (const r of held) this.emit(r.planes, 0, r.samples, r.from, r.cov);
+        if (!this.closed) this.journalOpen();
       });
     }
+  }
+
+  /** Frames are journaled once replay can find the stream's files (its name is known). */
+  private journalOpen(): void {
+    const journal = this.opts.journal;
+    const early = this.unnamed;
+    this.unnamed = null;
+    if (journal === undefined) return;
+    journal.register(this, {
+      base: this.base as string,
+      accountSid: this.id.accountSid,
+      callSid: this.id.callSid,
+      startedAt: this.startedAt.toISOString(),
+      channels: this.channels,
+      encoding: this.opts.encoding,
+      segmentSamples: this.segmentSamples,
+    });
+    const now = this.opts.now();
+    for (const f of early ?? []) this.journalFrame(journal, f.channel, f.start, f.payload, 0, f.length, now);
+  }
+
+  /** JournalClient: one past the newest timeline sample journaled. */
+  get journalFront(): number {
+    return this.journaledTo;
+  }
+
+  /**
+   * JournalClient: timeline samples safe in segment files (bytes handed to the kernel): the
+   * least of what each open or publishing writer has written. Infinity once all is published.
+   */
+  durableTo(): number {
+    if (this.ended) return Number.POSITIVE_INFINITY;
+    if (this.base === null) return 0;
+    const perSample = this.channels * (this.opts.encoding === 'pcm16' ? 2 : 1);
+    let min = Number.POSITIVE_INFINITY;
+    for (const seg of this.segments.values()) {
+      if (seg.writer) min = Math.min(min, seg.index * this.segmentSamples + seg.writer.writtenBytes / perSample);
+    }
+    for (const seg of this.publishing) {
+      if (seg.writer) min = Math.min(min, seg.index * this.segmentSamples + seg.writer.writtenBytes / perSample);
+    }
+    return min;
   }
 
   /** The recordingId of segment `index` (the base must be known). */
@@ -285,13 +350,17 @@ export class StreamSession implements TimelineSink {
     for (const f of held) this.media(f.channel, f.start, f.payload, f.length);
   }
 
-  /** Place one frame. `start` is its sample position on the stream clock. */
-  media(channel: number, start: number, payload: Buffer, length: number): MediaResult {
+  /**
+   * Place one frame: `payload[offset .. offset + length)`. `start` is its sample position on the
+   * stream clock. With a journal the gateway decodes into `journal.buf` at `journal.at`: the
+   * accepted frame is then journaled without a copy.
+   */
+  media(channel: number, start: number, payload: Buffer, length: number, offset = 0): MediaResult {
     const arrival = this.opts.now();
     this.lastActivity = arrival;
     if (this.gate !== null) {
       // a copy: the caller's buffer is reused for the next frame. Memory only, bounded.
-      this.gate.push({ channel, start, payload: Buffer.from(payload.subarray(0, length)), length });
+      this.gate.push({ channel, start, payload: Buffer.from(payload.subarray(offset, offset + length)), length });
       if (this.gate.length >= PAUSE_GATE_MAX_FRAMES) this.openGate();
       return 'held';
     }
@@ -303,7 +372,7 @@ export class StreamSession implements TimelineSink {
       return 'paused';
     }
     if (this.skip && this.pausedSpans.length > 0) start -= this.cutBefore(start);
-    const result = this.timeline.place(channel, start, payload, length, arrival);
+    const result = this.timeline.place(channel, start, payload, length, arrival, offset);
     const segIndex = Math.floor(start / this.segmentSamples);
     const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
     const s = seg.stats[channel]!; // `channel` came from channelOf, -1 turned away
@@ -313,8 +382,38 @@ export class StreamSession implements TimelineSink {
       case 'duplicate': s.duplicate++; break;
       case 'too_late': s.tooLate++; break;
     }
+    if ((result === 'placed' || result === 'late') && this.opts.journal !== undefined) {
+      // Journaled only what the timeline kept (never a paused frame: those returned above),
+      // at its timeline position (after a `skip` cut): replay puts it where the file has it.
+      if (this.base !== null) this.journalFrame(this.opts.journal, channel, start, payload, offset, length, arrival);
+      else if (this.unnamed !== null && this.unnamed.length < UNNAMED_MAX_FRAMES) {
+        // the name is being reserved (an fsync): kept until replay can find the stream's files
+        this.unnamed.push({ channel, start, payload: Buffer.from(payload.subarray(offset, offset + length)), length });
+      }
+    }
     this.opts.onFrame(result);
     return result;
+  }
+
+  /** frames accepted before the stream's name was known (journaled once it is) */
+  private unnamed: GatedFrame[] | null = [];
+
+  private journalFrame(journal: Journal, channel: number, start: number, payload: Buffer, offset: number, length: number, arrival: number): void {
+    // The segment files exist from the first frame on, so replay has somewhere to put it
+    // (a frame off the 20 ms grid may end in the next segment).
+    const segIndex = Math.floor(start / this.segmentSamples);
+    // A frame kept while the name was reserved may belong to a segment already emitted and
+    // handed to publication meanwhile: it is in that file; never open the segment again.
+    if (segIndex < this.current.index) return;
+    const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
+    if (seg.writer === null) seg.writer = this.openWriter(seg);
+    const endIndex = Math.floor((start + length - 1) / this.segmentSamples);
+    if (endIndex !== segIndex) {
+      const next = this.segment(endIndex);
+      if (next.writer === null) next.writer = this.openWriter(next);
+    }
+    journal.commit(this, channel, start, payload, offset, length, arrival);
+    if (start + length > this.journaledTo) this.journaledTo = start + length;
   }
 
   private segment(index: number): SegmentState {
@@ -399,6 +498,11 @@ export class StreamSession implements TimelineSink {
       onWritten: this.opts.onWritten,
       onWriteError: (err) => this.opts.onWriteError?.(recordingId, err),
       maxQueueBytes: this.opts.maxQueueBytes,
+      // with the journal the file is written in larger, fewer pieces (the journal is what a
+      // crash is recovered from): 2 s of audio per write instead of 500 ms
+      batchBytes: this.opts.journal === undefined ? 0
+        : JOURNALED_WRITE_MS * SAMPLES_PER_MS * this.channels * (this.opts.encoding === 'pcm16' ? 2 : 1),
+      batchWhile: this.opts.journal === undefined ? undefined : ((j) => () => j.ok)(this.opts.journal),
       // counted like received frames: per track, in 20 ms units
       onDropped: (bytes) => this.opts.onDropped?.(bytes / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
     });
@@ -432,7 +536,8 @@ export class StreamSession implements TimelineSink {
 
   private finishSegment(seg: SegmentState, reason: CloseReason): void {
     this.segments.delete(seg.index);
-    this.finalizing.push(this.publish(seg, reason));
+    this.publishing.add(seg);
+    this.finalizing.push(this.publish(seg, reason).finally(() => this.publishing.delete(seg)));
   }
 
   private async publish(seg: SegmentState, reason: CloseReason): Promise<RecordingSidecar | null> {
@@ -536,6 +641,10 @@ export class StreamSession implements TimelineSink {
       if (seg.writer) this.finishSegment(seg, reason);
     }
     this.segments.clear();
-    return Promise.all(this.finalizing).then((all) => all.filter((s): s is RecordingSidecar => s !== null));
+    return Promise.all(this.finalizing).then((all) => {
+      this.ended = true;
+      this.opts.journal?.unregister(this);
+      return all.filter((s): s is RecordingSidecar => s !== null);
+    });
   }
 }

@@ -87,9 +87,10 @@ export class Timeline {
 
   /**
    * Put `payload[0..length)` of channel `channel` at absolute sample `start`.
-   * `arrival` is the caller's clock reading for this frame (for frame-to-disk lag).
+   * `arrival` is the caller's clock reading for this frame (for frame-to-disk lag). The payload
+   * starts at `payload[offset]` (a journal buffer: no copy before the ring's).
    */
-  place(channel: number, start: number, payload: Buffer, length: number, arrival: number): PlaceResult {
+  place(channel: number, start: number, payload: Buffer, length: number, arrival: number, offset = 0): PlaceResult {
     const end = start + length;
     if (end <= this.flushed) return 'too_late';
     if (end > this.flushed + this.window) this.advanceTo(end - this.window);
@@ -103,7 +104,7 @@ export class Timeline {
     if (cov[from % w] === 1 && cov[(end - 1) % w] === 1) return 'duplicate';
     const late = end <= this.channelEnd[channel]! || start < this.flushed;
     // Copy in at most two runs (the ring may wrap), without a modulo per sample.
-    let src = from - start;
+    let src = offset + from - start;
     let pos = from % w;
     let left = end - from;
     const plane = this.planes[channel]!;
@@ -166,11 +167,23 @@ export class Timeline {
       let count = 0;
       let first = -1;
       let last = -1;
-      for (let i = a; i < a + n; i++) {
-        if (cov[i] === 1) {
-          count++;
-          if (first < 0) first = i;
-          last = i;
+      // A region is usually all frames or all gap: native scans (memchr) settle both without a
+      // JavaScript loop over its samples; only a partly covered region is counted sample by sample.
+      const hole = cov.indexOf(0, a);
+      if (hole < 0 || hole >= a + n) {
+        count = n;
+        first = a;
+        last = a + n - 1;
+      } else {
+        const f = cov.indexOf(1, a);
+        if (f >= 0 && f < a + n) {
+          first = f;
+          for (let i = f; i < a + n; i++) {
+            if (cov[i] === 1) {
+              count++;
+              last = i;
+            }
+          }
         }
       }
       cv.covered[c] = count;

@@ -183,7 +183,8 @@ export class WebhookOutbox {
   private async claim(from: string, name: string): Promise<void> {
     if (this.events.has(name)) {
       // the same event queued here too (a node restarted under a new id): one copy is enough
-      await unlink(from).catch(() => undefined);
+      await unlink(from).catch((err: unknown) =>
+        this.opts.log.warn({ err, eventId: name.slice(0, -5) }, 'a duplicate recording webhook could not be removed: it may be sent again'));
       return;
     }
     try {
@@ -244,7 +245,8 @@ export class WebhookOutbox {
     const eventId = name.slice(0, -5);
     if (error === null) {
       this.delivered++;
-      await unlink(file).catch(() => undefined);
+      await unlink(file).catch((err: unknown) =>
+        this.opts.log.warn({ err, eventId }, 'a delivered recording webhook could not be removed: the next start sends it again'));
       this.events.delete(name);
       if (st.attempts >= this.opts.alarmAfter) this.opts.log.info({ eventId, attempts: st.attempts + 1 }, 'recording webhook delivered after failures');
       return;
@@ -268,7 +270,7 @@ export class WebhookOutbox {
         // never follow: a 3xx would re-post the signed body to wherever Location points; it is a failure, retried
         redirect: 'manual',
       });
-      await res.arrayBuffer().catch(() => undefined);
+      await res.arrayBuffer().catch(() => undefined); // drained only to free the connection: the status decides
       if (res.status >= 200 && res.status < 300) return null;
       if (res.status >= 300 && res.status < 400) return `HTTP ${res.status} (redirects are not followed)`;
       return `HTTP ${res.status}`;

@@ -14,7 +14,8 @@ import wavefile from 'wavefile';
 import { buildWavHeader, parseWavHeader, wavHeaderLength, type WavEncoding } from '../codecs/wav.js';
 import { transcode } from '../codecs/transcode.js';
 import { MULAW_TO_PCM16, pcm16ToMulawSample } from '../codecs/g711.js';
-import { RecordingIndex } from '../recorder/recording-index.js';
+import { SqliteCatalog } from '../recorder/catalog/sqlite-catalog.js';
+import { importSidecars } from '../recorder/catalog/importer.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { segmentPaths } from '../recorder/storage-layout.js';
 import { frameworkErrors, installErrorHandling } from '../gateway/api/errors.js';
@@ -123,7 +124,7 @@ const byStream = (n: number) => written.get(recId(n))!;
 // recordings whose audio is damaged in various ways (they are listed like any other)
 const BROKEN = { gone: 40, corrupt: 41, empty: 42, loop: 43 } as const;
 let dir = '';
-let index: RecordingIndex;
+let index: SqliteCatalog;
 t.teardown(() => (dir ? rm(dir, { recursive: true, force: true }) : undefined));
 const badFiles: string[] = [];
 let loaded = -1;
@@ -134,7 +135,8 @@ let local: { app: FastifyInstance; base: string };
 // awaits are pending under load, and then refuses the subtests that follow
 t.before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'api-recordings-'));
-  index = new RecordingIndex(dir);
+  index = new SqliteCatalog(dir);
+  await index.open();
   for (const f of FIXTURES) {
     const w = await writeFixture(dir, f);
     written.set(w.sidecar.recordingId, w);
@@ -147,7 +149,7 @@ t.before(async () => {
     if (what === 'empty') await writeFile(w.audioPath, '');
     written.set(w.sidecar.recordingId, w);
   }
-  loaded = await index.load((p) => badFiles.push(p));
+  loaded = (await importSidecars({ catalog: index, recordingsDir: dir, onBadFile: (p) => badFiles.push(p) })).imported;
   // removed from disk after indexing / replaced by a symlink pointing at itself (open fails ELOOP)
   await unlink(written.get(recId(BROKEN.gone))!.audioPath);
   const loopPath = written.get(recId(BROKEN.loop))!.audioPath;
@@ -158,12 +160,15 @@ t.before(async () => {
     .sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt) || (a.recordingId < b.recordingId ? -1 : 1));
   local = await startApp('127.0.0.1', []);
 });
-t.teardown(() => local?.app.close()); // eslint-disable-line @typescript-eslint/no-unnecessary-condition -- unset if startApp failed
+t.teardown(async () => {
+  await local?.app.close(); // eslint-disable-line @typescript-eslint/no-unnecessary-condition -- unset if startApp failed
+  await index?.close(); // eslint-disable-line @typescript-eslint/no-unnecessary-condition -- unset if opening it failed
+});
 
 t.test('the fixtures load into the index without complaints', async (t) => {
   t.equal(loaded, FIXTURES.length + 4, 'every fixture indexed');
   t.same(badFiles, []);
-  t.equal(index.size, FIXTURES.length + 4);
+  t.equal(await index.count(), FIXTURES.length + 4);
 });
 
 const idsOf = (items: RecordingSidecar[]) => items.map((s) => s.recordingId);
@@ -328,6 +333,30 @@ t.test('listing: bad parameters are 400 with a message naming the parameter', as
   // an empty interval is fine
   const same = await get('/v1/recordings?from=2024-05-01T08:00:00Z&to=2024-05-01T08:00:00Z');
   t.same(await same.json(), { items: [], nextCursor: null });
+});
+
+t.test('listing: accountSid, closeReason and minDurationMs filters, and count=true gives the total', async (t) => {
+  const list = async (qs: string) => (await (await get(`/v1/recordings?${qs}`)).json()) as { items: RecordingSidecar[]; nextCursor: string | null; total?: number };
+  t.same(idsOf((await list(`accountSid=${ACCOUNT}&limit=1000`)).items), idsOf(ALL), 'every fixture is of ACCOUNT');
+  t.same((await list(`accountSid=AC${'f'.repeat(32)}`)).items, []);
+  t.same(idsOf((await list('closeReason=stop&limit=1000')).items), idsOf(ALL));
+  t.same((await list('closeReason=hangup')).items, []);
+  const longOnes = ALL.filter((s) => s.durationMs >= 1000);
+  t.ok(longOnes.length > 0 && longOnes.length < ALL.length, 'the fixtures straddle the minimum');
+  t.same(idsOf((await list('minDurationMs=1000&limit=1000')).items), idsOf(longOnes));
+  const counted = await list('count=true&limit=2&ctiSessionId=cti-A');
+  t.equal(counted.total, ALL.filter((s) => s.ctiSessionId === 'cti-A').length);
+  t.equal(counted.items.length, 2);
+  t.notOk('total' in (await list('limit=2')), 'no total unless count=true');
+  t.equal((await list('count=false&limit=2')).total, undefined);
+  // bad values of the new parameters, each named
+  await expectError(t, await get('/v1/recordings?accountSid=AC123'), 400, 'bad_request', /accountSid/);
+  await expectError(t, await get('/v1/recordings?closeReason=exploded'), 400, 'bad_request', /closeReason/);
+  await expectError(t, await get('/v1/recordings?closeReason='), 400, 'bad_request', /closeReason/);
+  await expectError(t, await get('/v1/recordings?minDurationMs=-1'), 400, 'bad_request', /minDurationMs/);
+  await expectError(t, await get('/v1/recordings?minDurationMs=1.5'), 400, 'bad_request', /minDurationMs/);
+  await expectError(t, await get('/v1/recordings?minDurationMs=soon'), 400, 'bad_request', /minDurationMs/);
+  await expectError(t, await get('/v1/recordings?count=maybe'), 400, 'bad_request', /count/);
 });
 
 // ---------------------------------------------------------------------------------------------

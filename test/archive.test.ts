@@ -11,7 +11,8 @@ import { MULAW_TO_PCM16 } from '../codecs/g711.js';
 import { parseWavHeader } from '../codecs/wav.js';
 import { loadConfig } from '../gateway/config.js';
 import { buildGateway } from '../gateway/server.js';
-import { RecordingIndex } from '../recorder/recording-index.js';
+import { SqliteCatalog } from '../recorder/catalog/sqlite-catalog.js';
+import { importSidecars } from '../recorder/catalog/importer.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { audioPathOnDisk, readSidecarFromDisk, startTestGateway, waitForRecordings } from './fixtures/harness.js';
 import { post, until } from './fixtures/calls.js';
@@ -209,8 +210,12 @@ t.test('ARCHIVE_KEEP_WAV=false: the WAV goes only after a verified archive; play
   t.equal((await fetch(`${g.http}/v1/cti-sessions/ARCH-CONTACT-1/audio?format=aac`)).status, 400);
 
   // a restart indexes the recording from its archive alone
-  const again = new RecordingIndex(g.dir);
-  t.equal(await again.load(), 1);
+  const againDir = await mkdtemp(path.join(os.tmpdir(), 'gw-archive-catalog-'));
+  const again = new SqliteCatalog(g.dir, path.join(againDir, 'catalog.sqlite'));
+  await again.open();
+  t.equal((await importSidecars({ catalog: again, recordingsDir: g.dir })).imported, 1);
+  await again.close();
+  await rm(againDir, { recursive: true, force: true });
 
   // a rule deleting the call after publication deletes the archive too
   const del = await post(`${g.http}/v1/cti/events`, { type: 'not_responding', callSid: call.callSid });

@@ -6,6 +6,7 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { startTestGateway, waitForRecordings, getJson, type TestGateway } from './fixtures/harness.js';
+import { captureLog } from './fixtures/capture-log.js';
 import { TwilioStreamClient } from '../loadtest/twilio-stream-client.js';
 import { frameFor } from '../loadtest/audio-fixtures.js';
 import { ApiError } from '../gateway/api/errors.js';
@@ -159,13 +160,21 @@ t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings
   });
   t.equal(alarms.scope, 'cluster');
 
-  // the lease: two nodes, one run per interval
-  const runs: string[] = [];
-  const stopA = a.gw.runUnderLease('test-sweep', 400, () => { runs.push('a'); });
-  const stopB = b.gw.runUnderLease('test-sweep', 400, () => { runs.push('b'); });
-  await new Promise((r) => setTimeout(r, 2100));
+  // the lease: two nodes, a job runs only on the node holding the interval's lease (so never
+  // twice per interval). Checked per run from Redis, not by counting runs in a wall-clock window.
+  const runs: { node: string; holder: string | null; ttl: number }[] = [];
+  const leased = (node: string) => async () => {
+    const [[, holder], [, ttl]] = (await redis.multi().get(`${prefix}lease:test-sweep`).pttl(`${prefix}lease:test-sweep`).exec()) as [[null, string | null], [null, number]];
+    runs.push({ node, holder, ttl });
+  };
+  const stopA = a.gw.runUnderLease('test-sweep', 1000, leased('node-a'));
+  const stopB = b.gw.runUnderLease('test-sweep', 1000, leased('node-b'));
+  await until('three leased runs', async () => runs.length >= 3, 15_000);
   stopA(); stopB();
-  t.ok(runs.length >= 3 && runs.length <= 6, `${runs.length} runs in 2.1 s at a 400 ms interval over two nodes (${runs.join('')})`);
+  for (const r of runs) {
+    t.equal(r.holder, r.node, `${r.node} ran while holding the lease`);
+    t.ok(r.ttl > 0 && r.ttl <= 1000, `the lease was live for this interval (${r.ttl} ms left)`);
+  }
 });
 
 t.test('a TaskRouter callback received by one node reaches the node holding the call', async (t) => {
@@ -205,7 +214,9 @@ t.test('a node that leaves cleanly is not reported lost; a dead node is', async 
   t.match(lost, { nodeId: 'node-dead', callSid: entry.callSid });
   await until('node_lost alarm', async () => a.gw.alarms.recent().some((x) => x.kind === 'node_lost' && x.message.includes('node-dead')));
   t.equal(a.gw.alarms.count('node_lost'), 1, 'raised once');
-  await new Promise((r) => setTimeout(r, 2500));
+  // more watch rounds, run here rather than waited for
+  await a.gw.cluster!.view.watch();
+  await a.gw.cluster!.view.watch();
   t.equal(a.gw.alarms.count('node_lost'), 1, 'still once after more watch rounds');
   const cmd = await post(`${a.http}/v1/calls/${entry.callSid}/ping`);
   t.equal(cmd.status, 503, 'a command for a lost call: 503');
@@ -267,7 +278,8 @@ t.test('Redis lost and back: not ready, node-scoped alarms, recordings published
 });
 
 t.test('single node: GET /v1/calls lists this node\'s live streams, nothing lost', async (t) => {
-  const g = await startTestGateway(t, { NODE_ID: 'solo' });
+  const log = captureLog('warn');
+  const g = await startTestGateway(t, { NODE_ID: 'solo' }, { logger: log.logger });
   t.equal(g.gw.cluster, null, 'no REDIS_URL: no cluster');
   const c = await openStream(g.wsUrl, 3);
   const { body } = await until('listed', async () => {
@@ -280,9 +292,13 @@ t.test('single node: GET /v1/calls lists this node\'s live streams, nothing lost
   t.same(filtered.body.items, []);
   const runs: number[] = [];
   const stop = g.gw.runUnderLease('solo-job', 100, () => { runs.push(1); });
-  await new Promise((r) => setTimeout(r, 350));
+  await until('two runs', async () => runs.length >= 2);
   stop();
-  t.ok(runs.length >= 2, 'a single node runs leased jobs on a plain interval');
+  t.ok(runs.length >= 2, 'a single node runs leased jobs on a plain interval (no Redis, no lease)');
+  const stopFailing = g.gw.runUnderLease('solo-failing', 20, () => { throw new Error('the job broke'); });
+  const failed = await until('the failure logged', async () => log.lines().find((l) => l.msg === 'periodic job failed'));
+  stopFailing();
+  t.match(failed, { lease: 'solo-failing', err: { message: 'the job broke', stack: /the job broke\n\s+at / } }, 'a failing job is logged with its stack, not swallowed');
   c.sendStop();
   await c.close(1000);
 });

@@ -51,6 +51,7 @@ const DEFAULT_SOURCE: SourceSettings = {
   defaultEmployeeId: null,
   segmentMaxS: 3600,
   archiveFormat: 'none',
+  retentionDays: null,
 };
 
 t.test('an empty environment gives the contract defaults', async (t) => {
@@ -61,6 +62,7 @@ t.test('an empty environment gives the contract defaults', async (t) => {
     host: '0.0.0.0',
     recordingsDir: path.resolve('recordings'),
     redisUrl: null,
+    databaseUrl: null,
     websocketTargetUrl: null,
     drainTimeoutS: 30,
     streamIdleTimeoutS: 30,
@@ -110,6 +112,10 @@ t.test('every setting accepts good values', async (t) => {
     ['RECORDINGS_DIR', 'data/rec', (c) => c.recordingsDir, path.resolve('data/rec')],
     ['REDIS_URL', 'redis://redis:6379/0', (c) => c.redisUrl, 'redis://redis:6379/0'],
     ['REDIS_URL', 'rediss://:pw@cache.example.com', (c) => c.redisUrl, 'rediss://:pw@cache.example.com'],
+    ['DATABASE_URL', 'postgres://postgres@db:5432/gateway', (c) => c.databaseUrl, 'postgres://postgres@db:5432/gateway'],
+    ['DATABASE_URL', 'postgresql://u:pw@db.example.com/rec?sslmode=require', (c) => c.databaseUrl, 'postgresql://u:pw@db.example.com/rec?sslmode=require'],
+    ['RETENTION_DAYS', '1', (c) => c.defaults.retentionDays, 1],
+    ['RETENTION_DAYS', '36500', (c) => c.defaults.retentionDays, 36500],
     ['NODE_ID', 'node_1.a-b', (c) => c.nodeId, 'node_1.a-b'],
     ['NODE_ID', 'n'.repeat(64), (c) => c.nodeId, 'n'.repeat(64)],
     ['TWILIO_ACCOUNT_SID', SID_B, (c) => c.sources.map((s) => [s.accountSid, s.authToken]), [[SID_B, null]]],
@@ -204,6 +210,8 @@ const ALLOWED: Record<string, string> = {
   MAX_STREAMS: 'an integer 1..100000',
   START_TIMEOUT_S: 'an integer 1..300',
   MAX_TIMESTAMP_LEAD_S: 'an integer 1..86400',
+  DATABASE_URL: 'a postgres:// or postgresql:// URL with a host',
+  RETENTION_DAYS: 'an integer 1..36500',
 };
 
 /** Test names must stay on one TAP line. */
@@ -237,6 +245,15 @@ const BAD: Array<[string, string, string]> = [
   ...NOT_INT.map((v): [string, string, string] => ['MAX_TIMESTAMP_LEAD_S', v, VALID]),
   ['MAX_TIMESTAMP_LEAD_S', '0', RANGE],
   ['MAX_TIMESTAMP_LEAD_S', '86401', RANGE],
+  ['DATABASE_URL', '', VALID],
+  ['DATABASE_URL', 'mysql://db:3306/x', VALID],
+  ['DATABASE_URL', 'postgres://', VALID],
+  ['DATABASE_URL', 'postgres://u:pw@db/x y', VALID],
+  ['DATABASE_URL', 'db:5432', VALID],
+  ...NOT_INT.map((v): [string, string, string] => ['RETENTION_DAYS', v, VALID]),
+  ['RETENTION_DAYS', '0', RANGE],
+  ['RETENTION_DAYS', '-3', RANGE],
+  ['RETENTION_DAYS', '36501', RANGE],
   ['PORT', '-1', RANGE],
   ['PORT', '99999999999999999999999', RANGE],
   ['HOST', '', VALID],
@@ -438,18 +455,20 @@ t.test('redactConfig hides every secret and keeps the rest', async (t) => {
     RECORDING_WEBHOOK_URL: 'https://hook:hookpw@hooks.example.com/r',
     RECORDING_WEBHOOK_SECRET: WEBHOOK_SECRET,
     REDIS_URL: 'rediss://default:redispw@cache.example.com:6380/1',
+    DATABASE_URL: 'postgres://gw:pgpw@db.example.com:5432/rec',
     WEBSOCKET_TARGET_URL: 'wss://lb.example.com/twilio/v1',
   });
   const before = JSON.stringify(c);
   const r = redactConfig(c);
   const text = JSON.stringify(r);
-  for (const secret of [TOKEN_A, TOKEN_B, KEY_1, KEY_2, WEBHOOK_SECRET, 'hookpw', 'redispw']) {
+  for (const secret of [TOKEN_A, TOKEN_B, KEY_1, KEY_2, WEBHOOK_SECRET, 'hookpw', 'redispw', 'pgpw']) {
     t.notOk(text.includes(secret), `${secret} not in the redacted copy`);
     t.ok(before.includes(secret), `${secret} was in the config`);
   }
   t.same(r.apiKeys, ['<redacted>', '<redacted>']);
   t.equal(r.recordingWebhookSecret, '<redacted>');
   t.equal(r.redisUrl, 'rediss://default:<redacted>@cache.example.com:6380/1');
+  t.equal(r.databaseUrl, 'postgres://gw:<redacted>@db.example.com:5432/rec');
   t.equal(r.recordingWebhookUrl, 'https://hook:<redacted>@hooks.example.com/r');
   t.equal(r.websocketTargetUrl, 'wss://lb.example.com/twilio/v1');
   t.same(r.sources.map((s) => [s.accountSid, s.authToken]),
@@ -550,12 +569,14 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
     MIN_SESSION_LENGTH_S: 5,
     DEFAULT_EMPLOYEE_ID: 'global-emp',
     ARCHIVE_FORMAT: 'opus',
+    RETENTION_DAYS: 365,
     dataSources: [
       {
         TWILIO_ACCOUNT_SID: SID_A,
         TWILIO_AUTH_TOKEN: TOKEN_A,
         RECORDING_FORMAT: 'mulaw',
         ARCHIVE_FORMAT: 'flac',
+        RETENTION_DAYS: '30',
         TWILIO_ENABLE_PAUSE_RESUME: true,
         PAUSE_BEHAVIOR: 'skip',
         MIN_SESSION_LENGTH_S: '0',
@@ -576,6 +597,7 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
     longHoldDurationMin: 45,
     defaultEmployeeId: 'global-emp',
     archiveFormat: 'opus',
+    retentionDays: 365,
   };
   t.same(c.defaults, globals, 'globals: file top level, overridden by the environment');
   t.same(c.sources, [
@@ -592,6 +614,7 @@ t.test('GATEWAY_CONFIG: several data sources with per-source overrides', async (
       defaultEmployeeId: 'emp-a',
       segmentMaxS: 900,
       archiveFormat: 'flac',
+      retentionDays: 30,
     },
     { accountSid: SID_B, authToken: TOKEN_B, apiKeys: [], ...globals, segmentMaxS: 1200 },
     { accountSid: SID_C, authToken: null, apiKeys: [], ...globals },

@@ -12,6 +12,7 @@ import { buildWavHeader, parseWavHeader } from '../codecs/wav.js';
 import { decodeWav, getJson } from './fixtures/harness.js';
 import { globSidecars } from './fixtures/disk.js';
 import { startProcess, tempDir } from './fixtures/gateway-process.js';
+import { until } from './fixtures/calls.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -25,8 +26,12 @@ t.test('SIGKILL mid-call: the next start recovers the partial before it is ready
   const run = runStream({
     url: first.ws, tracks: ['inbound', 'outbound'], seed: 21, frames: Infinity, realtime: true, signal: abort.signal, counters,
   });
-  // Long enough for a stats checkpoint (every 2 s) and audio after it.
-  await sleep(3300);
+  // A stats checkpoint on disk (the first is written with the first audio), then 2 s more audio
+  // (two tracks: 200 messages), so recovery counts frames from both the checkpoint and the audio.
+  const inprogressDir = path.join(env.RECORDINGS_DIR, '.inprogress');
+  await until(async () => (await readdir(inprogressDir).catch(() => [] as string[])).some((n) => n.endsWith('.ckpt')), 'a stats checkpoint', 15_000);
+  const atCheckpoint = counters.mediaMessages;
+  await until(() => counters.mediaMessages >= atCheckpoint + 200, 'audio after the checkpoint');
   first.child.kill('SIGKILL');
   const killed = await first.exited;
   t.equal(killed.signal, 'SIGKILL');

@@ -13,6 +13,7 @@ import { runStream } from '../loadtest/stream-runner.js';
 import { frameFor, trackAudio, type Track } from '../loadtest/audio-fixtures.js';
 import { decodeWav, getJson, waitForRecordings, fetchAudio } from './fixtures/harness.js';
 import { startProcess, tempDir, type Tap } from './fixtures/gateway-process.js';
+import { until } from './fixtures/calls.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -35,6 +36,8 @@ function pace(c: TwilioStreamClient, seed: number, tracks: Track[]): { sent: () 
   return { sent: () => i, stop: () => clearInterval(timer) };
 }
 
+const FRAMES_RECEIVED = /^gateway_frames_received_total (\d+)/m;
+
 async function metric(http: string, re: RegExp): Promise<number> {
   const text = await (await fetch(`${http}/metrics`)).text();
   const m = text.match(re);
@@ -45,7 +48,8 @@ t.test('a full disk: alarm, streams and process carry on, audio before the error
   const cwd = await tempDir(t, 'gw-full-');
   const rec = path.join(cwd, 'rec');
   await mkdir(rec);
-  mountOrFail(t, ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs'], rec);
+  // 1 MB: the embedded catalog (SQLite + WAL under RECORDINGS_DIR) needs a few hundred KB of it
+  mountOrFail(t, ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs'], rec);
   const gw = await startProcess(t, cwd, { RECORDINGS_DIR: rec });
   t.teardown(() => { if (gw.child.exitCode === null) gw.child.kill('SIGKILL'); });
   // Leave about 48 KB: three seconds of one stream's mono audio.
@@ -63,14 +67,18 @@ t.test('a full disk: alarm, streams and process carry on, audio before the error
   const pb = pace(b, 32, ['inbound', 'outbound']);
 
   let alarms: { kind: string; streamSid?: string; message: string }[] = [];
-  for (let i = 0; i < 300 && !alarms.some((x) => x.kind === 'disk_full'); i++) {
+  // The media journal may meet the full disk first (it then stops and gives its space back):
+  // wait for the recording of stream a to meet it.
+  for (let i = 0; i < 300 && !alarms.some((x) => x.kind === 'disk_full' && x.streamSid === a.streamSid); i++) {
     await sleep(50);
     alarms = (await getJson<{ items: typeof alarms }>(`${gw.http}/v1/alarms`)).body.items;
   }
-  const full = alarms.filter((x) => x.kind === 'disk_full');
+  const full = alarms.filter((x) => x.kind === 'disk_full' && x.streamSid === a.streamSid);
   t.ok(full.length >= 1, 'disk_full alarm raised');
   t.match(full[0]!.message, /ENOSPC/);
-  await sleep(500);
+  // the node goes on taking audio after the error: 50 more frames (a second of both streams)
+  const atAlarm = await metric(gw.http, FRAMES_RECEIVED);
+  await until(async () => (await metric(gw.http, FRAMES_RECEIVED)) >= atAlarm + 50, 'frames received after the disk filled');
   t.equal((await fetch(`${gw.http}/healthz`)).status, 200, 'the process lives on');
   t.ok(a.isOpen && b.isOpen, 'no stream was closed because of the disk');
   t.match(await (await fetch(`${gw.http}/metrics`)).text(), /gateway_alarms_total\{kind="disk_full"\} [1-9]/);
@@ -121,11 +129,12 @@ t.test('a stalled disk: bounded queue, dropped audio counted, file stays aligned
   c.sendConnected();
   c.sendStart({ tracks: ['inbound', 'outbound'] });
   const p = pace(c, 41, ['inbound', 'outbound']);
-  await sleep(2000);
+  // 2 s of audio on both tracks reached the gateway before the disk stalls
+  await until(async () => (await metric(gw.http, FRAMES_RECEIVED)) >= 200, '2 s of audio received');
   sh('fsfreeze', ['-f', rec]);
   frozen = true;
-  // 16 KB/s of stereo mu-law: the 48 KB cap is full after ~3 s of stalled disk.
-  await sleep(6000);
+  // 16 KB/s of stereo mu-law: the 48 KB cap is full after ~3 s of stalled disk, then audio drops
+  await until(async () => (await metric(gw.http, /^gateway_frames_dropped_total\{reason="disk_backpressure"\} (\d+)/m)) > 0, 'audio dropped', 20_000);
   const queued = await metric(gw.http, /^gateway_write_queue_bytes (\d+)/m);
   const dropped = await metric(gw.http, /^gateway_frames_dropped_total\{reason="disk_backpressure"\} (\d+)/m);
   t.ok(queued > 0 && queued <= 48 * 1024, `write queue bounded: ${queued} bytes`);
@@ -135,7 +144,9 @@ t.test('a stalled disk: bounded queue, dropped audio counted, file stays aligned
   t.equal((await fetch(`${gw.http}/healthz`)).status, 200, 'the node answers while the disk is stalled');
   sh('fsfreeze', ['-u', rec]);
   frozen = false;
-  await sleep(1500);
+  // the queue drains and a second of audio after the stall goes through it
+  const thawedAt = p.sent();
+  await until(async () => p.sent() >= thawedAt + 50 && (await metric(gw.http, /^gateway_write_queue_bytes (\d+)/m)) < 16 * 1024, 'writes flowing again', 20_000);
   p.stop();
   const sent = p.sent();
   c.sendStop();

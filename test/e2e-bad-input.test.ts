@@ -10,6 +10,7 @@ import { frameFor, trackAudio } from '../loadtest/audio-fixtures.js';
 import { randomSid } from '../loadtest/sids.js';
 import { startTestGateway, waitForRecordings, fetchAudio, decodeWav, type TestGateway } from './fixtures/harness.js';
 import { ERROR_BUDGET } from '../gateway/twilio-route.js';
+import { until } from './fixtures/calls.js';
 
 const CLEAN_FRAMES = 200;
 
@@ -299,7 +300,8 @@ t.test('bad input: close without stop, in the middle of a frame burst', async (t
   const c = await open(g);
   c.sendStart({ tracks: ['inbound'] });
   sendFrames(c, 9, 0, 30);
-  await new Promise((r) => setTimeout(r, 100));
+  // every frame read by the gateway (its newest sample is the 30th frame's end), then cut
+  await until(() => (g.gw.recorder.streamsOfCall(c.callSid)[0]?.frontier ?? 0) >= 30 * 160, 'the 30 frames at the gateway');
   await c.terminate();
   await expectIntact(t, g, c.callSid, 9, 30, 'hangup');
   await verifyNeighbour(t);
@@ -328,9 +330,11 @@ t.test('bad input: ids shaped to escape the recordings folder are refused by sha
     await c.close();
   }
   t.ok(await protocolErrors(g, 'invalid_message') >= 4, 'each refused as an invalid start');
-  const top = (await readdir(g.dir)).filter((e) => e !== '.inprogress' && e !== '.ids');
+  // the gateway's own dot-entries (in-progress, ids, the embedded catalog) are not recordings
+  const notOwn = (e: string) => e !== '.inprogress' && e !== '.ids' && !e.startsWith('.catalog.sqlite');
+  const top = (await readdir(g.dir)).filter(notOwn);
   await verifyNeighbour(t);
-  const after = (await readdir(g.dir)).filter((e) => e !== '.inprogress' && e !== '.ids');
+  const after = (await readdir(g.dir)).filter(notOwn);
   t.same(top, [], 'nothing written for the bad ids');
   t.equal(after.length, 1, 'only the neighbour account folder exists');
   t.match(after[0], /^AC[0-9a-f]{32}$/);

@@ -127,16 +127,17 @@ t.test('a frame arriving after its audio was written raises one audio_dropped al
 
 t.test('a socket that never sends start is closed (1008) after START_TIMEOUT_S; a started one is not', async (t) => {
   const g = await startTestGateway(t, { START_TIMEOUT_S: '1' });
-  const idle = await TwilioStreamClient.connect(g.wsUrl);
-  idle.sendConnected(); // "connected" alone is not a start
+  // the started socket connects first: when the idle one's timer fires, the started one's would
+  // already have fired too (no sleep needed to know it ran past its timeout)
   const live = await openStream(g);
   live.sendStart({ tracks: ['inbound'] });
+  const idle = await TwilioStreamClient.connect(g.wsUrl);
+  idle.sendConnected(); // "connected" alone is not a start
   send(live, 8, 0, 10, 0, ['inbound']);
   const closed = await within(idle.closed, 15_000, { code: -1, reason: 'still open after 15 s' });
   t.equal(closed.code, 1008);
   t.match(closed.reason, /start/);
   t.equal(await metric(g, /^gateway_protocol_errors_total\{kind="start_timeout"\} (\d+)/m), 1);
-  await new Promise((r) => setTimeout(r, 300));
   send(live, 8, 10, 20, 200, ['inbound']);
   live.sendStop();
   t.equal((await live.closed).code, 1000, 'the started stream ran past the start timeout');

@@ -12,6 +12,7 @@ import { MULAW_TO_PCM16 } from '../codecs/g711.js';
 import {
   startTestGateway, waitForRecordings, fetchAudio, decodeWav, soxRaw, soxInfo, readSidecarFromDisk, audioPathOnDisk,
 } from './fixtures/harness.js';
+import { until } from './fixtures/calls.js';
 
 const SIDECAR_FIELDS = [
   'recordingId', 'accountSid', 'callSid', 'streamSid', 'ctiSessionId', 'employeeId', 'segmentIndex', 'tracks',
@@ -166,16 +167,20 @@ t.test('a stream closed without stop (network loss) is finalised as hangup', asy
 });
 
 t.test('a silent stream is finalised as idle after STREAM_IDLE_TIMEOUT_S and the socket closed', async (t) => {
-  const g = await startTestGateway(t, { STREAM_IDLE_TIMEOUT_S: '1' });
+  // the gateway's monotonic clock is the test's: silence is measured on it, not on the wall
+  let clock = 0;
+  const g = await startTestGateway(t, { STREAM_IDLE_TIMEOUT_S: '1' }, { now: () => clock });
   const c = await TwilioStreamClient.connect(g.wsUrl);
   c.sendConnected();
   c.sendStart({ tracks: ['inbound'] });
   for (let i = 0; i < 25; i++) c.sendMedia('inbound', frameFor(71, 'inbound', i), i * 20);
-  const t0 = Date.now();
-  const closed = await c.closed;
-  const waited = Date.now() - t0;
-  t.ok(waited >= 900 && waited < 3000, `closed after about a second of silence (${waited} ms)`);
-  t.equal(closed.code, 1000);
+  await until(() => g.gw.recorder.counters.framesReceived === 25, 'the 25 frames at the gateway');
+  clock = 999;
+  t.equal(g.gw.recorder.sweepIdle(), 0, '999 ms of silence: still open');
+  t.ok(c.isOpen);
+  clock = 1000;
+  const closed = await c.closed; // the periodic sweep ends it now
+  t.equal(closed.code, 1000, 'closed after a second of silence');
   const [rec] = await waitForRecordings(g.http, c.callSid, 1);
   t.match(rec, { closeReason: 'idle', framesReceived: 25 });
 });

@@ -84,7 +84,9 @@ t.test('two nodes on one volume starting the same streamSid at once take differe
   const runs = await Promise.all(nodes.map((n, i) =>
     runStream({ url: n.ws, tracks: ['inbound'], seed: 20 + i, frames: 50 + i * 10, realtime: false, accountSid, callSid, streamSid })));
   t.equal(runs.length, 2);
-  const recs = await Promise.all(nodes.map(async (n) => (await waitForRecordings(n.http, callSid, 1))[0]));
+  // both single nodes share the volume's embedded catalog: each lists both; each wrote its own
+  const recs = await Promise.all(nodes.map(async (n, i) =>
+    (await waitForRecordings(n.http, callSid, 2)).find((r) => r.nodeId === ['node-a', 'node-b'][i])!));
   t.not(recs[0]!.recordingId, recs[1]!.recordingId, `distinct ids: ${recs[0]!.recordingId}, ${recs[1]!.recordingId}`);
   for (const [i, r] of recs.entries()) {
     const wav = decodeWav(await readFile(audioPathOnDisk(dir, r)));

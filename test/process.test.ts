@@ -10,6 +10,7 @@ import { frameFor, trackAudio } from '../loadtest/audio-fixtures.js';
 import { waitForRecordings, fetchAudio, decodeWav } from './fixtures/harness.js';
 import { globSidecars } from './fixtures/disk.js';
 import { spawnGateway, exitOf, startProcess, tempDir } from './fixtures/gateway-process.js';
+import { until } from './fixtures/calls.js';
 
 t.test('a bad setting stops start-up with one line naming it, exit 78', async (t) => {
   const cwd = await tempDir(t);
@@ -39,7 +40,9 @@ t.test('with no configuration the process records a call under ./recordings', as
   const [rec] = await waitForRecordings(gw.http, res.callSid, 1);
   const d = decodeWav(await fetchAudio(gw.http, rec.recordingId));
   t.ok(Buffer.from(d.channel[0]!).equals(trackAudio(4, 'inbound', 100)), 'recorded bit-exact');
-  t.same(await readdir(path.join(cwd, 'recordings')), ['.ids', '.inprogress', res.accountSid], 'under ./recordings by default');
+  t.same((await readdir(path.join(cwd, 'recordings'))).sort(),
+    ['.catalog.sqlite', '.catalog.sqlite-shm', '.catalog.sqlite-wal', '.ids', '.inprogress', res.accountSid].sort(),
+    'under ./recordings by default, the embedded catalog beside it');
   gw.child.kill('SIGTERM');
   t.equal((await gw.exited).code, 0, 'exits 0 after SIGTERM');
 });
@@ -57,10 +60,14 @@ t.test('SIGTERM drains: not ready, new streams refused, live streams finalised a
       sent++;
     }
   }, 20);
-  await new Promise((r) => setTimeout(r, 600));
+  // the stream is live at the gateway (listed) and its audio is flowing
+  await until(async () => {
+    const r = await fetch(`${gw.http}/v1/calls`).then((x) => x.json() as Promise<{ items: unknown[] }>);
+    return r.items.length === 1 && sent >= 10;
+  }, 'the stream listed by the gateway');
   gw.child.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 300));
-  t.equal((await fetch(`${gw.http}/readyz`)).status, 503, 'readyz 503 while draining');
+  await until(async () => (await fetch(`${gw.http}/readyz`)).status === 503, 'readyz 503 while draining');
+  t.pass('readyz 503 while draining');
   const refused = await TwilioStreamClient.connect(gw.ws).then(() => 101, (e: unknown) => (e instanceof UpgradeRefusedError ? e.status : -1));
   t.equal(refused, 503, 'a new stream is refused during the drain');
   const closed = await c.closed;

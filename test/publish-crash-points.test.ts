@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 
 t.setTimeout(300_000);
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { runStream } from '../loadtest/stream-runner.js';
 import { trackAudio } from '../loadtest/audio-fixtures.js';
@@ -17,7 +17,6 @@ import { globSidecars } from './fixtures/disk.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 
 const SECRET = 'webhook-secret-for-tests';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function ready(p: Running): Promise<void> {
   await until(async () => (await fetch(`${p.http}/readyz`)).status === 200, 'ready', 20_000);
@@ -74,8 +73,12 @@ for (const step of ['recovery:audio-renamed', 'recovery:sidecar-written'] as con
     const first = await startProcess(t, cwd, env);
     const abort = new AbortController();
     const run = runStream({ url: first.ws, tracks: ['inbound'], seed: 32, frames: Infinity, realtime: true, signal: abort.signal });
-    await until(async () => (await readdir(path.join(env.RECORDINGS_DIR, '.inprogress'))).some((n) => n.endsWith('.wav')), 'a partial');
-    await sleep(1500);
+    // a partial holding at least a second of audio (8000 bytes of mu-law past the header)
+    const inprogress = path.join(env.RECORDINGS_DIR, '.inprogress');
+    await until(async () => {
+      for (const n of await readdir(inprogress)) if (n.endsWith('.wav') && (await stat(path.join(inprogress, n))).size >= 44 + 8000) return true;
+      return false;
+    }, 'a partial with a second of audio');
     first.child.kill('SIGKILL');
     await first.exited;
     const res = await run;

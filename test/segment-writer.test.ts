@@ -36,3 +36,25 @@ t.test('a 10-minute gap is queued as a count, outside the cap, and written whole
   t.ok(data.subarray(8000, 601 * 8000).every((b) => b === 0xff), 'the gap is mu-law silence');
   t.ok(data.subarray(601 * 8000).equals(audio), 'audio after the gap, not dropped');
 });
+
+t.test('with batchBytes the file is written once a batch is queued, and finalize writes the rest', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-writer-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const paths = segmentPaths(dir, `AC${'1'.repeat(32)}`, `CA${'2'.repeat(32)}`, new Date(0), `MZ${'4'.repeat(32)}-0000`);
+  const w = new SegmentWriter({
+    paths, encoding: 'mulaw', channels: 1, sampleRate: 8000, chunkSamples: 4000, meta: {}, now: () => performance.now(),
+    batchBytes: 12000,
+  });
+  const chunk = (k: number) => Buffer.alloc(4000, k);
+  w.append([chunk(1)], 0, 4000, false, performance.now());
+  w.append([chunk(2)], 0, 4000, false, performance.now());
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(w.writtenBytes, 0, 'below the batch: nothing written yet');
+  w.append([chunk(3)], 0, 4000, false, performance.now());
+  for (let i = 0; i < 100 && w.writtenBytes < 12000; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(w.writtenBytes, 12000, 'a full batch goes out in one write');
+  w.append([chunk(4)], 0, 4000, false, performance.now());
+  await w.finalize();
+  const data = (await readFile(paths.audio)).subarray(wavHeaderLength('mulaw'));
+  t.ok(data.equals(Buffer.concat([1, 2, 3, 4].map(chunk))), 'finalize wrote the part batch: all audio, in order');
+});

@@ -1,5 +1,5 @@
 // Issue 9.10b/d: settings that are valid but leave a door open are said once at start, by the
-// process as containers run it (node --import tsx gateway/main.ts).
+// process, started with node directly as containers start it.
 import t, { type Test } from 'tap';
 import { startProcess, tempDir } from './fixtures/gateway-process.js';
 

@@ -178,6 +178,10 @@ t.test('per-source API keys see only their own calls, recordings, contacts and a
   const listG = await api(g, 'GET', '/v1/recordings', GLOBAL);
   t.equal(listG.body.items.length, 3, 'the global key sees every account');
   t.same((await api(g, 'GET', `/v1/recordings?callSid=${b.callSid}`, KEY_A)).body.items, [], 'filtering by B\'s call finds nothing');
+  t.same((await api(g, 'GET', `/v1/recordings?accountSid=${SID_B}&count=true`, KEY_A)).body, { items: [], nextCursor: null, total: 0 },
+    'asking for B\'s account with A\'s key finds nothing, not even a count');
+  t.same((await api(g, 'GET', `/v1/recordings?accountSid=${SID_A}`, KEY_A)).body.items.map((r: RecordingSidecar) => r.recordingId), [a.recordingId]);
+  t.equal((await api(g, 'GET', `/v1/recordings?accountSid=${SID_B}&count=true`, GLOBAL)).body.total, 2, 'the global key filters by account');
 
   for (const p of [`/v1/recordings/${b.recordingId}`, `/v1/recordings/${b.recordingId}/audio`, `/v1/recordings/${b.recordingId}/audio?format=pcm16`,
     '/v1/cti-sessions/B-only', '/v1/cti-sessions/B-only/audio', '/v1/cti-sessions/B-only/audio?format=opus',

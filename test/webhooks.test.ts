@@ -10,6 +10,7 @@ import path from 'node:path';
 import { runStream } from '../loadtest/stream-runner.js';
 import { startTestGateway, waitForRecordings } from './fixtures/harness.js';
 import { until } from './fixtures/calls.js';
+import { captureLog } from './fixtures/capture-log.js';
 
 const SECRET = 'webhook-secret-for-tests';
 
@@ -63,15 +64,16 @@ const sign = (body: string) => `sha256=${createHmac('sha256', SECRET).update(bod
 t.test('finished and deleted recordings reach a receiver that is down, then flaky, then up', async (t) => {
   const rx = new Receiver(await Receiver.freePort(), 2);
   t.teardown(() => rx.down());
+  const log = captureLog('warn');
   const g = await startTestGateway(t, { RECORDING_WEBHOOK_URL: rx.url, RECORDING_WEBHOOK_SECRET: SECRET, MIN_SESSION_LENGTH_S: '1' },
-    { webhookBaseDelayMs: 50, webhookMaxDelayMs: 400 });
+    { webhookBaseDelayMs: 50, webhookMaxDelayMs: 400, logger: log.logger });
   const kept = await runStream({ url: g.wsUrl, tracks: ['inbound'], seed: 1, frames: 60, realtime: false, customParameters: { ctiSessionId: 'S-w' } });
   const short = await runStream({ url: g.wsUrl, tracks: ['inbound'], seed: 2, frames: 10, realtime: false });
   const [rec] = await waitForRecordings(g.http, kept.callSid, 1);
   await g.gw.recorder.settled();
   const outbox = g.gw.outbox!.dir;
   t.equal((await readdir(outbox)).filter((f) => f.endsWith('.json')).length, 2, 'both events wait on disk while the receiver is down');
-  await new Promise((r) => setTimeout(r, 300)); // a few failed attempts
+  await until(() => log.lines().filter((l) => l.msg === 'recording webhook not acknowledged; will retry').length >= 4, 'two failed attempts per event');
   await rx.up();
   await until(() => rx.byEventId(t).size === 2, 'both events delivered');
   const events = rx.byEventId(t);

@@ -40,7 +40,7 @@ const cases: [name: string, code: number, bad: (c: TwilioStreamClient) => void, 
   ['a message over 64 KiB', 1009, (c) => c.sendRaw(JSON.stringify({ event: 'media', streamSid: c.streamSid, pad: 'x'.repeat(70 * 1024) })),
     (l) => l.kind === 'message_too_large'],
   ['a text frame that is not UTF-8', 1007, (c) => c.sendRaw(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), false),
-    (l) => l.msg === 'stream socket error' && /UTF-8/.test(String(l.err))],
+    (l) => l.msg === 'stream socket error' && /UTF-8/.test(String((l.err as { message?: string } | undefined)?.message))],
 ];
 
 for (const [name, code, bad, warned] of cases) {

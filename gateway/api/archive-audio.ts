@@ -7,7 +7,7 @@ import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { IndexedRecording } from '../../recorder/recording-index.js';
+import type { IndexedRecording } from '../../recorder/catalog/catalog.js';
 import { decodePcm, decodeWav, encodeStream, FfmpegUnavailableError, type FfmpegRun } from '../../recorder/archive/ffmpeg.js';
 import { openWavPcm } from '../../recorder/archive/pcm-source.js';
 import { archiveFileName, isArchiveFormat, type ArchiveFormat } from '../../recorder/archive/formats.js';
@@ -165,7 +165,7 @@ export async function playableWav(rec: IndexedRecording): Promise<{ path: string
   try {
     await Promise.all([pipeline(run.output, createWriteStream(tmp)), run.done]);
   } catch (err) {
-    await unlink(tmp).catch(() => undefined);
+    await unlink(tmp).catch(() => undefined); // best effort (may not exist); the decode error is what counts
     throw err;
   }
   return { path: tmp, temp: true };

@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { buildWavHeader, parseWavHeader, type WavInfo } from '../../codecs/wav.js';
 import { MULAW_TO_PCM16, ALAW_TO_PCM16 } from '../../codecs/g711.js';
-import type { RecordingIndex } from '../../recorder/recording-index.js';
+import type { Catalog } from '../../recorder/catalog/catalog.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
 import { ApiError } from './errors.js';
 import { playableWav } from './archive-audio.js';
@@ -115,23 +115,25 @@ function hours(frames: number): string {
  * The WAV of a contact: its length and ETag are known before a byte is mixed, so a Range is
  * answered by mixing only the frames it covers (bounded memory, whatever the offset).
  */
-export async function contactAudio(index: RecordingIndex, ctiSessionId: string, accountSid: string | null = null): Promise<ContactAudio> {
+export async function contactAudio(index: Catalog, ctiSessionId: string, accountSid: string | null = null): Promise<ContactAudio> {
   // a per-source key hears only its account's legs; another account's contact does not exist for it
-  const sidecars = index.byCtiSession(ctiSessionId).filter((s) => accountSid === null || s.accountSid === accountSid);
+  const sidecars = (await index.byCtiSession(ctiSessionId)).filter((s) => accountSid === null || s.accountSid === accountSid);
   if (sidecars.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
   const t0 = Math.min(...sidecars.map((s) => Date.parse(s.startedAt)));
   const legs: Leg[] = [];
   let closed: Promise<void> | null = null;
+  // read-only handles: a failed close loses nothing, and the answer is already decided
   const close = () => (closed ??= Promise.all(legs.map((l) => l.fh.close().catch(() => undefined))).then(() => undefined));
   try {
     for (const s of sidecars) {
-      const rec = index.get(s.recordingId);
+      const rec = await index.get(s.recordingId);
       if (!rec) continue;
       // a leg whose WAV was removed for its archive is decoded into a temporary file, unlinked once open
       const wav = await playableWav(rec);
       try {
         legs.push(await openLeg(s, wav.path, t0));
       } finally {
+        // best effort: a leftover .playback-tmp is only disk space (a dot-file no listing shows)
         if (wav.temp) await unlink(wav.path).catch(() => undefined);
       }
     }

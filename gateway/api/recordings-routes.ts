@@ -1,4 +1,4 @@
-// Playback API over the recording index (contract section 4): list and fetch sidecars, stream
+// Playback API over the recording catalog (contract sections 4 and 8): list and fetch sidecars, stream
 // the audio with Range support, convert the encoding on the fly.
 import { open, type FileHandle } from 'node:fs/promises';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
@@ -6,8 +6,8 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { buildWavHeader, parseWavHeader, type WavEncoding } from '../../codecs/wav.js';
 import { bytesPerSample, transcode } from '../../codecs/transcode.js';
-import { decodeCursor, type IndexedRecording, type RecordingIndex } from '../../recorder/recording-index.js';
-import { CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
+import { decodeCursor, type Catalog, type IndexedRecording } from '../../recorder/catalog/catalog.js';
+import { ACCOUNT_SID_RE, CALL_SID_RE, RECORDING_ID_RE } from '../../recorder/storage-layout.js';
 import { ApiError } from './errors.js';
 import { contactAudio, type ContactAudio } from './contact-audio.js';
 import { archivePath, assertConversionSlot, convertRecording, decodedArchivePcm, encodePcm } from './archive-audio.js';
@@ -16,7 +16,7 @@ import { accessOf, canSee } from './api-auth.js';
 import { clipId } from '../../recorder/ingest-limits.js';
 
 export interface RecordingRoutesOptions {
-  index: RecordingIndex;
+  index: Catalog;
 }
 
 const MAX_LIMIT = 1000;
@@ -28,6 +28,8 @@ const WAV_FORMATS = ['pcm16', 'mulaw', 'wav'] as const;
 const AUDIO_FORMATS = [...WAV_FORMATS, ...ARCHIVE_FORMATS] as const;
 type AudioFormat = 'pcm16' | 'mulaw';
 
+const CLOSE_REASONS = ['stop', 'hangup', 'idle', 'rotate', 'long_call', 'shutdown', 'recovered'] as const;
+
 const ListQuery = Type.Object({
   callSid: Type.Optional(Type.String({ pattern: CALL_SID_RE.source })),
   // no maxLength: a longer value is clipped as it was at ingest (recorder/ingest-limits.ts)
@@ -37,6 +39,12 @@ const ListQuery = Type.Object({
   to: Type.Optional(Type.String({ format: 'date-time' })),
   limit: Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT }),
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+  accountSid: Type.Optional(Type.String({ pattern: ACCOUNT_SID_RE.source })),
+  closeReason: Type.Optional(Type.Union(CLOSE_REASONS.map((r) => Type.Literal(r)))),
+  /** durationMs >= this */
+  minDurationMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 7 * 24 * 3600 * 1000 })),
+  /** true: the page also carries `total`, every match on all pages */
+  count: Type.Optional(Type.Boolean()),
 });
 type ListQuery = Static<typeof ListQuery>;
 
@@ -70,11 +78,11 @@ function parseDate(name: string, value: string | undefined): Date | undefined {
 }
 
 /** A recording the caller may see: another account's is answered 404, like a missing one. */
-function lookup(index: RecordingIndex, id: string, request: FastifyRequest): IndexedRecording {
+async function lookup(index: Catalog, id: string, request: FastifyRequest): Promise<IndexedRecording> {
   if (!RECORDING_ID_RE.test(id)) {
     throw new ApiError(400, 'bad_request', `recording id ${JSON.stringify(id.slice(0, 80))} is malformed: expected MZ followed by 32 hex digits, "-" and a 4-digit segment index`);
   }
-  const rec = index.get(id);
+  const rec = await index.get(id);
   if (!rec || !canSee(accessOf(request), rec.sidecar.accountSid)) throw new ApiError(404, 'not_found', `no recording with id ${id}`);
   return rec;
 }
@@ -249,7 +257,7 @@ function fromArchive(rec: IndexedRecording, to: AudioFormat, etag: string): Repr
       // decoded from the start (lossy frames do not allow an exact seek); bytes before the range are dropped
       const pcm = decodedArchivePcm(rec, frames * channels * 2);
       const slice = new TranscodeSlice('pcm16', to, dStart, dEnd - dStart + 1, prefix, suffix);
-      slice.on('close', () => { void fh.close().catch(() => undefined); });
+      slice.on('close', () => { void fh.close().catch(() => undefined); }); // read-only: a failed close loses nothing
       return pipeline(pcm, slice, () => {});
     },
   };
@@ -288,8 +296,8 @@ async function openOrNull(file: string): Promise<FileHandle | null> {
 
 type AudioRequest = FastifyRequest<{ Params: IdParams; Querystring: AudioQuery }>;
 
-async function sendAudio(request: AudioRequest, reply: FastifyReply, index: RecordingIndex) {
-  const rec = lookup(index, request.params.id, request);
+async function sendAudio(request: AudioRequest, reply: FastifyReply, index: Catalog) {
+  const rec = await lookup(index, request.params.id, request);
   const { format } = request.query;
   if (format !== undefined && !(AUDIO_FORMATS as readonly string[]).includes(format)) {
     throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported; use one of ${AUDIO_FORMATS.join(', ')}, or leave it out for the file as stored`);
@@ -441,8 +449,14 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
         throw new ApiError(400, 'bad_request', (err as Error).message);
       }
     }
+    // a per-source key sees its account only: asking for another one finds nothing
+    const own = accessOf(request).accountSid;
+    if (own !== null && q.accountSid !== undefined && q.accountSid !== own) {
+      return { items: [], nextCursor: null, ...(q.count ? { total: 0 } : {}) };
+    }
     return index.query({
-      accountSid: accessOf(request).accountSid ?? undefined,
+      accountSid: own ?? q.accountSid,
+      closeReason: q.closeReason, minDurationMs: q.minDurationMs, count: q.count,
       callSid: q.callSid, ctiSessionId: clipId(q.ctiSessionId), employeeId: clipId(q.employeeId), from, to, limit: q.limit, cursor: q.cursor,
     });
   });
@@ -450,7 +464,7 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
   app.get<{ Params: IdParams }>('/v1/recordings/:id', {
     schema: { params: IdParams },
     preValidation: onlyQueryParams([]),
-  }, async (request) => lookup(index, request.params.id, request).sidecar);
+  }, async (request) => (await lookup(index, request.params.id, request)).sidecar);
 
   app.route<{ Params: IdParams; Querystring: AudioQuery }>({
     method: ['GET', 'HEAD'],
@@ -466,7 +480,7 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
   }, async (request) => {
     const ctiSessionId = clipId(request.params.ctiSessionId);
     const access = accessOf(request);
-    const recordings = index.byCtiSession(ctiSessionId).filter((s) => canSee(access, s.accountSid));
+    const recordings = (await index.byCtiSession(ctiSessionId)).filter((s) => canSee(access, s.accountSid));
     if (recordings.length === 0) throw new ApiError(404, 'not_found', `no recordings for CTI session ${JSON.stringify(ctiSessionId)}`);
     return { ctiSessionId, recordings };
   });

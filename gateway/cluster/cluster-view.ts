@@ -52,7 +52,9 @@ export class ClusterView {
   }
 
   start(): void {
-    this.timer = setInterval(() => { void this.watch().catch(() => undefined); }, WATCH_EVERY_MS);
+    this.timer = setInterval(() => {
+      void this.watch().catch((err: unknown) => this.o.log.warn({ err }, 'cluster: could not check for dead nodes'));
+    }, WATCH_EVERY_MS);
     this.timer.unref();
   }
 

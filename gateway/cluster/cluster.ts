@@ -24,7 +24,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Recorder } from '../../recorder/recorder.js';
 import type { StreamSession } from '../../recorder/stream-session.js';
-import type { RecordingIndex } from '../../recorder/recording-index.js';
+import type { Catalog } from '../../recorder/catalog/catalog.js';
 import type { Alarm, Alarms } from '../../recorder/alarms.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
 import { Keys, type ScopeOf, type StreamEntry } from './keys.js';
@@ -43,7 +43,9 @@ export interface ClusterOptions {
   recordingsDir: string;
   app: FastifyInstance;
   recorder: Recorder;
-  index: RecordingIndex;
+  index: Catalog;
+  /** reconcile this node's catalog with the volume (announcements missed while Redis was away) */
+  reconcile: () => Promise<void>;
   alarms: Alarms;
   log: Logger;
   /** this process's own API key: forwarded commands and replays of queued CTI events run with it */
@@ -64,14 +66,14 @@ export interface ClusterOptions {
   forgetDeadAfterMs?: number;
 }
 
-/** The stream as GET /v1/calls lists it. `paused` is read structurally: pause/resume owns it. */
+/** The stream as GET /v1/calls lists it. */
 export function entryOf(session: StreamSession, nodeId: string): StreamEntry {
   return {
     accountSid: session.id.accountSid,
     callSid: session.id.callSid,
     streamSid: session.id.streamSid,
     nodeId,
-    paused: (session as unknown as { paused?: unknown }).paused === true,
+    paused: session.paused,
     startedAt: session.startedAt.toISOString(),
   };
 }
@@ -92,7 +94,7 @@ export class Cluster {
     const { nodeId, log, recorder } = o;
     this.keys = new Keys(o.prefix);
     this.link = new RedisLink({ url: o.redisUrl, log });
-    this.shared = new SharedState({ link: this.link, keys: this.keys, nodeId, log, index: o.index, recordingsDir: o.recordingsDir });
+    this.shared = new SharedState({ link: this.link, keys: this.keys, nodeId, log, index: o.index, recordingsDir: o.recordingsDir, reconcile: o.reconcile });
     this.registry = new NodeRegistry({
       link: this.link, keys: this.keys, nodeId, log, scopeOf: o.scopeOf,
       liveStreams: () => [...recorder.sessions()].map((s) => entryOf(s, nodeId)),
@@ -132,7 +134,8 @@ export class Cluster {
     this.link.onReady(() => {
       if (this.redisLostAlarm) clearTimeout(this.redisLostAlarm);
       this.redisLostAlarm = null;
-      this.link.sub.subscribe(this.keys.maintenanceChannel(), this.keys.pauseChannel()).catch(() => undefined);
+      this.link.sub.subscribe(this.keys.maintenanceChannel(), this.keys.pauseChannel()).catch((err: unknown) =>
+        this.o.log.warn({ err }, 'cluster: could not subscribe to maintenance and pause notices'));
     });
     this.link.sub.on('message', (channel: string, message: string) => {
       if (channel === this.keys.pauseChannel()) this.pauseNotice(message);
@@ -187,7 +190,7 @@ export class Cluster {
         const r = await this.router.runLocally('POST', '/v1/cti/events', replay, p.actor);
         if (r.status >= 300) this.o.log.warn({ callSid: e.callSid, status: r.status, body: r.body.slice(0, 200) }, 'cluster: queued CTI event refused');
       }
-    }).catch((err: Error) => this.o.log.warn({ err: err.message, callSid: e.callSid }, 'cluster: could not take queued CTI events'));
+    }).catch((err: Error) => this.o.log.warn({ err, callSid: e.callSid }, 'cluster: could not take queued CTI events'));
   }
 
   private async afterSync(): Promise<void> {
@@ -196,6 +199,10 @@ export class Cluster {
 
   recordingPublished(s: RecordingSidecar): void {
     this.shared.recordingPublished(s);
+  }
+
+  recordingUpdated(s: RecordingSidecar): void {
+    this.shared.recordingUpdated(s);
   }
 
   recordingRemoved(recordingId: string): void {

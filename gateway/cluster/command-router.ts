@@ -126,7 +126,7 @@ export class CommandRouter {
     const { link, keys, nodeId } = this.o;
     link.onReady(() => {
       link.sub.subscribe(keys.cmdChannel(nodeId), keys.replyChannel(nodeId)).catch((err: Error) =>
-        this.o.log.warn({ err: err.message }, 'cluster: subscribe failed'));
+        this.o.log.warn({ err }, 'cluster: subscribe failed'));
     });
     link.sub.on('message', (channel: string, message: string) => {
       if (channel === keys.cmdChannel(nodeId)) void this.execute(message);
@@ -178,8 +178,12 @@ export class CommandRouter {
     }
     // no stream anywhere: the local route answers (404 for an unknown call; CTI: queued, local state)
     if (holders.length === 0) return;
-    const owners = await this.o.view.classify(holders).catch(() => null);
-    if (owners === null) throw new ApiError(503, 'cluster_unavailable', `cannot check which node holds call ${callSid}; the command was not applied`);
+    let owners: Awaited<ReturnType<ClusterView['classify']>>;
+    try {
+      owners = await this.o.view.classify(holders);
+    } catch (err) {
+      throw new ApiError(503, 'cluster_unavailable', `cannot check which node holds call ${callSid} (${(err as Error).message}); the command was not applied`);
+    }
     if (owners.alive.length === 0) {
       throw new ApiError(503, 'owner_lost', `call ${callSid} is held by node ${owners.dead.join(', ')}, which stopped answering (lost); the command was not applied`);
     }
@@ -279,7 +283,7 @@ export class CommandRouter {
       id: msg.id, status: 500, contentType: 'application/json', body: JSON.stringify({ error: 'internal', message: err.message }),
     }));
     await this.o.link.cmd.publish(this.o.keys.replyChannel(msg.from), JSON.stringify(r)).catch((err: Error) =>
-      this.o.log.warn({ err: err.message, from: msg.from }, 'cluster: could not answer a forwarded command'));
+      this.o.log.warn({ err, from: msg.from }, 'cluster: could not answer a forwarded command'));
   }
 
   /** Run a command on this node as if forwarded (e.g. replaying queued CTI events). */

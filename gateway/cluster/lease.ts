@@ -10,11 +10,15 @@ import type { Keys } from './keys.js';
 export type LeaseRunner = (name: string, intervalMs: number, fn: () => Promise<void> | void) => () => void;
 
 /** Single node: a plain interval. */
-export const localLease: LeaseRunner = (_name, intervalMs, fn) => {
-  const timer = setInterval(() => { void Promise.resolve().then(fn).catch(() => undefined); }, intervalMs);
-  timer.unref();
-  return () => clearInterval(timer);
-};
+export function localLease(log: Logger): LeaseRunner {
+  return (name, intervalMs, fn) => {
+    const timer = setInterval(() => {
+      void Promise.resolve().then(fn).catch((err: unknown) => log.warn({ lease: name, err }, 'periodic job failed'));
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  };
+}
 
 export function redisLease(redis: Redis, keys: Keys, nodeId: string, log: Logger, isReady: () => boolean): LeaseRunner {
   return (name, intervalMs, fn) => {
@@ -28,7 +32,7 @@ export function redisLease(redis: Redis, keys: Keys, nodeId: string, log: Logger
         log.debug({ lease: name }, 'lease taken: running');
         await fn();
       } catch (err) {
-        log.warn({ lease: name, err: (err as Error).message }, 'leased job failed');
+        log.warn({ lease: name, err }, 'leased job failed');
       } finally {
         running = false;
       }

@@ -77,7 +77,7 @@ export class NodeRegistry {
       this.lastOk = performance.now();
     } catch (err) {
       this.needsSync = true;
-      this.o.log.warn({ err: (err as Error).message }, 'cluster heartbeat failed');
+      this.o.log.warn({ err }, 'cluster heartbeat failed');
     }
   }
 
@@ -117,7 +117,7 @@ export class NodeRegistry {
       await this.o.afterSync?.();
     } catch (err) {
       this.needsSync = true;
-      this.o.log.warn({ err: (err as Error).message }, 'cluster sync failed; retrying');
+      this.o.log.warn({ err }, 'cluster sync failed; retrying');
     }
   }
 
@@ -185,7 +185,7 @@ export class NodeRegistry {
       for (const [streamSid, json] of Object.entries(old)) m.hdel(this.callKey(JSON.parse(json) as StreamEntry), streamSid);
       await m.del(k.streams(id), k.alive(id), k.lost(id)).srem(k.nodes(), id).exec();
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message }, 'cluster: could not deregister');
+      this.o.log.warn({ err }, 'cluster: could not deregister');
     }
   }
 }

@@ -3,7 +3,10 @@
 // the stream applies them. `pushUnlessOwned` is one Lua script: either the call already has a
 // holder (returned, the caller forwards the event there) or the event is queued; a stream
 // registering at the same moment registers first and takes after (NodeRegistry, then `take`),
-// so no event falls between the two. Queues are per account and callSid, like every call key.
+// so an event racing the registration is either forwarded or queued and then taken. A `take`
+// that fails (Redis away) leaves its events queued: they are taken when a later full sync
+// registers the stream again, or expire with PENDING_CTI_TTL_MS (a warning is logged).
+// Queues are per account and callSid, like every call key.
 import type { Redis } from 'ioredis';
 import type { Keys } from './keys.js';
 

@@ -36,7 +36,7 @@ export class RedisLink {
     this.sub = new Redis(opts.url, { ...common, connectionName: 'gateway-sub' });
     for (const c of [this.cmd, this.sub]) {
       // ioredis logs unhandled 'error' events loudly; the state change is what matters here
-      c.on('error', (err: Error) => opts.log.debug({ err: err.message }, 'redis connection error'));
+      c.on('error', (err: Error) => opts.log.debug({ err }, 'redis connection error'));
       c.on('ready', () => this.changed());
       c.on('close', () => this.changed());
       c.on('end', () => this.changed());
@@ -57,7 +57,8 @@ export class RedisLink {
   }
 
   connect(): void {
-    // lazyConnect: listeners are attached before the first attempt; failures are retried
+    // lazyConnect: listeners are attached before the first attempt. A failed attempt also comes
+    // as an 'error' event (logged above) and ioredis retries: the promise adds nothing.
     this.cmd.connect().catch(() => undefined);
     this.sub.connect().catch(() => undefined);
   }

@@ -1,21 +1,19 @@
 // Cluster-wide recordings and alarms. The volume is shared, so a recording published by any node
 // is a file every node can serve: its sidecar is announced on `recordings` and every node adds
-// it to its index (and rescans the volume after each (re)connect, for announcements missed
-// meanwhile). Alarms go to Redis as one entry per node, kind and subject (`<p>alarm-entries`,
+// it to its embedded catalog (and reconciles the catalog with the volume in the background after
+// each (re)connect, for announcements missed meanwhile). With DATABASE_URL the catalog is shared:
+// announcements change nothing there and no reconcile is needed. Alarms go to Redis as one entry per node, kind and subject (`<p>alarm-entries`,
 // hash), at most ALARMS_PER_KIND per kind in the cluster (`<p>alarm-order:<kind>`, sorted set by
 // time: the oldest entry of that kind goes), which GET /v1/alarms reads; alarms raised while Redis
 // is away wait in memory (latest entry per key, bounded) and are pushed on reconnect.
-import { access } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { ALARMS_PER_KIND, alarmKey, type Alarm } from '../../recorder/alarms.js';
-import type { RecordingIndex } from '../../recorder/recording-index.js';
+import type { Catalog } from '../../recorder/catalog/catalog.js';
 import type { RecordingSidecar } from '../../recorder/sidecar.js';
 import { sidecarPathOf } from '../../recorder/storage-layout.js';
 import type { Keys } from './keys.js';
 import type { RedisLink } from './redis-link.js';
 
-/** sidecars checked at once by the rescan */
-const RESCAN_BATCH = 64;
 /** alarms waiting for Redis (one per node, kind and subject) */
 const UNSENT_KEPT = 1000;
 
@@ -39,6 +37,7 @@ const ANNOUNCEMENTS_KEPT = 10000;
 
 type Announcement =
   | { kind: 'published'; nodeId: string; sidecar: RecordingSidecar }
+  | { kind: 'updated'; nodeId: string; sidecar: RecordingSidecar }
   | { kind: 'removed'; nodeId: string; recordingId: string };
 
 export interface SharedStateOptions {
@@ -46,8 +45,9 @@ export interface SharedStateOptions {
   keys: Keys;
   nodeId: string;
   log: Logger;
-  index: RecordingIndex;
+  index: Catalog;
   recordingsDir: string;
+  reconcile: () => Promise<void>;
 }
 
 export class SharedState {
@@ -62,7 +62,8 @@ export class SharedState {
   start(): void {
     const { link, keys } = this.o;
     link.onReady(() => {
-      link.sub.subscribe(keys.recordingsChannel()).catch(() => undefined);
+      link.sub.subscribe(keys.recordingsChannel()).catch((err: unknown) =>
+        this.o.log.warn({ err }, 'cluster: could not subscribe to recording announcements'));
     });
     link.sub.on('message', (channel: string, message: string) => {
       if (channel === keys.recordingsChannel()) this.onAnnouncement(message);
@@ -76,13 +77,13 @@ export class SharedState {
     } catch {
       return;
     }
-    if (a.nodeId === this.o.nodeId) return;
-    try {
-      if (a.kind === 'published') this.o.index.add(a.sidecar, sidecarPathOf(this.o.recordingsDir, a.sidecar));
-      else this.o.index.remove(a.recordingId);
-    } catch (err) {
-      this.o.log.warn({ err: (err as Error).message }, 'cluster: bad recording announcement ignored');
-    }
+    if (a.nodeId === this.o.nodeId || this.o.index.backend === 'postgres') return;
+    // announcements from different nodes may arrive in any order: a `published` or `updated`
+    // after the `removed` of the same recording must not list it again (tombstone; UPDATE only)
+    const applied = a.kind === 'published' ? this.o.index.put(a.sidecar, sidecarPathOf(this.o.recordingsDir, a.sidecar))
+      : a.kind === 'updated' ? this.o.index.update(a.sidecar)
+        : this.o.index.remove(a.recordingId);
+    applied.catch((err: Error) => this.o.log.warn({ err }, 'cluster: bad recording announcement ignored'));
   }
 
   private announce(a: Announcement): void {
@@ -99,6 +100,10 @@ export class SharedState {
     this.announce({ kind: 'published', nodeId: this.o.nodeId, sidecar });
   }
 
+  recordingUpdated(sidecar: RecordingSidecar): void {
+    this.announce({ kind: 'updated', nodeId: this.o.nodeId, sidecar });
+  }
+
   recordingRemoved(recordingId: string): void {
     this.announce({ kind: 'removed', nodeId: this.o.nodeId, recordingId });
   }
@@ -108,38 +113,16 @@ export class SharedState {
    * announcements of both were missed), and alarms not yet shared.
    */
   async resync(): Promise<void> {
-    await this.o.index.load((file, err) => this.o.log.warn({ file, err: err.message }, 'skipping unreadable sidecar'));
-    await this.dropDeleted();
+    // in the background: the node answers meanwhile from what the catalog already lists
+    if (this.o.index.backend !== 'postgres') {
+      void this.o.reconcile().catch((err: Error) => this.o.log.error({ err }, 'cluster: catalog reconcile failed'));
+    }
     const unsent = this.unsent;
     this.unsent = new Map();
     for (const a of unsent.values()) this.alarmRaised(a);
     const unannounced = this.unannounced;
     this.unannounced = [];
     for (const a of unannounced) this.announce(a);
-  }
-
-  /** Index entries whose sidecar left the shared volume (deleted by another node while we were away). */
-  private async dropDeleted(): Promise<number> {
-    const { items } = this.o.index.query({ limit: Number.MAX_SAFE_INTEGER });
-    let dropped = 0;
-    for (let i = 0; i < items.length; i += RESCAN_BATCH) {
-      const batch = items.slice(i, i + RESCAN_BATCH);
-      const gone = await Promise.all(batch.map(async (s) => {
-        const rec = this.o.index.get(s.recordingId);
-        if (!rec) return false;
-        try {
-          await access(rec.sidecarPath);
-          return false;
-        } catch (err) {
-          return (err as NodeJS.ErrnoException).code === 'ENOENT';
-        }
-      }));
-      batch.forEach((s, j) => {
-        if (gone[j] && this.o.index.remove(s.recordingId)) dropped++;
-      });
-    }
-    if (dropped > 0) this.o.log.info({ dropped }, 'cluster: rescan removed recordings deleted while this node was away');
-    return dropped;
   }
 
   private entriesKey(): string {

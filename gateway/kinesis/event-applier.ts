@@ -39,18 +39,40 @@ export interface Applied {
 }
 
 const MAX_WORKERS = 10_000;
+/** refused events are summed up in one warning at most this often (a stream read from
+ * TRIM_HORIZON can hold days of events older than the 24 h an event may lie in the past) */
+const REFUSED_WARN_MS = 60_000;
 
 export class EventApplier {
   /** worker -> its last call (worker.activity.update names no call) */
   private readonly lastCall = new Map<string, string>();
   private readonly now: () => number;
   private warnedNotJson = 0;
+  private refused = { count: 0, exampleId: '', example: '' };
+  private warnedRefused = -Infinity;
 
   constructor(private readonly d: ApplierDeps) {
     this.now = d.now ?? Date.now;
   }
 
   async apply(records: readonly KinesisRecord[]): Promise<Applied> {
+    try {
+      return await this.applyBatch(records);
+    } finally {
+      this.warnRefused();
+    }
+  }
+
+  /** One line for the refused events since the last one, at most every REFUSED_WARN_MS. */
+  private warnRefused(): void {
+    const { count, exampleId, example } = this.refused;
+    if (count === 0 || this.now() - this.warnedRefused < REFUSED_WARN_MS) return;
+    this.warnedRefused = this.now();
+    this.refused = { count: 0, exampleId: '', example: '' };
+    this.d.log.warn({ refused: count, exampleId, example }, 'Kinesis events refused: skipped (counted in gateway_kinesis_records_total as invalid)');
+  }
+
+  private async applyBatch(records: readonly KinesisRecord[]): Promise<Applied> {
     const { accountSid, metrics } = this.d;
     const decoded: { seq: string; arrival: number; events: Extract<Decoded, { kind: 'event' }>[] }[] = [];
     const ids: string[] = [];
@@ -113,14 +135,16 @@ export class EventApplier {
       for (const cti of mapped.events) await this.d.dispatch({ ...cti, accountSid: this.d.accountSid });
     } catch (err) {
       if (err instanceof RetryLater) {
-        this.d.log.warn({ id: ev.id, err: err.message }, 'Kinesis event could not be applied now: will read it again');
+        this.d.log.warn({ id: ev.id, err }, 'Kinesis event could not be applied now: will read it again');
         return 'retry';
       }
       if (err instanceof RefusedEvent) {
-        this.d.log.warn({ id: ev.id, err: err.message }, 'Kinesis event refused');
+        // summed up per minute (warnRefused), not a line per event
+        this.d.log.debug({ id: ev.id, err }, 'Kinesis event refused');
+        if (this.refused.count++ === 0) this.refused = { count: 1, exampleId: ev.id, example: err.message };
         return 'invalid';
       }
-      this.d.log.error({ id: ev.id, err: (err as Error).message }, 'Kinesis event failed');
+      this.d.log.error({ id: ev.id, err }, 'Kinesis event failed');
       return 'failed';
     }
     if (mapped.workerSid !== null && ev.eventType !== 'worker.activity.update') {

@@ -72,7 +72,7 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
     const log = deps.log.child({ component: 'kinesis', accountSid: src.accountSid, stream: k.streamName });
     const store: KinesisStore = deps.redis
       ? new RedisStore(deps.redis.client, deps.redis.prefix, key, deps.nodeId, opts.leaseTtlMs ?? LEASE_TTL_MS)
-      : new FileStore(FileStore.fileFor(deps.recordingsDir, key), (err) => log.error({ err: err.message }, 'Kinesis checkpoint file not written'));
+      : new FileStore(FileStore.fileFor(deps.recordingsDir, key), (err) => log.error({ err }, 'Kinesis checkpoint file not written'));
     const applier = new EventApplier({ accountSid: src.accountSid, store, dispatch, metrics, log, onApplied: opts.onApplied });
     const source = new KinesisSource({
       accountSid: src.accountSid, settings: k, api: createKinesisApi(k, deps.nodeId), store, applier, metrics, log, timing,

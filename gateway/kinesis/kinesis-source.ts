@@ -75,9 +75,10 @@ export class KinesisSource {
     await this.ticking;
     const held = [...this.readers.entries()];
     await Promise.all(held.map(([, r]) => r.stop()));
-    await this.d.store.flush().catch((err: Error) => this.d.log.error({ err: err.message }, 'Kinesis checkpoint not written at stop'));
+    await this.d.store.flush().catch((err: Error) => this.d.log.error({ err }, 'Kinesis checkpoint not written at stop'));
     // hand the shards over at once rather than after the lease expires
-    await Promise.all(held.map(([id]) => this.d.store.release(id).catch(() => undefined)));
+    await Promise.all(held.map(([id]) => this.d.store.release(id).catch((err: unknown) =>
+      this.d.log.warn({ err, shardId: id }, 'Kinesis shard lease not released: another node takes the shard when it expires'))));
     this.readers.clear();
     this.d.api.close();
   }
@@ -101,7 +102,7 @@ export class KinesisSource {
     const { stream, region } = this.d.settings;
     if (now - this.lastWarn > 30_000) {
       this.lastWarn = now;
-      this.d.log.warn({ stream, region, op, err: `${err.name}: ${err.message}` }, 'Kinesis stream cannot be read: retrying');
+      this.d.log.warn({ stream, region, op, err }, 'Kinesis stream cannot be read: retrying');
     }
     if (!this.alarmed && now - this.failingSince >= this.d.timing.alarmAfterMs) {
       this.alarmed = true;
@@ -189,7 +190,10 @@ export class KinesisSource {
     void reader.done.then(async () => {
       if (this.readers.get(id) === reader) this.readers.delete(id);
       // finished, or stopped on an error: free the shard now (a no-op when the lease was lost)
-      if (!this.stopping) await d.store.release(id).catch(() => undefined);
+      if (!this.stopping) {
+        await d.store.release(id).catch((err: unknown) =>
+          d.log.warn({ err, shardId: id }, 'Kinesis shard lease not released: it is taken again when it expires'));
+      }
     });
   }
 
@@ -201,7 +205,7 @@ export class KinesisSource {
       lost = await this.d.store.renew([...this.readers.keys()]);
     } catch (err) {
       // Redis away: saves fail too, so the readers stop on their next batch
-      this.d.log.warn({ err: (err as Error).message }, 'Kinesis shard leases not renewed');
+      this.d.log.warn({ err }, 'Kinesis shard leases not renewed');
       return;
     }
     for (const id of lost) {

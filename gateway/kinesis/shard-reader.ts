@@ -52,7 +52,7 @@ export class ShardReader {
     this.now = d.now ?? Date.now;
     this.lastSeq = d.start.type === 'AFTER_SEQUENCE_NUMBER' ? (d.start.seq ?? null) : null;
     this.done = this.run().catch((err: Error) => {
-      d.log.error({ err: err.message, shardId: d.shardId }, 'Kinesis shard reader stopped on an error');
+      d.log.error({ err, shardId: d.shardId }, 'Kinesis shard reader stopped on an error');
     }).finally(() => d.metrics.shardDone(d.accountSid, d.shardId));
   }
 
@@ -84,7 +84,7 @@ export class ShardReader {
     try {
       ok = await this.d.store.save(this.d.shardId, { ...ck, at }, ids);
     } catch (err) {
-      this.d.log.warn({ shardId: this.d.shardId, err: (err as Error).message }, 'Kinesis checkpoint not saved: leaving the shard');
+      this.d.log.warn({ shardId: this.d.shardId, err }, 'Kinesis checkpoint not saved: leaving the shard');
       return false;
     }
     if (!ok) {

@@ -10,7 +10,7 @@ import { readdir, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { fsyncDir } from '../atomic-file.js';
-import type { IndexedRecording } from '../recording-index.js';
+import type { IndexedRecording } from '../catalog/catalog.js';
 import type { RecordingSidecar } from '../sidecar.js';
 import { ArchiveQueue, type ArchiveJob } from './archive-queue.js';
 import { ARCHIVE_FORMATS, archiveFileName, type ArchiveFormatSetting } from './formats.js';
@@ -23,7 +23,7 @@ export interface ArchiverOptions {
   keepWav: boolean;
   /** ARCHIVE_FORMAT of the recording's data source */
   formatFor: (sidecar: RecordingSidecar) => ArchiveFormatSetting;
-  lookup: (recordingId: string) => IndexedRecording | undefined;
+  lookup: (recordingId: string) => Promise<IndexedRecording | undefined>;
   /** the sidecar rewrite path (one writer per recording); null when the recording is gone */
   rewriteSidecar: (recordingId: string, change: (cur: RecordingSidecar) => RecordingSidecar) => Promise<RecordingSidecar | null>;
   /** the webhook (`archived`), at least once per archive */
@@ -75,7 +75,7 @@ export class Archiver {
   /** A recording was published and kept: queue its archive (on disk before this resolves). */
   async published(s: RecordingSidecar): Promise<void> {
     const format = this.#o.formatFor(s);
-    const rec = this.#o.lookup(s.recordingId);
+    const rec = await this.#o.lookup(s.recordingId);
     if (format === 'none' || !rec || this.#queued.has(s.recordingId)) return;
     const job: ArchiveJob = {
       recordingId: s.recordingId,
@@ -127,7 +127,7 @@ export class Archiver {
   async #run(job: ArchiveJob, signal: AbortSignal): Promise<void> {
     const id = job.recordingId;
     try {
-      const rec = this.#o.lookup(id);
+      const rec = await this.#o.lookup(id);
       if (!rec) {
         // deleted (a CTI rule) since it was queued: leave no audio of it behind
         await this.#removeLeftovers(path.join(this.#o.recordingsDir, path.dirname(job.sidecar)), id);
@@ -144,10 +144,11 @@ export class Archiver {
         const tmp = path.join(dir, `.${name}.${randomBytes(4).toString('hex')}${TMP_SUFFIX}`);
         let made;
         try {
-          made = await makeArchive(rec.audioPath, job.format, tmp, signal);
+          // while the WAV is kept a cheaper check may do (make-archive.ts, ArchiveVerify)
+          made = await makeArchive(rec.audioPath, job.format, tmp, { verify: this.#o.keepWav ? 'packets' : 'decode', signal });
           await rename(tmp, final);
         } catch (err) {
-          await unlink(tmp).catch(() => undefined);
+          await unlink(tmp).catch(() => undefined); // best effort (may not exist): the error that counts is rethrown
           throw err;
         }
         await fsyncDir(dir);

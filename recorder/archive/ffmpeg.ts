@@ -122,14 +122,16 @@ const pcmIn = (channels: number) => ['-f', 's16le', '-ar', RATE, '-ac', String(c
 const BITEXACT = ['-map_metadata', '-1', '-fflags', '+bitexact', '-flags:a', '+bitexact'];
 
 /**
- * Encode PCM16 (8 kHz, interleaved) into `outPath` and fsync it. `pcm` is consumed; `signal`
- * stops ffmpeg (shutdown).
+ * Encode the WAV file `wavPath` into `outPath` and fsync it; `signal` stops ffmpeg (shutdown).
+ * ffmpeg reads the file itself: its G.711 tables are the ITU ones, like codecs/g711.ts (checked
+ * sample for sample by the FLAC tests and, when the archive replaces the WAV, by
+ * make-archive.ts), and the gateway's thread neither decodes nor pipes a byte of the audio.
  */
-export async function encodeFile(
-  pcm: Readable, channels: number, format: ArchiveFormat, outPath: string, signal?: AbortSignal,
+export async function encodeWavFile(
+  wavPath: string, channels: number, format: ArchiveFormat, outPath: string, signal?: AbortSignal,
 ): Promise<void> {
   const spec = formatSpec(format);
-  const run = runFfmpeg([...pcmIn(channels), ...BITEXACT, ...spec.codec(channels), '-f', spec.muxer, '-y', outPath, '-progress'], pcm);
+  const run = runFfmpeg(['-i', wavPath, ...BITEXACT, ...spec.codec(channels), '-f', spec.muxer, '-y', outPath, '-progress'], null);
   run.output.resume(); // progress lines: read and dropped, so ffmpeg never blocks on them
   await untilDone(run, signal);
   const fh = await open(outPath, 'r+');
@@ -155,3 +157,4 @@ export function decodePcm(file: string, channels: number): FfmpegRun {
 export function decodeWav(file: string): FfmpegRun {
   return runFfmpeg(['-i', file, '-ar', RATE, '-c:a', 'pcm_s16le', '-fflags', '+bitexact', '-f', 'wav'], null);
 }
+

@@ -22,6 +22,14 @@ interface FormatSpec {
   codec(channels: number): string[];
   /** the ffmpeg configure flag the encoder needs (checked at start-up) */
   needs: string | null;
+  /**
+   * The container states the exact length (Ogg Opus: the last granule position less the
+   * pre-skip), so reading its pages (no decode) proves the file complete. Used while the WAV is kept; an
+   * archive that replaces the WAV is always decoded. Opus only: decoding it is the costly part
+   * (the decoder outputs 48 kHz, resampled to 8 kHz: a third of the encode's CPU), while FLAC
+   * and MP3 decode cheaply and MP3's packets include the encoder delay and padding.
+   */
+  packetsGiveLength: boolean;
 }
 
 const SPECS: Record<ArchiveFormat, FormatSpec> = {
@@ -33,9 +41,17 @@ const SPECS: Record<ArchiveFormat, FormatSpec> = {
     ext: 'opus',
     contentType: 'audio/ogg; codecs=opus',
     muxer: 'ogg',
-    // compression_level 3 (of 0..10): the default 10 costs ~3x the CPU for little at 8 kHz
-    codec: (ch) => ['-c:a', 'libopus', '-b:a', `${8 * ch}k`, '-application', 'voip', '-compression_level', '3', ...(ch > 1 ? ['-mapping_family', '255'] : [])],
+    // CPU, measured (BENCHMARKS.md): one worker must archive an audio hour in 12 s to keep up
+    // with 300 calls. compression_level 0 (of 0..10) and 120 ms packets (the longest Opus has:
+    // two 60 ms frames, SILK codes each as three 20 ms frames; less per-packet work and Ogg
+    // overhead): ~8.5 CPU s per audio hour against ~19 s at level 3 with 20 ms packets, and
+    // 14 % smaller files.
+    codec: (ch) => [
+      '-c:a', 'libopus', '-b:a', `${8 * ch}k`, '-application', 'voip', '-compression_level', '0', '-frame_duration', '120',
+      ...(ch > 1 ? ['-mapping_family', '255'] : []),
+    ],
     needs: '--enable-libopus',
+    packetsGiveLength: true,
   },
   // Lossless: the PCM16 decode of the mu-law, sample for sample.
   flac: {
@@ -44,6 +60,7 @@ const SPECS: Record<ArchiveFormat, FormatSpec> = {
     muxer: 'flac',
     codec: () => ['-c:a', 'flac', '-compression_level', '8'],
     needs: null,
+    packetsGiveLength: false,
   },
   // MPEG-2.5 layer III (the only MP3 flavour at 8 kHz), 16 kbit/s per channel, plain stereo
   // (joint stereo would mix the caller into the agent's channel at this rate).
@@ -53,6 +70,7 @@ const SPECS: Record<ArchiveFormat, FormatSpec> = {
     muxer: 'mp3',
     codec: (ch) => ['-c:a', 'libmp3lame', '-b:a', `${16 * ch}k`, '-joint_stereo', '0'],
     needs: '--enable-libmp3lame',
+    packetsGiveLength: false,
   },
 };
 

@@ -1,12 +1,12 @@
 // One archive: encode a WAV into a compressed file and prove the file good before anyone relies
-// on it (decoded: same channels, same duration within 20 ms; FLAC: the very same samples).
+// on it (same channels, same duration within 20 ms; FLAC decoded: the very same samples).
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { Transform } from 'node:stream';
 import { parseWavHeader } from '../../codecs/wav.js';
-import { decodeWav, encodeFile, untilDone } from './ffmpeg.js';
-import { openWavPcm } from './pcm-source.js';
-import type { ArchiveFormat } from './formats.js';
+import { decodeWav, encodeWavFile, untilDone } from './ffmpeg.js';
+import { checkOggOpus, OggCheckError } from './ogg-opus-check.js';
+import { openWavPcm, wavLayout } from './pcm-source.js';
+import { formatSpec, type ArchiveFormat } from './formats.js';
 
 /** Lossy codecs pad to whole frames; the decoded archive may differ from the WAV by this much. */
 export const DURATION_TOLERANCE_MS = 20;
@@ -35,14 +35,15 @@ export interface MadeArchive {
 }
 
 /** Decodes `file` with ffmpeg (to 8 kHz PCM16 in its own channel count) and measures it. */
-export async function inspectArchive(file: string, signal?: AbortSignal): Promise<DecodedArchive> {
+export async function inspectArchive(file: string, o: { hash?: boolean; signal?: AbortSignal } = {}): Promise<DecodedArchive> {
   const run = decodeWav(file);
-  const hash = createHash('sha256');
+  // hashing 115 MB per audio hour is only worth it where samples are compared (FLAC)
+  const hash = o.hash === false ? null : createHash('sha256');
   let head: Buffer | null = Buffer.alloc(0);
   let channels = 0;
   let blockAlign = 2;
   let dataBytes = 0;
-  const done = untilDone(run, signal);
+  const done = untilDone(run, o.signal);
   for await (const chunk of run.output as AsyncIterable<Buffer>) {
     let data = chunk;
     if (head !== null) {
@@ -53,7 +54,7 @@ export async function inspectArchive(file: string, signal?: AbortSignal): Promis
       data = head.subarray(info.dataOffset);
       head = null;
     }
-    hash.update(data);
+    hash?.update(data);
     dataBytes += data.length;
   }
   await done;
@@ -62,10 +63,10 @@ export async function inspectArchive(file: string, signal?: AbortSignal): Promis
     const info = parseWavHeader(head);
     ({ channels, blockAlign } = info);
     const data = head.subarray(info.dataOffset);
-    hash.update(data);
+    hash?.update(data);
     dataBytes += data.length;
   }
-  return { channels, frames: Math.floor(dataBytes / blockAlign), pcmSha256: hash.digest('hex') };
+  return { channels, frames: Math.floor(dataBytes / blockAlign), pcmSha256: hash?.digest('hex') ?? '' };
 }
 
 export async function hashFile(file: string): Promise<{ bytes: number; sha256: string }> {
@@ -79,31 +80,68 @@ export async function hashFile(file: string): Promise<{ bytes: number; sha256: s
 }
 
 /**
- * Encodes `wavPath` into `outPath` (fsynced), then decodes it and checks it against the WAV.
- * Throws ArchiveVerifyError when the archive does not hold the recording.
+ * How an archive is proved good before anyone relies on it:
+ * - `decode`: ffmpeg decodes all of it (channels, duration within 20 ms; FLAC: the very samples
+ *   of the WAV's G.711 decode). Always when the archive replaces the WAV (ARCHIVE_KEEP_WAV=false).
+ * - `packets`: while the WAV is kept, for formats whose packets state the exact length (Ogg
+ *   Opus): every page is read without decoding (ogg-opus-check.ts: CRCs, sequence, a cut file,
+ *   channels, duration within 20 ms). An archive that would not decode is then never the only copy.
  */
-export async function makeArchive(wavPath: string, format: ArchiveFormat, outPath: string, signal?: AbortSignal): Promise<MadeArchive> {
-  const src = await openWavPcm(wavPath);
-  const fed = createHash('sha256');
-  const tap = new Transform({
-    transform(chunk: Buffer, _e, cb) {
-      fed.update(chunk);
-      cb(null, chunk);
-    },
-  });
-  src.stream.on('error', (err) => tap.destroy(err));
-  src.stream.pipe(tap);
-  await encodeFile(tap, src.channels, format, outPath, signal);
+export type ArchiveVerify = 'decode' | 'packets';
 
-  const got = await inspectArchive(outPath, signal);
+/** frames at 8 kHz and channels of an Ogg Opus `file`, from its pages (no decode). */
+async function lengthFromPages(file: string, format: ArchiveFormat): Promise<{ channels: number; frames: number }> {
+  try {
+    const o = await checkOggOpus(file);
+    return { channels: o.channels, frames: Math.round(o.samples48k / 6) };
+  } catch (err) {
+    if (err instanceof OggCheckError) throw new ArchiveVerifyError(`the ${format} archive failed verification: ${err.message}`);
+    throw err;
+  }
+}
+
+/** sha256 of the WAV's samples as PCM16 (codecs/g711.ts decode). */
+async function wavPcmSha256(wavPath: string): Promise<string> {
+  const src = await openWavPcm(wavPath);
+  const hash = createHash('sha256');
+  for await (const chunk of src.stream as AsyncIterable<Buffer>) hash.update(chunk);
+  return hash.digest('hex');
+}
+
+/**
+ * Checks the archive `file` against the WAV it was made from (`verify`); resolves to the archive's
+ * duration at 8 kHz in frames. Throws ArchiveVerifyError when it does not hold the recording.
+ */
+export async function checkArchive(
+  file: string, format: ArchiveFormat, wavPath: string, o: { verify: ArchiveVerify; signal?: AbortSignal },
+): Promise<{ channels: number; sourceFrames: number; frames: number }> {
+  const src = await wavLayout(wavPath);
+  const byPackets = o.verify === 'packets' && formatSpec(format).packetsGiveLength;
+  const lossless = format === 'flac';
+  const got = byPackets
+    ? { ...(await lengthFromPages(file, format)), pcmSha256: '' }
+    : await inspectArchive(file, { hash: lossless, signal: o.signal });
   const problems: string[] = [];
   if (got.channels !== src.channels) problems.push(`${got.channels} channels instead of ${src.channels}`);
   const diffMs = (Math.abs(got.frames - src.frames) * 1000) / RATE;
   if (diffMs > DURATION_TOLERANCE_MS) problems.push(`decodes to ${got.frames / 8} ms instead of ${src.frames / 8} ms`);
-  if (format === 'flac' && (got.frames !== src.frames || got.pcmSha256 !== fed.digest('hex'))) {
+  if (lossless && !byPackets && (got.frames !== src.frames || got.pcmSha256 !== (await wavPcmSha256(wavPath)))) {
     problems.push('its samples differ from the WAV (FLAC must be lossless)');
   }
   if (problems.length > 0) throw new ArchiveVerifyError(`the ${format} archive failed verification: ${problems.join('; ')}`);
+  return { channels: src.channels, sourceFrames: src.frames, frames: got.frames };
+}
+
+/**
+ * Encodes `wavPath` into `outPath` (fsynced), then checks it against the WAV (`verify`).
+ * Throws ArchiveVerifyError when the archive does not hold the recording.
+ */
+export async function makeArchive(
+  wavPath: string, format: ArchiveFormat, outPath: string, o: { verify: ArchiveVerify; signal?: AbortSignal },
+): Promise<MadeArchive> {
+  const { channels } = await wavLayout(wavPath);
+  await encodeWavFile(wavPath, channels, format, outPath, o.signal);
+  const got = await checkArchive(outPath, format, wavPath, o);
   const { bytes, sha256 } = await hashFile(outPath);
-  return { channels: src.channels, sourceFrames: src.frames, durationMs: (got.frames * 1000) / RATE, bytes, sha256 };
+  return { channels: got.channels, sourceFrames: got.sourceFrames, durationMs: (got.frames * 1000) / RATE, bytes, sha256 };
 }

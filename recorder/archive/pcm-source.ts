@@ -1,5 +1,5 @@
-// A stored WAV as the PCM16 ffmpeg is fed: the G.711 decode of codecs/g711.ts (bit-exact with
-// sox), so a FLAC archive is sample-exact to what playback of the WAV gives.
+// A stored WAV's layout, and its samples as PCM16: the G.711 decode of codecs/g711.ts (bit-exact
+// with sox), what playback gives and what a FLAC archive must hold sample for sample.
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
@@ -36,8 +36,17 @@ class ToPcm16 extends Transform {
   }
 }
 
-/** Opens `wavPath` and streams its samples as PCM16. Throws ENOENT when it is gone. */
-export async function openWavPcm(wavPath: string): Promise<PcmSource> {
+export interface WavLayout {
+  channels: number;
+  /** sample frames (samples per channel) the file really holds */
+  frames: number;
+  encoding: WavEncoding;
+  dataOffset: number;
+  blockAlign: number;
+}
+
+/** Reads the header of `wavPath`: what it holds. Throws ENOENT when it is gone. */
+export async function wavLayout(wavPath: string): Promise<WavLayout> {
   const fh = await open(wavPath, 'r');
   let info;
   let size;
@@ -51,15 +60,22 @@ export async function openWavPcm(wavPath: string): Promise<PcmSource> {
   }
   // the header may claim more than the file holds (a writer that died): trust the file
   const dataBytes = Math.max(0, Math.min(info.dataBytes, size - info.dataOffset));
-  const frames = Math.floor(dataBytes / info.blockAlign);
-  const pcm = new ToPcm16(info.encoding);
+  return {
+    channels: info.channels, frames: Math.floor(dataBytes / info.blockAlign), encoding: info.encoding, dataOffset: info.dataOffset, blockAlign: info.blockAlign,
+  };
+}
+
+/** Opens `wavPath` and streams its samples as PCM16. Throws ENOENT when it is gone. */
+export async function openWavPcm(wavPath: string): Promise<PcmSource> {
+  const { channels, frames, encoding, dataOffset, blockAlign } = await wavLayout(wavPath);
+  const pcm = new ToPcm16(encoding);
   if (frames === 0) {
     pcm.end();
   } else {
-    const file = createReadStream(wavPath, { start: info.dataOffset, end: info.dataOffset + frames * info.blockAlign - 1 });
+    const file = createReadStream(wavPath, { start: dataOffset, end: dataOffset + frames * blockAlign - 1 });
     file.on('error', (err) => pcm.destroy(err));
     pcm.on('close', () => file.destroy());
     file.pipe(pcm);
   }
-  return { channels: info.channels, frames, stream: pcm };
+  return { channels, frames, stream: pcm };
 }

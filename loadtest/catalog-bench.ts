@@ -1,0 +1,259 @@
+// npm run bench:catalog [-- --counts 100000,1000000 --pg --queries 300]
+//
+// Catalog figures (BENCHMARKS.md, issue 10). For each count N: N synthetic recordings (a real
+// sidecar, recorded here through a gateway, cloned with new SIDs over 28 days) are written to a
+// fresh RECORDINGS_DIR; then, with real processes (`node` spawned directly):
+// - first start on that directory: time to the first /healthz 200, the background import's
+//   rate (sidecars/s, read from disk) and the time until /readyz says ready, RSS after import;
+// - list/search latency over HTTP, one request at a time, p50/p99 per filter (callSid,
+//   ctiSessionId, employeeId, a day's range, an account; also count=true on a day);
+// - second start on the filled catalog: /healthz time and RSS;
+// - npm run catalog:rebuild (every sidecar read again): its rate;
+// - with --pg: the same node on DATABASE_URL (the local PostgreSQL, a scratch database dropped
+//   at the end; PGURL overrides): import rate and the same queries.
+// Run it under `flock /work/bench.lock` on a shared machine; it prints `uptime` before and after.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { loadConfig } from '../gateway/config.js';
+import { buildGateway } from '../gateway/server.js';
+import { runStream } from './stream-runner.js';
+import type { RecordingSidecar } from '../recorder/sidecar.js';
+import { sidecarPathOf } from '../recorder/storage-layout.js';
+import { syntheticSidecar, writeSyntheticRecordings, type SyntheticOptions } from './synthetic-recordings.js';
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const TSX = import.meta.resolve('tsx');
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return (i >= 0 ? process.argv[i + 1] : undefined) ?? def;
+}
+const COUNTS = arg('counts', '100000').split(',').map(Number);
+const QUERIES = Number(arg('queries', '300'));
+const WITH_PG = process.argv.includes('--pg');
+const PGURL = process.env.PGURL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const ACCOUNTS = ['AC' + 'a'.repeat(32), 'AC' + 'b'.repeat(32), 'AC' + 'c'.repeat(32), 'AC' + 'd'.repeat(32)];
+
+const say = (s: string) => process.stdout.write(`${s}\n`);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** One real recording through an in-process gateway: the sidecar every synthetic one clones. */
+async function realSidecar(): Promise<RecordingSidecar> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'catbench-tpl-'));
+  const gw = await buildGateway(loadConfig({ PORT: '0', HOST: '127.0.0.1', RECORDINGS_DIR: dir, LOG_LEVEL: 'silent' }));
+  const port = await gw.listen();
+  const r = await runStream({ url: `ws://127.0.0.1:${port}/twilio/v1`, tracks: ['inbound', 'outbound'], seed: 1, frames: 250, realtime: false, customParameters: { ctiSessionId: 'tpl', employeeId: 'tpl' } });
+  await gw.recorder.settled();
+  let s: RecordingSidecar | undefined;
+  for (let i = 0; i < 100 && !s; i++) {
+    s = (await gw.index.query({ callSid: r.callSid, limit: 1 })).items[0];
+    if (!s) await new Promise((res) => setTimeout(res, 50));
+  }
+  await gw.close();
+  const text = await readFile(sidecarPathOf(dir, s!), 'utf8');
+  await rm(dir, { recursive: true, force: true });
+  return JSON.parse(text) as RecordingSidecar;
+}
+
+interface Node { child: ChildProcess; http: string; spawnedAt: number; out: () => string }
+
+function rssMb(pid: number): { rss: number; hwm: number } {
+  const st = execFileSync('cat', [`/proc/${pid}/status`]).toString();
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? 0);
+  return { rss: Math.round(kb('VmRSS') / 1024), hwm: Math.round(kb('VmHWM') / 1024) };
+}
+
+async function startNode(env: Record<string, string>): Promise<Node> {
+  const port = await freePort();
+  const spawnedAt = performance.now();
+  const child = spawn(process.execPath, ['--import', TSX, path.join(ROOT, 'gateway/main.ts')], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.length > 1e6) out = out.slice(-5e5); });
+  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  return { child, http: `http://127.0.0.1:${port}`, spawnedAt, out: () => out };
+}
+
+async function untilOk(url: string, timeoutMs: number, everyMs = 10): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const ok = await fetch(url).then((r) => r.status === 200, () => false);
+    if (ok) return performance.now();
+    if (performance.now() > deadline) throw new Error(`${url} not 200 within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+async function stopNode(n: Node): Promise<void> {
+  if (n.child.exitCode !== null) return;
+  const exited = new Promise((r) => n.child.once('exit', r));
+  n.child.kill('SIGTERM');
+  await exited;
+}
+
+const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+
+/** Waits for the import, printing its progress; returns ms from spawn to ready. */
+async function waitImported(n: Node, total: number): Promise<number> {
+  let last = 0;
+  for (;;) {
+    const ready = await fetch(`${n.http}/readyz`).then((r) => r.status === 200, () => false);
+    if (ready) return performance.now() - n.spawnedAt;
+    if (performance.now() - last > 5000) {
+      last = performance.now();
+      const m = await fetch(`${n.http}/metrics`).then((r) => r.text(), () => '');
+      const done = metric(m, 'gateway_catalog_import_done');
+      say(`    import: ${done}/${total} sidecars after ${((performance.now() - n.spawnedAt) / 1000).toFixed(1)} s`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+/** p50/p99 ms of `QUERIES` requests per filter, one at a time. */
+async function queryFigures(http: string, synth: SyntheticOptions): Promise<Record<string, { p50: number; p99: number; items: number }>> {
+  const n = synth.count;
+  const pick = (k: number) => syntheticSidecar(synth, (k * 104729) % n);
+  const day = 24 * 3600 * 1000;
+  const endMs = (synth.end ?? new Date('2026-01-01T00:00:00Z')).getTime();
+  const filters: Record<string, (k: number) => string> = {
+    callSid: (k) => `callSid=${pick(k).callSid}`,
+    ctiSessionId: (k) => `ctiSessionId=${pick(k).ctiSessionId}`,
+    employeeId: (k) => `employeeId=${pick(k).employeeId}`,
+    'day range': (k) => {
+      const from = endMs - ((k % 27) + 1) * day;
+      return `from=${new Date(from).toISOString()}&to=${new Date(from + day).toISOString()}`;
+    },
+    account: (k) => `accountSid=${ACCOUNTS[k % ACCOUNTS.length]}`,
+    'account + closeReason + minDurationMs': (k) => `accountSid=${ACCOUNTS[k % ACCOUNTS.length]}&closeReason=hangup&minDurationMs=300000`,
+    'day range, count=true': (k) => {
+      const from = endMs - ((k % 27) + 1) * day;
+      return `from=${new Date(from).toISOString()}&to=${new Date(from + day).toISOString()}&count=true`;
+    },
+  };
+  const out: Record<string, { p50: number; p99: number; items: number }> = {};
+  for (const [name, qs] of Object.entries(filters)) {
+    for (let k = 0; k < 20; k++) await fetch(`${http}/v1/recordings?${qs(k)}`).then((r) => r.arrayBuffer()); // warm-up
+    const times: number[] = [];
+    let items = 0;
+    for (let k = 0; k < QUERIES; k++) {
+      const t0 = performance.now();
+      const body = (await (await fetch(`${http}/v1/recordings?${qs(k + 1000)}`)).json()) as { items: unknown[] };
+      times.push(performance.now() - t0);
+      items += body.items.length;
+    }
+    times.sort((a, b) => a - b);
+    out[name] = { p50: +pct(times, 50).toFixed(2), p99: +pct(times, 99).toFixed(2), items: Math.round(items / QUERIES) };
+  }
+  return out;
+}
+
+function printQueries(q: Record<string, { p50: number; p99: number; items: number }>): void {
+  for (const [name, f] of Object.entries(q)) say(`    ${name.padEnd(40)} p50 ${String(f.p50).padStart(6)} ms  p99 ${String(f.p99).padStart(6)} ms  (${f.items} items/page)`);
+}
+
+async function benchCount(template: RecordingSidecar, count: number): Promise<void> {
+  say(`\n== ${count} recordings`);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'catbench-'));
+  try {
+    const wav = path.join(dir, '.template.wav');
+    const synth: SyntheticOptions = { recordingsDir: dir, count, template, days: 28, accounts: ACCOUNTS, employees: 1000, linkAudioTo: wav, concurrency: 64 };
+    const g0 = performance.now();
+    await writeSyntheticRecordings({ ...synth, onProgress: (w) => { if (w % 100_000 === 0) say(`    written ${w}/${count}`); } });
+    say(`  generated ${count} sidecars (+ hard-linked WAVs) in ${((performance.now() - g0) / 1000).toFixed(1)} s`);
+
+    // first start: empty catalog, every sidecar imported in the background
+    const n1 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
+    const healthz1 = (await untilOk(`${n1.http}/healthz`, 60_000)) - n1.spawnedAt;
+    const readyMs = await waitImported(n1, count);
+    const done = /"catalog reconciled with RECORDINGS_DIR"/.test(n1.out()) ? JSON.parse(n1.out().split('\n').find((l) => l.includes('catalog reconciled'))!) as { found: number; seconds: number } : null;
+    const rssAfterImport = rssMb(n1.child.pid!);
+    say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${done ? Math.round(done.found / done.seconds) : '?'} sidecars/s; ready after ${(readyMs / 1000).toFixed(1)} s; RSS ${rssAfterImport.rss} MB (peak ${rssAfterImport.hwm} MB)`);
+    const q = await queryFigures(n1.http, synth);
+    const rssAfterQueries = rssMb(n1.child.pid!);
+    say(`  SQLite, list/search over HTTP (${QUERIES} requests per filter, one at a time):`);
+    printQueries(q);
+    say(`  RSS after queries ${rssAfterQueries.rss} MB (peak ${rssAfterQueries.hwm} MB)`);
+    await stopNode(n1);
+
+    // second start on the filled catalog
+    const n2 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
+    const healthz2 = (await untilOk(`${n2.http}/healthz`, 60_000)) - n2.spawnedAt;
+    const ready2 = (await untilOk(`${n2.http}/readyz`, 600_000, 50)) - n2.spawnedAt;
+    await queryFigures(n2.http, { ...synth }).then(() => undefined);
+    const rss2 = rssMb(n2.child.pid!);
+    say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms, RSS after queries ${rss2.rss} MB (peak ${rss2.hwm} MB)`);
+    await stopNode(n2);
+
+    // npm run catalog:rebuild: every sidecar read again
+    const rb = await run(process.execPath, ['--import', TSX, path.join(ROOT, 'recorder/catalog/rebuild-cli.ts')], {
+      env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir }, maxBuffer: 64 * 1024 * 1024,
+    });
+    say(`  catalog:rebuild: ${rb.stdout.trim()}`);
+
+    if (WITH_PG) {
+      const admin = new pg.Client({ connectionString: PGURL });
+      await admin.connect();
+      const db = `catbench_${process.pid}_${count}`;
+      await admin.query(`CREATE DATABASE ${db}`);
+      const url = new URL(PGURL);
+      url.pathname = `/${db}`;
+      try {
+        const n3 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench-pg', DATABASE_URL: url.toString() });
+        const healthz3 = (await untilOk(`${n3.http}/healthz`, 60_000)) - n3.spawnedAt;
+        await waitImported(n3, count);
+        const line = n3.out().split('\n').find((l) => l.includes('catalog reconciled'));
+        const d3 = line ? JSON.parse(line) as { found: number; seconds: number } : null;
+        const rss3 = rssMb(n3.child.pid!);
+        say(`  PostgreSQL: /healthz after ${healthz3.toFixed(0)} ms; import ${d3?.found} sidecars in ${d3?.seconds} s = ${d3 ? Math.round(d3.found / d3.seconds) : '?'} sidecars/s; RSS ${rss3.rss} MB`);
+        const c = new pg.Client({ connectionString: url.toString() });
+        await c.connect();
+        await c.query('ANALYZE recordings');
+        await c.end();
+        const qp = await queryFigures(n3.http, synth);
+        say(`  PostgreSQL, list/search over HTTP:`);
+        printQueries(qp);
+        await stopNode(n3);
+      } finally {
+        await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+        await admin.end();
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  say(`catalog bench: counts ${COUNTS.join(', ')}; ${os.cpus().length} cores; node ${process.version}`);
+  say(`uptime before: ${(await run('uptime')).stdout.trim()}`);
+  const template = await realSidecar();
+  say(`template: a real sidecar of ${JSON.stringify(template).length} bytes`);
+  for (const n of COUNTS) await benchCount(template, n);
+  say(`uptime after: ${(await run('uptime')).stdout.trim()}`);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

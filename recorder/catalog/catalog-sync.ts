@@ -1,0 +1,112 @@
+// Keeps one node's catalog in step with the disk: the background import at start, a reconcile
+// after each Redis reconnect (embedded catalogs in a cluster), and the figures /readyz, /metrics
+// and the log show meanwhile. Runs never overlap: a reconcile asked for during a run makes one
+// more run after it.
+import type { Catalog } from './catalog.js';
+import { importSidecars, RECONCILED_AT, type ImportProgress, type ImportResult } from './importer.js';
+
+export interface CatalogSyncOptions {
+  catalog: Catalog;
+  recordingsDir: string;
+  pendingDeletions: () => Promise<Iterable<string>>;
+  log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void; error: (o: object, m: string) => void };
+  /** how often a running import logs its progress */
+  logEveryMs?: number;
+}
+
+export class CatalogSync {
+  #running: Promise<void> | null = null;
+  #again = false;
+  #progress: ImportProgress | null = null;
+  #complete = false;
+  #lastLog = 0;
+  #last: ImportResult | null = null;
+  #abort = new AbortController();
+
+  constructor(private readonly o: CatalogSyncOptions) {}
+
+  /** Whether the catalog has been filled from the disk once (then later runs do not block readiness). */
+  async init(): Promise<void> {
+    this.#complete = (await this.o.catalog.getMeta(RECONCILED_AT)) !== null;
+  }
+
+  get complete(): boolean {
+    return this.#complete;
+  }
+
+  get progress(): Readonly<ImportProgress> | null {
+    return this.#progress;
+  }
+
+  get lastResult(): ImportResult | null {
+    return this.#last;
+  }
+
+  /** Why the node is not ready yet, or null. */
+  notReadyReason(): string | null {
+    if (this.#complete) return null;
+    const p = this.#progress;
+    return `importing: the recording catalog is being filled from RECORDINGS_DIR (${p?.done ?? 0} of ${p?.found ?? 0}${p?.walked ? '' : '+'} sidecars)`;
+  }
+
+  /** Start (or queue) a run; resolves when a run that began after this call has finished. */
+  reconcile(): Promise<void> {
+    if (this.#abort.signal.aborted) return Promise.resolve();
+    if (this.#running) {
+      this.#again = true; // #loop runs once more before #running settles
+      return this.#running;
+    }
+    this.#running = this.#loop().finally(() => { this.#running = null; });
+    return this.#running;
+  }
+
+  /** Stop a running import between batches (shutdown) and wait for it. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.idle();
+  }
+
+  /** Resolves when no run is going on. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  async #loop(): Promise<void> {
+    do {
+      this.#again = false;
+      await this.#once();
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- #once() may set it during the await
+    } while (this.#again);
+  }
+
+  async #once(): Promise<void> {
+    const every = this.o.logEveryMs ?? 5000;
+    try {
+      const r = await importSidecars({
+        catalog: this.o.catalog,
+        recordingsDir: this.o.recordingsDir,
+        pendingDeletions: this.o.pendingDeletions,
+        signal: this.#abort.signal,
+        onBadFile: (file, err) => this.o.log.warn({ file, err: err.message }, 'skipping unreadable sidecar'),
+        onProgress: (p) => {
+          this.#progress = p;
+          const now = Date.now();
+          if (now - this.#lastLog >= every) {
+            this.#lastLog = now;
+            this.o.log.info({ found: p.found, done: p.done, imported: p.imported, walked: p.walked }, 'catalog import running');
+          }
+        },
+      });
+      this.#last = r;
+      this.#progress = r;
+      if (r.ran) {
+        this.o.log.info({
+          found: r.found, imported: r.imported, removed: r.removed, bad: r.bad, seconds: +(r.elapsedMs / 1000).toFixed(1),
+        }, 'catalog reconciled with RECORDINGS_DIR');
+      }
+      if (r.walked && !this.#abort.signal.aborted) this.#complete = true;
+    } catch (err) {
+      this.o.log.error({ err: (err as Error).message }, 'catalog import failed; the next reconcile tries again');
+    }
+  }
+}

@@ -1,0 +1,247 @@
+// The embedded catalog: one SQLite file under RECORDINGS_DIR (better-sqlite3, WAL). Calls are
+// synchronous underneath and short (indexed lookups, batches of a few thousand rows), and none is
+// on the per-frame path; the async interface is the one PostgreSQL needs.
+import Database, { type Database as Db, type Statement } from 'better-sqlite3';
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import type { RecordingSidecar } from '../sidecar.js';
+import {
+  checkLimit, decodeCursor, encodeCursor, indexedOf, rowFields, whereOf,
+  type Catalog, type CatalogRow, type IndexedRecording, type RecordingPage, type RecordingQuery, type RowFields,
+} from './catalog.js';
+import { SQLITE_MIGRATIONS, type Migration } from './sqlite-migrations.js';
+
+export const SQLITE_FILE = '.catalog.sqlite';
+
+/**
+ * A single node's catalog is RECORDINGS_DIR/.catalog.sqlite. In a cluster without DATABASE_URL
+ * every node keeps its own (the volume is shared; SQLite must not be shared over it):
+ * RECORDINGS_DIR/.catalog/<nodeId>.sqlite. Dot-names are never taken for recordings.
+ */
+export function catalogFileFor(recordingsDir: string, clusterNodeId: string | null): string {
+  return clusterNodeId === null
+    ? path.join(path.resolve(recordingsDir), SQLITE_FILE)
+    : path.join(path.resolve(recordingsDir), '.catalog', `${clusterNodeId}.sqlite`);
+}
+
+const COLUMNS = 'recording_id, account_sid, call_sid, cti_session_id, employee_id, close_reason, started_ms, duration_ms, rel_path, sidecar, put_at';
+const UPSERT = `
+  INSERT INTO recordings (${COLUMNS})
+  SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+  WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE recording_id = ?)
+  ON CONFLICT (recording_id) DO UPDATE SET
+    account_sid = excluded.account_sid, call_sid = excluded.call_sid, cti_session_id = excluded.cti_session_id,
+    employee_id = excluded.employee_id, close_reason = excluded.close_reason, started_ms = excluded.started_ms,
+    duration_ms = excluded.duration_ms, rel_path = excluded.rel_path, sidecar = excluded.sidecar, put_at = excluded.put_at`;
+
+function upsertParams(r: RowFields, mark: number): unknown[] {
+  return [r.id, r.accountSid, r.callSid, r.ctiSessionId, r.employeeId, r.closeReason, r.startedMs, r.durationMs, r.relPath, r.json, mark, r.id];
+}
+
+/** Applies the steps of `migrations` newer than what the file has; returns the versions applied. */
+export function migrateSqlite(db: Db, migrations: readonly Migration[] = SQLITE_MIGRATIONS): number[] {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+  const done = new Set((db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version));
+  const newest = Math.max(0, ...migrations.map((m) => m.version));
+  const beyond = [...done].filter((v) => v > newest);
+  if (beyond.length > 0) {
+    throw new Error(`the catalog has schema version ${Math.max(...beyond)}, newer than this gateway knows (${newest}): run the newer gateway, or rebuild the catalog (npm run catalog:rebuild)`);
+  }
+  const applied: number[] = [];
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    if (done.has(m.version)) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, new Date().toISOString());
+    })();
+    applied.push(m.version);
+  }
+  return applied;
+}
+
+export class SqliteCatalog implements Catalog {
+  readonly backend = 'sqlite' as const;
+  readonly recordingsDir: string;
+  readonly file: string;
+  #db: Db | null = null;
+  #stmts = new Map<string, Statement>();
+
+  constructor(recordingsDir: string, file?: string) {
+    this.recordingsDir = path.resolve(recordingsDir);
+    this.file = file ?? path.join(this.recordingsDir, SQLITE_FILE);
+  }
+
+  get db(): Db {
+    if (this.#db === null) throw new Error('catalog is not open');
+    return this.#db;
+  }
+
+  async open(): Promise<void> {
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    const db = new Database(this.file);
+    db.pragma('journal_mode = WAL');
+    // WAL + NORMAL survives a process crash; a power cut may lose the last commits, which the
+    // next reconcile puts back from the sidecars
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 5000');
+    // a bounded page cache: memory stays flat whatever the catalog holds
+    db.pragma('cache_size = -16000');
+    db.pragma('temp_store = FILE');
+    this.#db = db;
+    migrateSqlite(db);
+    db.exec('CREATE TEMP TABLE IF NOT EXISTS seen_ids (recording_id TEXT PRIMARY KEY)');
+  }
+
+  async close(): Promise<void> {
+    this.#stmts.clear();
+    this.#db?.close();
+    this.#db = null;
+  }
+
+  #stmt(sql: string): Statement {
+    let s = this.#stmts.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.#stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  async put(sidecar: RecordingSidecar, sidecarPath: string): Promise<void> {
+    this.#stmt(UPSERT).run(...upsertParams(rowFields(this.recordingsDir, sidecar, sidecarPath), Date.now()));
+  }
+
+  async update(sidecar: RecordingSidecar): Promise<boolean> {
+    const cur = this.#stmt('SELECT rel_path FROM recordings WHERE recording_id = ?').get(sidecar.recordingId) as { rel_path: string } | undefined;
+    if (!cur) return false;
+    const r = rowFields(this.recordingsDir, sidecar, path.join(this.recordingsDir, cur.rel_path));
+    const res = this.#stmt(`UPDATE recordings SET account_sid = ?, call_sid = ?, cti_session_id = ?, employee_id = ?, close_reason = ?,
+      started_ms = ?, duration_ms = ?, sidecar = ? WHERE recording_id = ?`)
+      .run(r.accountSid, r.callSid, r.ctiSessionId, r.employeeId, r.closeReason, r.startedMs, r.durationMs, r.json, r.id);
+    return res.changes > 0;
+  }
+
+  async remove(recordingId: string): Promise<boolean> {
+    const del = this.#stmt('DELETE FROM recordings WHERE recording_id = ?');
+    const tomb = this.#stmt('INSERT INTO tombstones (recording_id, at_ms) VALUES (?, ?) ON CONFLICT (recording_id) DO UPDATE SET at_ms = excluded.at_ms');
+    return this.db.transaction(() => {
+      tomb.run(recordingId, Date.now());
+      return del.run(recordingId).changes > 0;
+    })();
+  }
+
+  async get(recordingId: string): Promise<IndexedRecording | undefined> {
+    const row = this.#stmt('SELECT sidecar, rel_path FROM recordings WHERE recording_id = ?').get(recordingId) as { sidecar: string; rel_path: string } | undefined;
+    return row && indexedOf(this.recordingsDir, row.sidecar, row.rel_path);
+  }
+
+  async byCtiSession(ctiSessionId: string): Promise<RecordingSidecar[]> {
+    const rows = this.#stmt('SELECT sidecar FROM recordings WHERE cti_session_id = ? ORDER BY started_ms, recording_id').all(ctiSessionId) as { sidecar: string }[];
+    return rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar);
+  }
+
+  async query(q: RecordingQuery): Promise<RecordingPage> {
+    checkLimit(q.limit);
+    const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+    const params: unknown[] = [];
+    const where = whereOf(q, () => '?', params);
+    let total: number | undefined;
+    if (q.count) {
+      const sql = `SELECT count(*) AS n FROM recordings${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
+      total = (this.#stmt(sql).get(...params) as { n: number }).n;
+    }
+    if (after) {
+      where.push('(started_ms, recording_id) > (?, ?)');
+      params.push(after.t, after.id);
+    }
+    // limit + 1: whether there is a next page, without a second query
+    const limit = Math.min(q.limit, Number.MAX_SAFE_INTEGER - 1);
+    const sql = `SELECT sidecar, started_ms, recording_id FROM recordings${where.length ? ` WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY started_ms, recording_id LIMIT ?`;
+    const rows = this.#stmt(sql).all(...params, limit + 1) as { sidecar: string; started_ms: number; recording_id: string }[];
+    const more = rows.length > limit;
+    if (more) rows.length = limit;
+    const last = rows[rows.length - 1];
+    return {
+      items: rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar),
+      nextCursor: more && last ? encodeCursor({ t: last.started_ms, id: last.recording_id }) : null,
+      ...(total === undefined ? {} : { total }),
+    };
+  }
+
+  async count(): Promise<number> {
+    return (this.#stmt('SELECT count(*) AS n FROM recordings').get() as { n: number }).n;
+  }
+
+  async clock(): Promise<number> {
+    return Date.now();
+  }
+
+  async markSeen(ids: readonly string[], _mark: number): Promise<Set<string>> {
+    const seen = this.#stmt('INSERT OR IGNORE INTO temp.seen_ids (recording_id) VALUES (?)');
+    const has = this.#stmt('SELECT 1 AS x FROM recordings WHERE recording_id = ?').pluck();
+    const present = new Set<string>();
+    this.db.transaction(() => {
+      for (const id of ids) {
+        seen.run(id);
+        if (has.get(id) !== undefined) present.add(id);
+      }
+    })();
+    return present;
+  }
+
+  async insertBatch(rows: readonly CatalogRow[], mark: number): Promise<number> {
+    const ins = this.#stmt(UPSERT);
+    const seen = this.#stmt('INSERT OR IGNORE INTO temp.seen_ids (recording_id) VALUES (?)');
+    return this.db.transaction(() => {
+      let n = 0;
+      for (const r of rows) {
+        const f = rowFields(this.recordingsDir, r.sidecar, r.sidecarPath);
+        seen.run(f.id);
+        n += ins.run(...upsertParams(f, mark)).changes;
+      }
+      return n;
+    })();
+  }
+
+  async removeUnseen(mark: number): Promise<number> {
+    return this.db.transaction(() => {
+      const n = this.db.prepare(`DELETE FROM recordings WHERE put_at < ? AND recording_id NOT IN (SELECT recording_id FROM temp.seen_ids)`).run(mark).changes;
+      this.db.exec('DELETE FROM temp.seen_ids');
+      return n;
+    })();
+  }
+
+  async pruneTombstones(beforeMs: number): Promise<number> {
+    return this.#stmt('DELETE FROM tombstones WHERE at_ms < ?').run(beforeMs).changes;
+  }
+
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    // one process owns the file (in a cluster each node has its own: catalogFileFor)
+    return fn();
+  }
+
+  async getMeta(key: string): Promise<string | null> {
+    const row = this.#stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    return row?.value ?? null;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    this.#stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  async startedBefore(before: Date, accountSid: string | null, except: readonly string[], limit: number): Promise<RecordingSidecar[]> {
+    const params: unknown[] = [before.getTime()];
+    let sql = 'SELECT sidecar FROM recordings WHERE started_ms < ?';
+    if (accountSid !== null) {
+      sql += ' AND account_sid = ?';
+      params.push(accountSid);
+    } else if (except.length > 0) {
+      sql += ` AND account_sid NOT IN (${except.map(() => '?').join(', ')})`;
+      params.push(...except);
+    }
+    sql += ' ORDER BY started_ms, recording_id LIMIT ?';
+    const rows = this.db.prepare(sql).all(...params, limit) as { sidecar: string }[];
+    return rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar);
+  }
+}

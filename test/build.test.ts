@@ -1,0 +1,86 @@
+// What `npm start` and the Dockerfile run: gateway/, recorder/ and codecs/ compiled by tsc to
+// dist/. The build is `npm run build` (tsc -b: about a second when dist/ is current, as after
+// `npm ci`, whose prepare builds it); the compiled entry records a call, and everything it
+// imports is a production dependency (the runtime image installs no others).
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { builtinModules } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { runStream } from '../loadtest/stream-runner.js';
+import { trackAudio } from '../loadtest/audio-fixtures.js';
+import { waitForRecordings, fetchAudio, decodeWav } from './fixtures/harness.js';
+import { COMPILED_MAIN, startProcess, tempDir } from './fixtures/gateway-process.js';
+
+// a rebuild after an edit is a full tsc run: tens of seconds on a busy machine
+t.setTimeout(180_000);
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+interface PackageJson {
+  scripts: Record<string, string>;
+  dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
+}
+const pkg = JSON.parse(await readFile(path.join(root, 'package.json'), 'utf8')) as PackageJson;
+
+t.before(() => run('npm', ['run', 'build', '--silent'], { cwd: root }));
+
+t.test('npm scripts: start runs the compiled entry, after a build; npm ci builds', async (t) => {
+  t.match(pkg.scripts.start, /^node (--enable-source-maps )?dist\/gateway\/main\.js$/, 'node directly on dist/, no tsx');
+  t.match(pkg.scripts.prestart, /npm run build/, 'npm start builds first (and stops when tsc fails)');
+  t.match(pkg.scripts.prepare, /npm run build/, 'npm ci builds (prepare)');
+  t.match(pkg.scripts.build, /^tsc -b tsconfig\.build\.json$/);
+  const build = JSON.parse((await readFile(path.join(root, 'tsconfig.build.json'), 'utf8')).replace(/^\s*\/\/.*$/gm, '')) as {
+    compilerOptions: Record<string, unknown>; include: string[];
+  };
+  t.equal(build.compilerOptions.noEmitOnError, true, 'a failed type check leaves no half-built dist/');
+  t.same(build.include.sort(), ['codecs', 'gateway', 'recorder'], 'tests and load tools are not part of the build');
+  for (const dev of ['tsx', 'wavefile', 'typescript']) {
+    t.notOk(dev in pkg.dependencies, `${dev} is not a production dependency`);
+    t.ok(dev in pkg.devDependencies, `${dev} is a dev dependency`);
+  }
+});
+
+t.test('the compiled entry imports only node built-ins and production dependencies', async (t) => {
+  const builtins = new Set(builtinModules);
+  const seen = new Set<string>();
+  const bare = new Map<string, string>(); // package -> first file importing it
+  const queue = [COMPILED_MAIN];
+  // the import graph from main.js: what loads at run time, not whatever else sits in dist/
+  while (queue.length > 0) {
+    const file = queue.pop() as string;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const js = await readFile(file, 'utf8');
+    // static imports and re-exports start a line in tsc's output; dynamic ones are import('…')
+    for (const m of js.matchAll(/^(?:import|export)\b[^'";]*?\bfrom\s*(['"])([^'"]+)\1|^import\s*(['"])([^'"]+)\3|\bimport\(\s*(['"])([^'"]+)\5\s*\)/gm)) {
+      const spec = (m[2] ?? m[4] ?? m[6])!; // one of the three alternatives matched
+      if (spec.startsWith('.')) queue.push(path.resolve(path.dirname(file), spec));
+      else if (!spec.startsWith('node:') && !builtins.has(spec)) {
+        const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!;
+        if (!bare.has(name)) bare.set(name, path.relative(root, file));
+      }
+    }
+  }
+  t.ok(seen.size > 50, `followed the graph (${seen.size} files)`);
+  t.ok(bare.has('fastify') && bare.has('pino'), 'found the packages it uses');
+  for (const [name, file] of bare) t.ok(name in pkg.dependencies, `${name} (imported by ${file}) is a production dependency`);
+});
+
+t.test('node dist/gateway/main.js records a call bit-exact and drains on SIGTERM', async (t) => {
+  const cwd = await tempDir(t, 'gw-dist-');
+  const gw = await startProcess(t, cwd, { RECORDINGS_DIR: cwd }, { compiled: true });
+  t.equal((await fetch(`${gw.http}/readyz`)).status, 200);
+  const res = await runStream({ url: gw.ws, tracks: ['inbound'], seed: 9, frames: 50, realtime: false });
+  const [rec] = await waitForRecordings(gw.http, res.callSid, 1);
+  const d = decodeWav(await fetchAudio(gw.http, rec.recordingId));
+  t.ok(Buffer.from(d.channel[0]!).equals(trackAudio(9, 'inbound', 50)), 'the compiled code recorded the audio bit-exact');
+  gw.child.kill('SIGTERM');
+  const exit = await gw.exited;
+  t.equal(exit.code, 0, 'exits 0 after SIGTERM');
+  t.equal(exit.stderr, '', 'nothing on stderr');
+});

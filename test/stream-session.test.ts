@@ -1,0 +1,124 @@
+// StreamSession as a unit, on a clock the test moves: activity for idle detection, and PCI
+// pause/resume whose instants depend on the call time being spoken now (arrival clock − the
+// first frame's origin). Real files: the published WAV is decoded and compared sample by sample.
+import t, { type Test } from 'tap';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { StreamSession, type StreamSessionOptions } from '../recorder/stream-session.js';
+import type { PlaceResult } from '../recorder/timeline.js';
+import { frameFor, trackAudio, MULAW_SILENCE } from '../loadtest/audio-fixtures.js';
+import { audioPathOnDisk, decodeWav } from './fixtures/harness.js';
+
+const FRAME = 160;
+
+async function session(t: Test, opts: Partial<StreamSessionOptions> = {}) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-session-'));
+  const clock = { now: 0 };
+  const outcomes: PlaceResult[] = [];
+  const s = new StreamSession(
+    { accountSid: `AC${'a'.repeat(32)}`, callSid: `CA${'c'.repeat(32)}`, streamSid: `MZ${'7'.repeat(32)}`, tracks: ['inbound'], customParameters: {} },
+    { ctiSessionId: null, employeeId: null },
+    {
+      recordingsDir: dir, nodeId: 'unit', encoding: 'mulaw', segmentMaxS: 3600, windowMs: 1000, chunkMs: 100,
+      now: () => clock.now, wallNow: () => new Date('2026-01-02T03:04:05.000Z'),
+      onFrame: (r) => { outcomes.push(r); }, onWritten: () => {},
+      onSegmentError: (id, err) => { throw new Error(`segment ${id}: ${err.message}`); },
+      ...opts,
+    },
+  );
+  t.teardown(async () => {
+    await s.close('shutdown');
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { s, dir, clock, outcomes };
+}
+
+const frame = (i: number) => frameFor(5, 'inbound', i);
+const put = (s: StreamSession, i: number) => s.media(0, i * FRAME, frame(i), FRAME);
+
+t.test('activity follows the injected clock: media and touch both count', async (t) => {
+  const { s, clock } = await session(t);
+  t.equal(s.lastActivity, 0, 'created at 0');
+  clock.now = 120;
+  put(s, 0);
+  t.equal(s.lastActivity, 120, 'a frame');
+  clock.now = 900;
+  s.touch();
+  t.equal(s.lastActivity, 900, 'a mark or dtmf (touch)');
+  clock.now = 5000;
+  t.equal(s.lastActivity, 900, 'time alone is not activity');
+});
+
+t.test('pause then resume: paused frames never reach the file, the pause ends at the call time spoken now', async (t) => {
+  const { s, dir, clock, outcomes } = await session(t);
+  // frames 0..9 (0..200 ms of call time) arrive on time: the stream clock's origin is 1000
+  for (let i = 0; i < 10; i++) {
+    clock.now = 1000 + i * 20;
+    t.equal(put(s, i), 'placed');
+  }
+  t.equal(s.pause(), 200, 'the pause starts after the newest frame seen');
+  t.equal(s.pause(), 200, 'idempotent');
+  for (let i = 10; i < 15; i++) {
+    clock.now = 1000 + i * 20;
+    t.equal(put(s, i), 'paused', `frame ${i} spoken while paused: dropped`);
+  }
+  // the agent resumes at 1500: call time 500 ms is being spoken now, although the newest frame
+  // read ends at 300 ms (frames 15..24 are still in flight)
+  clock.now = 1500;
+  t.equal(s.resume(), 500, 'ends at the call time spoken now, not at the newest frame read');
+  s.resume();
+  t.same(s.pausedIntervals, [{ from: 200, to: 500 }], 'a second resume changes nothing');
+  for (let i = 15; i < 25; i++) t.equal(put(s, i), 'paused', `frame ${i}, spoken before the resume and read after it: dropped`);
+  for (let i = 25; i < 50; i++) {
+    clock.now = 1000 + i * 20;
+    t.equal(put(s, i), 'placed');
+  }
+  t.same(s.pausedIntervals, [{ from: 200, to: 500 }]);
+  t.equal(s.framesPaused, 15);
+  t.notOk(outcomes.includes('paused' as PlaceResult), 'paused frames are not counted as placed');
+  t.equal(outcomes.length, 35, 'only kept frames reach the timeline');
+
+  const [rec] = await s.close('stop');
+  t.match(rec, { closeReason: 'stop', framesReceived: 35, framesPaused: 15, framesMissing: 0, durationMs: 1000, pausedIntervals: [{ from: 200, to: 500 }] });
+  const got = Buffer.from(decodeWav(await readFile(audioPathOnDisk(dir, rec!))).channel[0]!);
+  const expected = Buffer.from(trackAudio(5, 'inbound', 50));
+  expected.fill(MULAW_SILENCE, 200 * 8, 500 * 8);
+  t.ok(got.equals(expected), 'silence exactly over [200, 500) ms, every other sample bit-exact');
+});
+
+t.test('skip mode: the paused span is cut out of the file', async (t) => {
+  const { s, dir, clock } = await session(t, { pauseBehavior: 'skip' });
+  for (let i = 0; i < 10; i++) {
+    clock.now = 1000 + i * 20;
+    put(s, i);
+  }
+  s.pause();
+  clock.now = 1400; // resumes at call time 400 ms (nothing arrived meanwhile)
+  t.equal(s.resume(), 400);
+  for (let i = 20; i < 30; i++) {
+    clock.now = 1000 + i * 20;
+    t.equal(put(s, i), 'placed');
+  }
+  const [rec] = await s.close('stop');
+  t.match(rec, { framesReceived: 20, durationMs: 400 });
+  const got = Buffer.from(decodeWav(await readFile(audioPathOnDisk(dir, rec!))).channel[0]!);
+  const expected = Buffer.concat([trackAudio(5, 'inbound', 10), Buffer.from(trackAudio(5, 'inbound', 30)).subarray(20 * FRAME)]);
+  t.ok(got.equals(expected), 'frames 0..9 then 20..29, nothing of the pause');
+});
+
+t.test('a call paused before the stream started drops from frame 0 until resumed', async (t) => {
+  const { s, dir, clock } = await session(t, { startPaused: true });
+  t.equal(s.paused, true);
+  clock.now = 1000;
+  t.equal(put(s, 0), 'paused');
+  clock.now = 1020;
+  t.equal(put(s, 1), 'paused');
+  t.equal(s.resume(), 40, 'resumed after the newest frame (nothing spoken beyond it yet)');
+  clock.now = 1040;
+  t.equal(put(s, 2), 'placed');
+  const [rec] = await s.close('stop');
+  t.match(rec, { framesReceived: 1, framesPaused: 2, pausedIntervals: [{ from: 0, to: 40 }] });
+  const got = Buffer.from(decodeWav(await readFile(audioPathOnDisk(dir, rec!))).channel[0]!);
+  t.ok(got.equals(Buffer.concat([Buffer.alloc(2 * FRAME, MULAW_SILENCE), frame(2)])), 'silence, then the kept frame bit-exact');
+});
