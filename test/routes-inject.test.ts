@@ -8,6 +8,7 @@ import path from 'node:path';
 import { loadConfig } from '../gateway/config.js';
 import { buildGateway, type Gateway } from '../gateway/server.js';
 import { captureLog, type CapturedLog } from './fixtures/capture-log.js';
+import { until } from './fixtures/calls.js';
 
 const CALL = `CA${'0'.repeat(32)}`;
 const KEY = 'an-api-key-long-enough-1234';
@@ -17,6 +18,8 @@ async function gateway(t: Test, env: Record<string, string> = {}): Promise<{ gw:
   const log = captureLog('info');
   const gw = await buildGateway(loadConfig({ RECORDINGS_DIR: dir, ...env }), { logger: log.logger });
   await gw.recovery;
+  // ready once the (empty) catalog's first import has run: /readyz answers 503 before
+  await until(() => gw.catalogSync.notReadyReason() === null, 'the first catalog import');
   await gw.app.ready();
   t.teardown(async () => {
     await gw.close();
