@@ -745,3 +745,19 @@ export function redactConfig(c: GatewayConfig): RedactedConfig {
     })),
   };
 }
+
+/** Exit code of a bad setting (EX_CONFIG of sysexits.h). */
+export const EX_CONFIG = 78;
+
+/** For a process's entry point: the settings, or one line on stderr naming the bad one and exit 78. */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv): GatewayConfig {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`config error: ${err.message}\n`);
+      process.exit(EX_CONFIG);
+    }
+    throw err;
+  }
+}

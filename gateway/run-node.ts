@@ -1,11 +1,10 @@
 // The process around a gateway node: configuration from the environment (exit 78 on a bad
 // setting, one line), build, listen, drain on SIGTERM/SIGINT. main.ts runs it as is; tools that
 // need a node with an extra route (loadtest/cluster-node.ts) pass `prepare`.
-import { loadConfig, ConfigError, redactConfig } from './config.js';
+import { loadConfigOrExit, ConfigError, EX_CONFIG, redactConfig } from './config.js';
 import { buildGateway, type Gateway, type GatewayOptions } from './server.js';
 import { startupWarnings } from './startup-warnings.js';
 
-const EX_CONFIG = 78;
 
 export interface RunNodeOptions {
   gatewayOptions?: GatewayOptions;
@@ -14,16 +13,7 @@ export interface RunNodeOptions {
 }
 
 export async function runNode(o: RunNodeOptions = {}): Promise<Gateway> {
-  let config;
-  try {
-    config = loadConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`config error: ${err.message}\n`);
-      process.exit(EX_CONFIG);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit(process.env);
   let gw: Gateway;
   try {
     gw = await buildGateway(config, o.gatewayOptions);

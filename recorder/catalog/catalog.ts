@@ -214,3 +214,15 @@ export function whereOf(q: RecordingQuery, ph: (i: number) => string, params: un
   if (q.to !== undefined) add('started_ms < ?', q.to.getTime());
   return where;
 }
+
+/** A page from rows fetched with LIMIT `limit + 1` in cursor order (the extra row says there is more). */
+export function pageOf(rows: { sidecar: string; started_ms: number; recording_id: string }[], limit: number, total?: number): RecordingPage {
+  const more = rows.length > limit;
+  if (more) rows.length = limit;
+  const last = rows[rows.length - 1];
+  return {
+    items: rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar),
+    nextCursor: more && last ? encodeCursor({ t: last.started_ms, id: last.recording_id }) : null,
+    ...(total === undefined ? {} : { total }),
+  };
+}

@@ -5,7 +5,7 @@ import pg from 'pg';
 import path from 'node:path';
 import type { RecordingSidecar } from '../sidecar.js';
 import {
-  checkLimit, decodeCursor, encodeCursor, indexedOf, rowFields, whereOf,
+  checkLimit, decodeCursor, indexedOf, pageOf, rowFields, whereOf,
   type Catalog, type CatalogRow, type IndexedRecording, type RecordingPage, type RecordingQuery,
 } from './catalog.js';
 import { PG_MIGRATIONS } from './pg-migrations.js';
@@ -137,15 +137,7 @@ export class PgCatalog implements Catalog {
     const res = await this.pool.query<{ sidecar: string; started_ms: number; recording_id: string }>(
       `SELECT sidecar, started_ms, recording_id FROM recordings${where.length ? ` WHERE ${where.join(' AND ')}` : ''}
        ORDER BY started_ms, recording_id LIMIT $${params.length}`, params);
-    const rows = res.rows;
-    const more = rows.length > limit;
-    if (more) rows.length = limit;
-    const last = rows[rows.length - 1];
-    return {
-      items: rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar),
-      nextCursor: more && last ? encodeCursor({ t: last.started_ms, id: last.recording_id }) : null,
-      ...(total === undefined ? {} : { total }),
-    };
+    return pageOf(res.rows, limit, total);
   }
 
   async count(): Promise<number> {

@@ -5,12 +5,11 @@
 // Safe while nodes run; progress on stderr, a summary line on stdout. Exit 78 on a bad setting.
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig, ConfigError } from '../../gateway/config.js';
+import { loadConfigOrExit } from '../../gateway/config.js';
 import { openCatalog } from './open-catalog.js';
 import { importSidecars, type ImportProgress } from './importer.js';
 import { Deletions } from '../deletions.js';
 
-const EX_CONFIG = 78;
 
 /** Sidecars under `root` (the importer's walk without reading them), for the bar's 100 %. */
 async function countSidecars(root: string): Promise<number> {
@@ -42,16 +41,7 @@ export function progressBar(p: Readonly<ImportProgress>, total: number, elapsedS
 }
 
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`config error: ${err.message}\n`);
-      process.exit(EX_CONFIG);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit(process.env);
   const catalog = await openCatalog({
     recordingsDir: config.recordingsDir,
     databaseUrl: config.databaseUrl,

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import type { RecordingSidecar } from '../sidecar.js';
 import {
-  checkLimit, decodeCursor, encodeCursor, indexedOf, rowFields, whereOf,
+  checkLimit, decodeCursor, indexedOf, pageOf, rowFields, whereOf,
   type Catalog, type CatalogRow, type IndexedRecording, type RecordingPage, type RecordingQuery, type RowFields,
 } from './catalog.js';
 import { SQLITE_MIGRATIONS, type Migration } from './sqlite-migrations.js';
@@ -159,14 +159,7 @@ export class SqliteCatalog implements Catalog {
     const sql = `SELECT sidecar, started_ms, recording_id FROM recordings${where.length ? ` WHERE ${where.join(' AND ')}` : ''}
       ORDER BY started_ms, recording_id LIMIT ?`;
     const rows = this.#stmt(sql).all(...params, limit + 1) as { sidecar: string; started_ms: number; recording_id: string }[];
-    const more = rows.length > limit;
-    if (more) rows.length = limit;
-    const last = rows[rows.length - 1];
-    return {
-      items: rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar),
-      nextCursor: more && last ? encodeCursor({ t: last.started_ms, id: last.recording_id }) : null,
-      ...(total === undefined ? {} : { total }),
-    };
+    return pageOf(rows, limit, total);
   }
 
   async count(): Promise<number> {
