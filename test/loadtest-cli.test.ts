@@ -72,7 +72,7 @@ t.test('a signed run against a real gateway meets its SLOs: exit 0, JSON and HTM
   t.equal(json.frames.lost, 0);
   t.ok(json.series.length >= 2 && json.scrapes.length >= 3, 'series over time');
   t.ok(json.gateway.eventLoopP99MsWorst! > 0, 'event-loop delay scraped');
-  t.ok(json.gateway.diskLagP99Ms! >= 500, `frame-to-disk lag scraped: ${json.gateway.diskLagP99Ms} ms`);
+  t.ok(json.gateway.diskLagP99Ms! > 0, `frame-to-disk lag scraped: ${json.gateway.diskLagP99Ms} ms`);
   t.same(json.slos.map((s) => [s.name, s.ok]), [['lost frames', true], ['connect failures', true], ['event-loop delay p99 (ms)', true]]);
   for (const id of ['streams', 'messages', 'eventloop', 'disklag']) {
     t.match(html, new RegExp(`<svg id="chart-${id}"[^>]*>[\\s\\S]*?<polyline [^>]*points="[0-9., ]+"`), `chart ${id} has a line`);
