@@ -15,7 +15,6 @@
 //    within the calls' length (the next 300 calls end 5 minutes later).
 import { once } from 'node:events';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { encodeWavFile } from '../recorder/archive/ffmpeg.js';
@@ -23,6 +22,7 @@ import { makeArchive, type ArchiveVerify } from '../recorder/archive/make-archiv
 import { ARCHIVE_FORMATS, formatSpec, isArchiveFormat, type ArchiveFormat } from '../recorder/archive/formats.js';
 import { seedBacklog, spawnGateway } from './archive-backlog.js';
 import { conversationWav } from './conversation.js';
+import { freePort } from './free-port.js';
 
 const CLK_TCK = 100; // Linux USER_HZ
 
@@ -70,13 +70,6 @@ async function perFormat(dir: string, minutes: number): Promise<void> {
   }
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  s.close();
-  return port;
-}
 
 async function metrics(port: number): Promise<Map<string, number> | null> {
   try {

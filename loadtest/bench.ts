@@ -23,13 +23,13 @@
 // (CPU ratio ≤ 1.3, 0 frames lost) only print PASS/MISS.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Track } from './audio-fixtures.js';
 import type { GenToParent, LoadGenConfig, LoadGenSummary, ParentToGen, Phase } from './load-generator.js';
+import { freePort } from './free-port.js';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const TARGET_CPU_RATIO = 1.3;
@@ -189,17 +189,6 @@ function procRssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      s.close(() => resolvePort(port));
-    });
-  });
-}
 
 function tasksetWorks(): boolean {
   try {

@@ -14,7 +14,6 @@
 // Run it under `flock /work/bench.lock` on a shared machine; it prints `uptime` before and after.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -26,6 +25,7 @@ import { runStream } from './stream-runner.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { sidecarPathOf } from '../recorder/storage-layout.js';
 import { syntheticSidecar, writeSyntheticRecordings, type SyntheticOptions } from './synthetic-recordings.js';
+import { freePort } from './free-port.js';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -43,14 +43,6 @@ const ACCOUNTS = ['AC' + 'a'.repeat(32), 'AC' + 'b'.repeat(32), 'AC' + 'c'.repea
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** One real recording through an in-process gateway: the sidecar every synthetic one clones. */
 async function realSidecar(): Promise<RecordingSidecar> {

@@ -13,7 +13,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { CreateStreamCommand, DescribeStreamSummaryCommand, KinesisClient, PutRecordsCommand } from '@aws-sdk/client-kinesis';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { randomSid } from './sids.js';
+import { freePort } from './free-port.js';
 
 const { values } = parseArgs({ options: {
   rate: { type: 'string', default: '1000' }, seconds: { type: 'string', default: '30' },
@@ -32,13 +32,6 @@ const ACCOUNT = values.account ?? randomSid('AC');
 const STREAM = 'twilio-events';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  s.close();
-  return port;
-}
 
 async function waitHttp(url: string, ms: number): Promise<void> {
   const end = Date.now() + ms;

@@ -11,7 +11,6 @@
 // FUZZ_WS_MESSAGES, FUZZ_FORMS, FUZZ_API_REQUESTS scale the run.
 import t from 'tap';
 import http from 'node:http';
-import net from 'node:net';
 import readline from 'node:readline';
 import { createHash } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
@@ -29,6 +28,7 @@ import { firstMessages, nextMessage, type SocketState, type WsTargets } from './
 import { nextForm, type TaskRouterTargets } from './fixtures/fuzz-taskrouter.js';
 import { nextApiRequest, nextRawRequest, type ApiRequest, type ApiTargets } from './fixtures/fuzz-api.js';
 import { request, rawRequest, isErrorShape, type HttpAnswer } from './fixtures/fuzz-http.js';
+import { freePort } from '../loadtest/free-port.js';
 
 // about 30 s on an idle 2-core machine; a loaded one (or a bigger FUZZ_* run) may take longer
 t.setTimeout(420_000);
@@ -96,13 +96,6 @@ interface Gw {
   logLines: () => number;
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function startGateway(tap: Tap): Promise<Gw> {
   const dir = await tempDir(tap, 'gw-fuzz-');
