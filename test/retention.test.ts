@@ -7,28 +7,19 @@ import http from 'node:http';
 import { mkdtemp, rm, writeFile, access, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { runStream } from '../loadtest/stream-runner.js';
 import { randomSid } from '../loadtest/sids.js';
 import { startTestGateway, waitForRecordings, getJson, audioPathOnDisk } from './fixtures/harness.js';
 import { post, until } from './fixtures/calls.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { DELETIONS_DIR } from '../recorder/deletions.js';
+import { captureLog } from './fixtures/capture-log.js';
 
 const SID_A = 'AC' + 'a'.repeat(32);
 const SID_B = 'AC' + 'b'.repeat(32);
 const SECRET = 'retention-webhook-secret-0123';
 const DAY = 24 * 3600 * 1000;
 
-function captureLog() {
-  let buf = '';
-  const sink = new Writable({ write(chunk, _enc, cb) { buf += String(chunk); cb(); } });
-  return {
-    logger: pino({ level: 'info' }, sink),
-    lines: () => buf.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 /** A webhook receiver that acknowledges everything. */
 async function receiver(t: { teardown(fn: () => unknown): void }) {

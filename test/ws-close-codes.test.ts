@@ -5,20 +5,11 @@
 // Found by test/fuzz.test.ts: @fastify/websocket's default error handler logged every such frame
 // at error level with a stack trace and terminated the socket before the close frame went out.
 import t from 'tap';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { TwilioStreamClient, type CloseInfo } from '../loadtest/twilio-stream-client.js';
 import { frameFor } from '../loadtest/audio-fixtures.js';
 import { startTestGateway, waitForRecordings, type TestGateway } from './fixtures/harness.js';
+import { captureLog } from './fixtures/capture-log.js';
 
-function captureLog() {
-  let buf = '';
-  const sink = new Writable({ write(chunk, _enc, cb) { buf += String(chunk); cb(); } });
-  return {
-    logger: pino({ level: 'info' }, sink),
-    lines: () => buf.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>),
-  };
-}
 
 /** Start a stream, send 25 good frames, the bad frame, then keep streaming until closed. */
 async function badFrameWhileStreaming(g: TestGateway, bad: (c: TwilioStreamClient) => void): Promise<{ closed: CloseInfo; callSid: string }> {
