@@ -27,7 +27,12 @@ import { INTERNAL_ACTOR_HEADER, INTERNAL_SCOPE_HEADER, accessOf } from '../api/a
 import { CALL_KEY_TTL_MS } from './keys.js';
 
 export const FORWARDED_HEADER = 'x-gateway-forwarded-by';
-export const FORWARD_TIMEOUT_MS = 1000;
+/**
+ * How long a forwarded command waits for the owner's answer. Delivery takes milliseconds; the
+ * wait covers an owner whose loop is busy (GC, a burst of publications). A 503 here says "may
+ * have been applied", which is worse for the caller than a slower 200, so it is generous.
+ */
+export const FORWARD_TIMEOUT_MS = 3000;
 /** headers that travel with a forwarded command (the caller's key does not: see above) */
 const PASSED_HEADERS = ['content-type', 'accept'];
 
