@@ -166,6 +166,9 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
       case 'log':
         relayLog(deps.log, m.line);
         break;
+      case 'cpu':
+        metrics.workerCpu(m.seconds);
+        break;
       case 'alarm':
         deps.raiseUnreadable(m.message, m.details);
         break;

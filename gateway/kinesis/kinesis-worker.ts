@@ -4,6 +4,7 @@
 // (they stay renewed however busy the media thread is; a SIGKILLed node loses them with the
 // process). The main thread gets the mapped CTI events, one message per GetRecords, and answers
 // when they are applied; only then is the checkpoint moved (worker-protocol.ts).
+import { readFile } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Redis } from 'ioredis';
 import pino from 'pino';
@@ -39,6 +40,7 @@ class MetricsRelay implements KinesisMetrics {
   checkpointed(account: string, shard: string, at: number): void { this.gauge(['checkpointed', account, shard, at]); }
   shardDone(account: string, shard: string): void { this.gauge(['done', account, shard]); }
   applyLag(): void {} // measured where events are applied: the main thread
+  workerCpu(): void {} // sent by the worker itself
   private gauge(op: GaugeOp): void {
     this.gauges.push(op);
     this.schedule();
@@ -104,6 +106,17 @@ const sources = init.sources.map((src, i) => {
   return source;
 });
 
+// what reading the streams costs this node, apart from the media thread
+// (gateway_kinesis_worker_cpu_seconds_total); utime + stime in clock ticks (100 per second)
+const CPU_MS = 5000;
+const cpuTimer = setInterval(() => {
+  readFile('/proc/thread-self/stat', 'utf8').then((text) => {
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    post({ t: 'cpu', seconds: (Number(f[11]) + Number(f[12])) / 100 });
+  }, () => clearInterval(cpuTimer)); // not Linux: no such figure
+}, CPU_MS);
+cpuTimer.unref();
+
 port.on('message', (m: ToWorker) => {
   if (m.t === 'ack') {
     const resolve = pending.get(m.id);
@@ -114,6 +127,7 @@ port.on('message', (m: ToWorker) => {
     }
   } else {
     void (async () => {
+      clearInterval(cpuTimer);
       await Promise.all(sources.map((s) => s.stop()));
       metrics.flush();
       await redis?.quit().catch(() => undefined);

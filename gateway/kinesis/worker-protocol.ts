@@ -49,6 +49,8 @@ export type FromWorker =
   /** what the worker decided since the last one (per account: events by result; gauges in order) */
   | { t: 'metrics'; results: [string, EventResult, number][]; gauges: GaugeOp[] }
   | { t: 'log'; line: string }
+  /** CPU time of the worker thread so far (s), from /proc/thread-self/stat; Linux only */
+  | { t: 'cpu'; seconds: number }
   | { t: 'alarm'; message: string; details: Record<string, unknown> }
   | { t: 'stopped' };
 
