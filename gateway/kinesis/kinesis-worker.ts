@@ -4,7 +4,7 @@
 // (they stay renewed however busy the media thread is; a SIGKILLed node loses them with the
 // process). The main thread gets the mapped CTI events, one message per GetRecords, and answers
 // when they are applied; only then is the checkpoint moved (worker-protocol.ts).
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Redis } from 'ioredis';
 import pino from 'pino';
@@ -110,10 +110,17 @@ const sources = init.sources.map((src, i) => {
 // (gateway_kinesis_worker_cpu_seconds_total); utime + stime in clock ticks (100 per second)
 const CPU_MS = 5000;
 const cpuTimer = setInterval(() => {
-  readFile('/proc/thread-self/stat', 'utf8').then((text) => {
-    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    post({ t: 'cpu', seconds: (Number(f[11]) + Number(f[12])) / 100 });
-  }, () => clearInterval(cpuTimer)); // not Linux: no such figure
+  let text: string;
+  try {
+    // synchronous on purpose: /proc/thread-self is the thread that reads it (a libuv pool thread
+    // for an asynchronous read); a few hundred bytes from procfs, on this thread, not the media one
+    text = readFileSync('/proc/thread-self/stat', 'utf8');
+  } catch {
+    clearInterval(cpuTimer); // not Linux: no such figure
+    return;
+  }
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  post({ t: 'cpu', seconds: (Number(f[11]) + Number(f[12])) / 100 });
 }, CPU_MS);
 cpuTimer.unref();
 
