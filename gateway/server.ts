@@ -452,7 +452,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       raiseUnreadable: (message, details) => alarms.raise('kinesis_unreadable', {
         message, details, accountSid: details.accountSid as string, subject: `kinesis:${String(details.stream)}`,
       }),
-      redis: clusterNode ? { client: clusterNode.link.cmd, prefix: clusterNode.keys.prefix } : null,
+      redis: clusterNode && config.redisUrl !== null ? { url: config.redisUrl, prefix: clusterNode.keys.prefix } : null,
     }, opts.kinesis);
 
   // One sweep for the whole node instead of a timer per stream.

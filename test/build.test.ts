@@ -13,6 +13,9 @@ import { runStream } from '../loadtest/stream-runner.js';
 import { trackAudio } from '../loadtest/audio-fixtures.js';
 import { waitForRecordings, fetchAudio, decodeWav } from './fixtures/harness.js';
 import { COMPILED_MAIN, startProcess, tempDir } from './fixtures/gateway-process.js';
+import { cloudEvent, startKinesalite, TEST_CREDENTIALS } from './fixtures/kinesis.js';
+import { until } from './fixtures/calls.js';
+import { randomSid } from '../loadtest/sids.js';
 
 // a rebuild after an edit is a full tsc run: tens of seconds on a busy machine
 t.setTimeout(180_000);
@@ -49,8 +52,9 @@ t.test('the compiled entry imports only node built-ins and production dependenci
   const builtins = new Set(builtinModules);
   const seen = new Set<string>();
   const bare = new Map<string, string>(); // package -> first file importing it
-  const queue = [COMPILED_MAIN];
-  // the import graph from main.js: what loads at run time, not whatever else sits in dist/
+  // the import graph from main.js and from the Kinesis worker thread's module (started by URL,
+  // not imported): what loads at run time, not whatever else sits in dist/
+  const queue = [COMPILED_MAIN, path.join(path.dirname(COMPILED_MAIN), 'kinesis/kinesis-worker.js')];
   while (queue.length > 0) {
     const file = queue.pop() as string;
     if (seen.has(file)) continue;
@@ -83,4 +87,24 @@ t.test('node dist/gateway/main.js records a call bit-exact and drains on SIGTERM
   const exit = await gw.exited;
   t.equal(exit.code, 0, 'exits 0 after SIGTERM');
   t.equal(exit.stderr, '', 'nothing on stderr');
+});
+
+t.test('the compiled gateway reads Kinesis in its worker thread (dist/gateway/kinesis/kinesis-worker.js)', async (t) => {
+  const k = await startKinesalite(t);
+  await k.createStream('dist-events', 1);
+  const cwd = await tempDir(t, 'gw-dist-kinesis-');
+  const account = randomSid('AC');
+  const gw = await startProcess(t, cwd, {
+    RECORDINGS_DIR: cwd, TWILIO_ACCOUNT_SID: account, KINESIS_STREAM: 'dist-events', KINESIS_REGION: 'us-east-1',
+    KINESIS_ENDPOINT: k.endpoint, KINESIS_START: 'TRIM_HORIZON', ...TEST_CREDENTIALS,
+  }, { compiled: true });
+  const callSid = randomSid('CA');
+  await k.put('dist-events', cloudEvent({ eventType: 'reservation.accepted', accountSid: account, callSid, employeeId: 'E-dist' }));
+  await until(async () => /gateway_kinesis_records_total\{account="AC[0-9a-f]+",result="applied"\} 1\b/.test(await (await fetch(`${gw.http}/metrics`)).text()),
+    'the event applied by the compiled build', 30_000);
+  await runStream({ url: gw.ws, accountSid: account, tracks: ['inbound'], seed: 3, frames: 10, realtime: false, callSid });
+  const [rec] = await waitForRecordings(gw.http, callSid, 1);
+  t.equal(rec.employeeId, 'E-dist', 'attributed from the stream');
+  gw.child.kill('SIGTERM');
+  t.equal((await gw.exited).code, 0, 'the worker stops with the node (SIGTERM, exit 0)');
 });

@@ -194,3 +194,33 @@ t.test('a stream that cannot be read raises an alarm within a minute and never s
   t.notMatch(JSON.stringify(alarms), /sekrit/, 'no secret in alarms');
   t.equal((await fetch(`${g.http}/readyz`)).status, 200, 'still ready');
 });
+
+t.test('a Kinesis worker that throws is started again with back-off and raises an alarm; recording goes on', async (t) => {
+  const k = await startKinesalite(t);
+  await k.createStream('crash', 1);
+  const order: string[] = [];
+  // the first worker throws as the main thread's answer to its first batch comes in, maybe before
+  // it wrote that checkpoint: then the next worker reads and applies the batch again (at least once)
+  const g = await startTestGateway(t, envFor(k, 'crash'), { kinesis: { ...FAST.kinesis, restartMs: 300, crashAfterAcks: 1, onApplied: (id) => order.push(id) } });
+  const callSid = randomSid('CA');
+  const first = cloudEvent({ eventType: 'reservation.created', accountSid: ACCOUNT, callSid, employeeId: 'E-1' });
+  await k.put('crash', first);
+  const alarms = await until(async () => {
+    const { body } = await getJson<{ items: { message: string; details: { op: string; accountSid: string } }[] }>(`${g.http}/v1/alarms?kind=kinesis_unreadable`);
+    return body.items.length > 0 ? body.items : null;
+  }, 'an alarm for the dead worker');
+  t.match(alarms[0], { details: { op: 'worker', accountSid: ACCOUNT } });
+  t.match(alarms[0]?.message, /worker thread\) stopped.*started again in 300 ms/);
+  t.equal((await fetch(`${g.http}/readyz`)).status, 200, 'still ready');
+  await record(g, callSid, 6);
+  const [rec] = await waitForRecordings(g.http, callSid, 1);
+  t.equal(rec.employeeId, 'E-1', 'recorded and attributed while the reader restarted');
+
+  await until(() => g.gw.kinesis?.starts === 2, 'the worker started again');
+  const second = cloudEvent({ eventType: 'reservation.accepted', accountSid: ACCOUNT, callSid, employeeId: 'E-2' });
+  await k.put('crash', second);
+  await until(() => order.includes(second.id as string), 'the new worker applies new events');
+  t.ok(order.filter((id) => id === first.id).length >= 1, 'the event read before the crash was applied (at least once)');
+  t.equal(order.filter((id) => id === second.id).length, 1, 'the new one once');
+  t.equal(g.gw.kinesis?.starts, 2, 'one restart');
+});

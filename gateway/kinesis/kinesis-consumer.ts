@@ -1,25 +1,31 @@
-// Agent events from Amazon Kinesis (contract section 9): one KinesisSource per data source with
-// a `kinesis` setting. server.ts loads this module only when one is configured (the AWS SDK is
-// not loaded otherwise).
+// Agent events from Amazon Kinesis (contract section 9). The reading runs in a worker thread
+// (kinesis-worker.ts), off the media thread; this side applies the CTI events the worker mapped
+// (they touch the calls, which live here), answers each batch so that the worker checkpoints
+// after the apply, and owns the metrics, log lines and alarms. A worker that dies is started
+// again with back-off and raises an alarm; recording never depends on it. server.ts loads this
+// module only when a source has a stream.
 import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import type { DataSource } from '../config-types.js';
 import type { CtiEvent } from '../../recorder/call-states.js';
-import { FileStore, type KinesisStore } from './checkpoint-store.js';
-import { RedisStore, LEASE_TTL_MS } from './redis-store.js';
-import { createKinesisApi } from './kinesis-api.js';
-import { createKinesisMetrics } from './kinesis-metrics.js';
+import { LEASE_TTL_MS } from './redis-store.js';
+import { createKinesisMetrics, type KinesisMetrics } from './kinesis-metrics.js';
 import { EventApplier, RefusedEvent, RetryLater } from './event-applier.js';
 import { ApiError } from '../api/errors.js';
-import { DEFAULT_TIMING, KinesisSource, type SourceTiming } from './kinesis-source.js';
+import { DEFAULT_TIMING, type SourceTiming } from './kinesis-source.js';
 import type { KinesisSettings } from './kinesis-config.js';
+import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
 
 export interface KinesisOptions extends Partial<SourceTiming> {
   leaseTtlMs?: number;
   /** benchmarks: each applied CloudEvent id with its record's arrival time (ms) */
   onApplied?: (id: string, arrivalMs: number) => void;
+  /** first wait before a dead worker is started again; doubles up to 60 s */
+  restartMs?: number;
+  /** tests: the first worker throws after this many batches were answered */
+  crashAfterAcks?: number;
 }
 
 export interface KinesisDeps {
@@ -31,12 +37,13 @@ export interface KinesisDeps {
   /** the CTI entry point (the same as POST /v1/cti/events) */
   dispatch: (ev: CtiEvent) => Promise<void>;
   raiseUnreadable: (message: string, details: Record<string, unknown>) => void;
-  /** cluster mode: Redis and the key prefix; null on a single node */
-  redis: { client: Redis; prefix: string } | null;
+  /** cluster mode: Redis (the worker opens its own connection) and the key prefix; null on a single node */
+  redis: { url: string; prefix: string } | null;
 }
 
 export interface KinesisConsumer {
-  sources: KinesisSource[];
+  /** worker starts so far (1 + restarts) */
+  readonly starts: number;
   stop(): Promise<void>;
 }
 
@@ -60,33 +67,162 @@ function classified(dispatch: (ev: CtiEvent) => Promise<void>): (ev: CtiEvent) =
   };
 }
 
-export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): KinesisConsumer {
+/**
+ * The worker's module: compiled, dist/gateway/kinesis/kinesis-worker.js beside this file; from
+ * the sources (tests, tsx), the .ts file, with tsx registered in the worker first (a worker does
+ * not inherit the loader hooks of its parent).
+ */
+function spawnWorker(init: WorkerInit): Worker {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const url = new URL(fromSource ? './kinesis-worker.ts' : './kinesis-worker.js', import.meta.url);
+  const opts = { workerData: init, name: 'kinesis' };
+  if (!fromSource) return new Worker(url, opts);
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const code = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
+  return new Worker(code, { ...opts, eval: true });
+}
+
+const MAX_RESTART_MS = 60_000;
+/** a worker that ran this long without dying starts the back-off over */
+const HEALTHY_MS = 60_000;
+const STOP_TIMEOUT_MS = 15_000;
+
+export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): KinesisConsumer | null {
   const dispatch = classified(deps.dispatch);
   const configured = deps.sources.filter((s): s is DataSource & { kinesis: KinesisSettings } => s.kinesis !== undefined);
+  if (configured.length === 0) return null;
   const metrics = createKinesisMetrics(deps.registry, configured.map((s) => s.accountSid));
   const timing: SourceTiming = { ...DEFAULT_TIMING };
   for (const k of Object.keys(DEFAULT_TIMING) as (keyof SourceTiming)[]) if (opts[k] !== undefined) timing[k] = opts[k];
-  const sources = configured.map((src) => {
+  const log = deps.log.child({ component: 'kinesis' });
+  const appliers = configured.map((src) => new EventApplier({
+    accountSid: src.accountSid, dispatch, metrics, onApplied: opts.onApplied,
+    log: deps.log.child({ component: 'kinesis', accountSid: src.accountSid, stream: src.kinesis.streamName }),
+  }));
+  for (const src of configured) {
     const k = src.kinesis;
-    const key = sourceKey(src.accountSid, k);
-    const log = deps.log.child({ component: 'kinesis', accountSid: src.accountSid, stream: k.streamName });
-    const store: KinesisStore = deps.redis
-      ? new RedisStore(deps.redis.client, deps.redis.prefix, key, deps.nodeId, opts.leaseTtlMs ?? LEASE_TTL_MS)
-      : new FileStore(FileStore.fileFor(deps.recordingsDir, key), (err) => log.error({ err }, 'Kinesis checkpoint file not written'));
-    const applier = new EventApplier({ accountSid: src.accountSid, store, dispatch, metrics, log, onApplied: opts.onApplied });
-    const source = new KinesisSource({
-      accountSid: src.accountSid, settings: k, api: createKinesisApi(k, deps.nodeId), store, applier, metrics, log, timing,
-      raiseUnreadable: deps.raiseUnreadable,
-    });
-    log.info({ region: k.region, endpoint: k.endpoint, role: k.roleArn !== null, start: k.start, cluster: deps.redis !== null },
+    log.info({ accountSid: src.accountSid, stream: k.streamName, region: k.region, endpoint: k.endpoint, role: k.roleArn !== null, start: k.start, cluster: deps.redis !== null },
       'Kinesis agent events: reading');
-    source.start();
-    return source;
-  });
+  }
+  const init: WorkerInit = {
+    sources: configured.map((s) => ({ accountSid: s.accountSid, key: sourceKey(s.accountSid, s.kinesis), settings: s.kinesis })),
+    nodeId: deps.nodeId, recordingsDir: deps.recordingsDir, timing, leaseTtlMs: opts.leaseTtlMs ?? LEASE_TTL_MS,
+    logLevel: deps.log.level, redis: deps.redis,
+  };
+  const restartMs = opts.restartMs ?? 1000;
+
+  let worker: Worker | null = null;
+  let starts = 0;
+  let backoff = restartMs;
+  let stopping = false;
+  let restartTimer: NodeJS.Timeout | null = null;
+  let stopped: (() => void) | null = null;
+
+  const start = (): void => {
+    restartTimer = null;
+    if (stopping) return;
+    const startedAt = Date.now();
+    const w = spawnWorker(starts === 0 && opts.crashAfterAcks !== undefined ? { ...init, crashAfterAcks: opts.crashAfterAcks } : init);
+    starts++;
+    worker = w;
+    const post = (m: ToWorker): void => { if (worker === w) w.postMessage(m); };
+    w.on('message', (m: FromWorker) => onMessage(m, post));
+    w.on('error', (err) => log.error({ err }, 'Kinesis worker failed'));
+    w.on('exit', (code) => {
+      if (worker === w) worker = null;
+      if (stopping) {
+        stopped?.();
+        return;
+      }
+      if (Date.now() - startedAt >= HEALTHY_MS) backoff = restartMs;
+      const wait = backoff;
+      backoff = Math.min(MAX_RESTART_MS, backoff * 2);
+      // events it had read but not checkpointed are read again by the next one (at least once)
+      const message = `Kinesis reader (worker thread) stopped with exit code ${code}: started again in ${wait} ms; agent events are not applied meanwhile`;
+      log.error({ code, restartInMs: wait }, 'Kinesis worker exited: starting it again');
+      for (const src of configured) {
+        deps.raiseUnreadable(message, { accountSid: src.accountSid, stream: src.kinesis.stream, region: src.kinesis.region, op: 'worker', exitCode: code });
+      }
+      restartTimer = setTimeout(start, wait);
+      restartTimer.unref();
+    });
+  };
+
+  function onMessage(m: FromWorker, post: (m: ToWorker) => void): void {
+    switch (m.t) {
+      case 'batch':
+        void appliers[m.source]!.apply(m.events).then(
+          (ack) => post({ t: 'ack', id: m.id, done: ack.done, applied: ack.applied }),
+          // apply() catches what dispatch throws: this is a bug; the batch is read again later
+          (err: unknown) => {
+            log.error({ err }, 'Kinesis batch not applied');
+            post({ t: 'ack', id: m.id, done: 0, applied: [] });
+          },
+        );
+        break;
+      case 'metrics':
+        relayMetrics(metrics, m);
+        break;
+      case 'log':
+        relayLog(deps.log, m.line);
+        break;
+      case 'cpu':
+        metrics.workerCpu(m.seconds);
+        break;
+      case 'alarm':
+        deps.raiseUnreadable(m.message, m.details);
+        break;
+      case 'stopped':
+        // everything is written and released: nothing left to wait for (an open socket of the
+        // SDK's would keep the thread alive)
+        void worker?.terminate();
+        break;
+    }
+  }
+
+  start();
   return {
-    sources,
+    get starts() { return starts; },
     async stop() {
-      await Promise.all(sources.map((s) => s.stop()));
+      stopping = true;
+      if (restartTimer) clearTimeout(restartTimer);
+      const w = worker;
+      if (w === null) return;
+      const exited = new Promise<void>((resolve) => { stopped = resolve; });
+      // the worker stops its readers (checkpoints written, leases released) and exits
+      w.postMessage({ t: 'stop' } satisfies ToWorker);
+      const timer = setTimeout(() => {
+        log.warn('Kinesis worker did not stop in time: terminating it');
+        void w.terminate();
+      }, STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
     },
   };
+}
+
+function relayMetrics(metrics: KinesisMetrics, m: Extract<FromWorker, { t: 'metrics' }>): void {
+  for (const [account, result, n] of m.results) metrics.result(account, result, n);
+  for (const op of m.gauges) {
+    if (op[0] === 'behind') metrics.behind(op[1], op[2], op[3]);
+    else if (op[0] === 'checkpointed') metrics.checkpointed(op[1], op[2], op[3]);
+    else metrics.shardDone(op[1], op[2]);
+  }
+}
+
+const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
+  10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal',
+};
+
+/** A pino line of the worker, logged again by the main logger (its level already applied there). */
+function relayLog(log: Logger, line: string): void {
+  let obj: Record<string, unknown>;
+  try {
+    obj = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return;
+  }
+  const { level, msg, ...rest } = obj;
+  const name = LEVELS[typeof level === 'number' ? level : 30] ?? 'info';
+  log[name](rest, typeof msg === 'string' ? msg : '');
 }

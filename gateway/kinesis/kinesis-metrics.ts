@@ -10,6 +10,8 @@ export interface KinesisMetrics {
   shardDone(account: string, shard: string): void;
   /** put -> applied, from the record's ApproximateArrivalTimestamp */
   applyLag(ms: number): void;
+  /** CPU time of the reading thread so far (s); a new thread starts from 0 */
+  workerCpu(seconds: number): void;
 }
 
 export function createKinesisMetrics(registry: Registry, accounts: readonly string[], now: () => number = Date.now): KinesisMetrics {
@@ -38,7 +40,21 @@ export function createKinesisMetrics(registry: Registry, accounts: readonly stri
     buckets: [0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60],
     registers: [registry],
   });
+  let cpuBase = 0;
+  let cpuLast = 0;
+  new Counter({
+    name: 'gateway_kinesis_worker_cpu_seconds_total', help: 'CPU time of the Kinesis reading thread (worker), across its restarts',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(cpuBase + cpuLast);
+    },
+  });
   return {
+    workerCpu: (s) => {
+      if (s < cpuLast) cpuBase += cpuLast; // a new worker
+      cpuLast = s;
+    },
     result: (account, result, n = 1) => records.inc({ account, result }, n),
     behind: (account, shard, ms) => behind.set({ account, shard }, ms),
     checkpointed: (account, shard, at) => { checkpoints.set(`${account}/${shard}`, { account, shard, at }); },

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { KinesisApi, Shard, ShardPosition } from './kinesis-api.js';
 import type { KinesisStore, ShardCheckpoint } from './checkpoint-store.js';
 import type { KinesisSettings } from './kinesis-config.js';
-import type { EventApplier } from './event-applier.js';
+import type { BatchApplier } from './record-mapper.js';
 import type { KinesisMetrics } from './kinesis-metrics.js';
 import { ShardReader, THROTTLE_ERRORS, type ReaderTiming } from './shard-reader.js';
 
@@ -31,7 +31,7 @@ export interface SourceDeps {
   settings: KinesisSettings;
   api: KinesisApi;
   store: KinesisStore;
-  applier: EventApplier;
+  applier: BatchApplier;
   metrics: KinesisMetrics;
   log: Logger;
   timing: SourceTiming;

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { KinesisApi, ShardPosition } from './kinesis-api.js';
 import type { KinesisStore, ShardCheckpoint } from './checkpoint-store.js';
-import type { EventApplier } from './event-applier.js';
+import type { BatchApplier } from './record-mapper.js';
 import type { KinesisMetrics } from './kinesis-metrics.js';
 
 export const THROTTLE_ERRORS = new Set([
@@ -29,7 +29,7 @@ export interface ReaderDeps {
   start: ShardPosition;
   api: KinesisApi;
   store: KinesisStore;
-  applier: EventApplier;
+  applier: BatchApplier;
   metrics: KinesisMetrics;
   log: Logger;
   timing: ReaderTiming;

@@ -1,0 +1,61 @@
+// The messages between the Kinesis worker thread (kinesis-worker.ts: AWS SDK calls, records
+// decoded and mapped, de-duplication, checkpoints, shard leases) and the main thread
+// (kinesis-consumer.ts: applies the mapped CTI events to the calls, owns metrics, logs and
+// alarms). One `batch` per GetRecords that has something to apply, answered by one `ack`; the
+// worker checkpoints a batch only after its ack (contract section 9: checkpoint after apply).
+import type { CtiEvent } from '../../recorder/call-states.js';
+import type { EventResult } from './cloud-events.js';
+import type { KinesisSettings } from './kinesis-config.js';
+import type { SourceTiming } from './kinesis-source.js';
+
+/** One CloudEvent mapped: its CTI events, in order (the source's account is set on main). */
+export interface MappedEvent {
+  id: string;
+  /** the record's ApproximateArrivalTimestamp, ms (NaN when absent) */
+  arrival: number;
+  events: Omit<CtiEvent, 'accountSid'>[];
+}
+
+export interface WorkerSource {
+  accountSid: string;
+  /** names its progress (sourceKey) */
+  key: string;
+  settings: KinesisSettings;
+}
+
+/** workerData: plain values only (structured clone). Holds the sources' secrets: never logged. */
+export interface WorkerInit {
+  sources: WorkerSource[];
+  nodeId: string;
+  recordingsDir: string;
+  timing: SourceTiming;
+  leaseTtlMs: number;
+  /** the main logger's level: lines below it are not even sent */
+  logLevel: string;
+  /** cluster mode: the worker's own Redis connection for checkpoints and leases */
+  redis: { url: string; prefix: string } | null;
+  /** tests: throw from the worker's message handler after this many acks (a worker bug) */
+  crashAfterAcks?: number;
+}
+
+/** A gauge change, in order: MillisBehindLatest, a checkpoint written (wall ms), a shard no longer read here. */
+export type GaugeOp =
+  | ['behind', string, string, number]
+  | ['checkpointed', string, string, number]
+  | ['done', string, string];
+
+export type FromWorker =
+  | { t: 'batch'; id: number; source: number; events: MappedEvent[] }
+  /** what the worker decided since the last one (per account: events by result; gauges in order) */
+  | { t: 'metrics'; results: [string, EventResult, number][]; gauges: GaugeOp[] }
+  | { t: 'log'; line: string }
+  /** CPU time of the worker thread so far (s), from /proc/thread-self/stat; Linux only */
+  | { t: 'cpu'; seconds: number }
+  | { t: 'alarm'; message: string; details: Record<string, unknown> }
+  | { t: 'stopped' };
+
+export type ToWorker =
+  /** `done`: events of the batch handled in order (fewer than sent: apply the rest later);
+   * `applied`: indices of those applied (remembered as seen with the checkpoint) */
+  | { t: 'ack'; id: number; done: number; applied: number[] }
+  | { t: 'stop' };
