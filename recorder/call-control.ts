@@ -1,9 +1,9 @@
 // The recording policy of a contact center, per call: CTI events (attribution, keep/delete,
 // holds), pause/resume, and what happens to each recording when it is published (kept and
 // indexed, or deleted by a rule) — each outcome announced once to the webhook outbox.
-// Contract section 5. HTTP lives in gateway/api/*; this module is plain method calls.
+// Contract section 5. HTTP lives at the edge (the API routes); this module is plain method calls.
 import { readFile, unlink } from 'node:fs/promises';
-import type { SourceSettings } from '../gateway/config-types.js';
+import type { SourceSettings } from './source-settings.js';
 import type { Alarms } from './alarms.js';
 import type { CallState, CallStates, CtiEvent } from './call-states.js';
 import type { Recorder } from './recorder.js';
