@@ -1,6 +1,6 @@
 // RETENTION_DAYS (global and per data source; unset keeps everything): recordings that started
 // longer ago are deleted by the maintenance sweep, once per cluster under its lease. Each goes
-// through the same durable path as a rule deletion (CallControl.deleteForRetention -> Deletions):
+// through the same durable path as a rule deletion (RecordingOutcomes.deleteForRetention -> Deletions):
 // unlisted, audited, its files removed with a crash-safe record, announced as `deleted`.
 import type { Catalog } from './catalog/catalog.js';
 import type { RecordingSidecar } from './sidecar.js';
