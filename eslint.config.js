@@ -29,6 +29,20 @@ export default defineConfig(
     },
   },
   {
+    // The core (recorder/, codecs/) must not import the edge (gateway/): config, HTTP and the
+    // Twilio protocol depend on the core, never the other way (issue 14). What the core needs
+    // from the edge's world (per-account settings, the frame payload limit) is defined in the core.
+    files: ['recorder/**/*.ts', 'codecs/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{
+          regex: '(^|/)gateway(/|$)',
+          message: 'recorder/ and codecs/ are the core and must not import gateway/ (the edge); move what is shared into the core.',
+        }],
+      }],
+    },
+  },
+  {
     // Tests probe untyped wire data (JSON bodies, Twilio frames) and assert on it; the assertions are the check.
     files: ['test/**/*.ts'],
     rules: {

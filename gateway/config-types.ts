@@ -1,29 +1,10 @@
 // The validated, typed configuration every other module receives. Built by config.ts from the
 // environment and the optional GATEWAY_CONFIG file; nothing else reads process.env.
-import type { Encoding } from '../recorder/sidecar.js';
-import type { ArchiveFormatSetting } from '../recorder/archive/formats.js';
+// The per-account settings (SourceSettings) are the recorder's: recorder/source-settings.ts.
+import type { AccountSettings, SourceSettings } from '../recorder/source-settings.js';
 import type { KinesisSettings } from './kinesis/kinesis-config.js';
 
-export type PauseBehavior = 'silence' | 'skip';
-
-/** Settings a data source (one Twilio account) may carry; unset ones inherit the global value. */
-export interface SourceSettings {
-  recordingFormat: Encoding;
-  enablePauseResume: boolean;
-  pauseBehavior: PauseBehavior;
-  minSessionLengthS: number;
-  longCallDurationMin: number;
-  longHoldDurationMin: number;
-  defaultEmployeeId: string | null;
-  segmentMaxS: number;
-  /** compressed copy made after publication (none: no archive) */
-  archiveFormat: ArchiveFormatSetting;
-  /** recordings that started longer ago are deleted by the maintenance sweep; null keeps all */
-  retentionDays: number | null;
-}
-
-export interface DataSource extends SourceSettings {
-  accountSid: string;
+export interface DataSource extends AccountSettings {
   /** null: the source accepts unsigned streams (a warning is logged at start) */
   authToken: string | null;
   /** bearer keys that see and control only this source's calls and recordings */

@@ -65,7 +65,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Encoding } from '../recorder/sidecar.js';
-import type { DataSource, GatewayConfig, PauseBehavior, SourceSettings } from './config-types.js';
+import type { DataSource, GatewayConfig } from './config-types.js';
+import type { PauseBehavior, SourceSettings } from '../recorder/source-settings.js';
 import { ARCHIVE_FORMATS, type ArchiveFormatSetting } from '../recorder/archive/formats.js';
 import {
   parseKinesisLayer, parseKinesisObject, redactKinesis, resolveKinesis, type Fail, type KinesisLayer,

@@ -8,7 +8,8 @@ import pino, { type Logger } from 'pino';
 import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { GatewayConfig, SourceSettings } from './config-types.js';
+import type { GatewayConfig } from './config-types.js';
+import type { SourceSettings } from '../recorder/source-settings.js';
 import { Recorder } from '../recorder/recorder.js';
 import type { Catalog } from '../recorder/catalog/catalog.js';
 import { openCatalog } from '../recorder/catalog/open-catalog.js';
@@ -167,7 +168,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     nodeId: config.nodeId,
     onlyOwn: config.redisUrl !== null,
     raise: (kind, input) => alarms.raise(kind, input),
-    onDeleted: (rec) => control.onDeleted(rec.sidecar, rec.reason),
+    onDeleted: (rec) => control.outcomes.onDeleted(rec.sidecar, rec.reason),
     log: log.child({ component: 'deletions' }),
     wallNow,
   });
@@ -234,7 +235,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       keepWav: config.archiveKeepWav,
       formatFor: (s) => settingsFor(s.accountSid).archiveFormat,
       lookup: (id) => index.get(id),
-      rewriteSidecar: (id, change) => control.rewriteSidecar(id, change),
+      rewriteSidecar: (id, change) => control.outcomes.rewriteSidecar(id, change),
       onArchived: outbox === null ? undefined : (s) => outbox.enqueue(`${s.recordingId}.archived`, { event: 'archived', ...s }),
       onFailed: (recordingId, err) => alarms.raise('archive_failed', {
         message: `the compressed archive of ${recordingId} could not be made: ${err.message}; the WAV is kept, the next start tries again`,
@@ -276,7 +277,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
         message: `segment ${recordingId} could not be published: ${err.message}`, recordingId,
         accountSid: id.accountSid, callSid: id.callSid, streamSid: id.streamSid,
       });
-      void control.onSegmentError(recordingId, err, id);
+      void control.outcomes.onSegmentError(recordingId, err, id);
     },
     onStart: (session) => control.onStart(session),
     isCallPaused: (callSid, accountSid) => control.isPaused(accountSid, callSid),
@@ -420,7 +421,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
 
   const retention = new Retention({
     catalog: index,
-    deleteRecording: (s) => control.deleteForRetention(s),
+    deleteRecording: (s) => control.outcomes.deleteForRetention(s),
     pendingDeletions: () => deletions.pendingIds(),
     defaults: config.defaults, sources: config.sources, wallNow,
     log: log.child({ component: 'retention' }),

@@ -4,14 +4,15 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { STREAM_SID_RE } from '../recorder/storage-layout.js';
+import { MAX_PAYLOAD_BYTES } from '../recorder/ingest-limits.js';
 
 const Digits = Type.String({ pattern: '^[0-9]{1,15}$' });
 const TrackName = Type.Union([Type.Literal('inbound'), Type.Literal('outbound')]);
 /** streamSid becomes a file name: MZ + 32 hex, a UUID or another path-safe id (storage-layout.ts). */
 const StreamSid = Type.String({ pattern: STREAM_SID_RE.source });
 
-/** Largest decoded payload accepted: 0.5 s of audio, far above Twilio's 20 ms frames. */
-export const MAX_PAYLOAD_BYTES = 4000;
+/** Largest decoded payload accepted: the recorder's limit (its journal buffer is sized by it). */
+export { MAX_PAYLOAD_BYTES };
 
 export const ConnectedMessage = Type.Object({
   event: Type.Literal('connected'),

@@ -198,7 +198,7 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
     await stopNode(n2);
 
     // npm run catalog:rebuild: every sidecar read again
-    const rb = await run(process.execPath, ['--import', TSX, path.join(ROOT, 'recorder/catalog/rebuild-cli.ts')], {
+    const rb = await run(process.execPath, ['--import', TSX, path.join(ROOT, 'gateway/catalog-rebuild-cli.ts')], {
       env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir }, maxBuffer: 64 * 1024 * 1024,
     });
     say(`  catalog:rebuild: ${rb.stdout.trim()}`);

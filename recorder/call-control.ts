@@ -1,44 +1,22 @@
 // The recording policy of a contact center, per call: CTI events (attribution, keep/delete,
-// holds), pause/resume, and what happens to each recording when it is published (kept and
-// indexed, or deleted by a rule) — each outcome announced once to the webhook outbox.
-// Contract section 5. HTTP lives in gateway/api/*; this module is plain method calls.
-import { readFile, unlink } from 'node:fs/promises';
-import type { SourceSettings } from '../gateway/config-types.js';
+// holds), pause/resume, and the rules that decide whether a published recording is kept
+// (not_responding, MIN_SESSION_LENGTH_S). What then happens to the recording (indexed or
+// deleted, audited, announced to the webhook outbox) is recording-outcomes.ts.
+// Contract section 5. HTTP lives at the edge (the API routes); this module is plain method calls.
+import type { SourceSettings } from './source-settings.js';
 import type { Alarms } from './alarms.js';
 import type { CallState, CallStates, CtiEvent } from './call-states.js';
 import type { Recorder } from './recorder.js';
-import type { Catalog } from './catalog/catalog.js';
 import type { RecordingSidecar } from './sidecar.js';
-import type { StreamIdentity, StreamSession } from './stream-session.js';
-import { sidecarPathOf } from './storage-layout.js';
-import { KeyedLock, writeFileAtomic } from './atomic-file.js';
-import type { Deletions } from './deletions.js';
+import type { StreamSession } from './stream-session.js';
 import type { KeptMarks } from './kept-marks.js';
 import { clipId, eventTime } from './ingest-limits.js';
+import { RecordingOutcomes, type DeleteReason, type RecordingOutcomesDeps } from './recording-outcomes.js';
 
-export type RecordingEvent = 'finished' | 'failed' | 'deleted';
-export type DeleteReason = 'not_responding' | 'min_session_length' | 'retention';
-
-/** One deletion, as the audit log line records it (contract section 7). */
-export interface AuditEntry {
-  recordingId: string;
-  accountSid: string;
-  callSid: string;
-  /** `rule` (min_session_length, retention) or `event` (not_responding) */
-  cause: 'rule' | 'event';
-  reason: DeleteReason;
-  /** who caused it: `rule`, `twilio:<AccountSid>` (signed TaskRouter), `key:<id>`, `loopback`, ... */
-  actor: string;
-}
-
-export interface CallControlDeps {
+export interface CallControlDeps extends Omit<RecordingOutcomesDeps, 'scopeOf'> {
   recorder: () => Recorder;
-  index: Catalog;
   states: CallStates;
   alarms: Alarms;
-  recordingsDir: string;
-  /** durable rule deletions (alarm and retry when the disk refuses) */
-  deletions: Deletions;
   /** durable `connected` marks */
   kept: KeptMarks;
   settingsFor: (accountSid: string) => SourceSettings;
@@ -48,15 +26,6 @@ export interface CallControlDeps {
    */
   scoped: boolean;
   wallNow: () => Date;
-  /** one structured line per deletion (audit: true) */
-  audit?: (entry: AuditEntry) => void;
-  /** hand an outcome to the webhook outbox (absent when no webhook is configured) */
-  announce?: (event: RecordingEvent, body: Record<string, unknown>) => Promise<void>;
-  /** a recording entered the catalog / changed in it / left it: cluster mode tells the other nodes */
-  onIndexed?: (sidecar: RecordingSidecar) => void;
-  onUpdated?: (sidecar: RecordingSidecar) => void;
-  onRemoved?: (recordingId: string) => void;
-  onError: (what: string, err: Error) => void;
 }
 
 /** The answer of a CTI event or a pause/resume, as the API returns it. */
@@ -90,10 +59,12 @@ export class PauseDisabledError extends Error {
 }
 
 export class CallControl {
-  /** one sidecar rewrite at a time per recording, so concurrent events never lose fields */
-  private readonly sidecarLock = new KeyedLock();
+  /** what happens to a published recording once the policy decided (keep, delete, rewrite, webhooks) */
+  readonly outcomes: RecordingOutcomes;
 
-  constructor(private readonly deps: CallControlDeps) {}
+  constructor(private readonly deps: CallControlDeps) {
+    this.outcomes = new RecordingOutcomes({ ...deps, scopeOf: (accountSid) => this.scopeOf(accountSid) });
+  }
 
   /** wall-clock now (ms): event times are judged against it */
   now(): number {
@@ -204,7 +175,7 @@ export class CallControl {
 
     for (const session of this.streamsOf(scope, ev.callSid)) this.attribute(session, s);
     if (s.discard && !s.kept) await this.deletePublished(s, 'not_responding');
-    else if (attributionChanged) await this.reattributePublished(s);
+    else if (attributionChanged) await this.outcomes.reattributePublished(s);
     return this.view(s);
   }
 
@@ -321,17 +292,11 @@ export class CallControl {
       if (s !== undefined && s.discard && !(await this.isKept(s, sidecar.callSid, sidecar.accountSid))) reason = 'not_responding';
       else if (minMs > 0 && streamMs < minMs) reason = 'min_session_length';
       if (reason !== null) {
-        this.audit(sidecar, reason === 'not_responding' ? 'event' : 'rule', reason,
+        await this.outcomes.deleteUnlisted(sidecar, reason === 'not_responding' ? 'event' : 'rule', reason,
           reason === 'not_responding' && s !== undefined ? this.discardActor.get(s) ?? 'internal' : 'rule');
-        await this.deleteFiles(sidecar, reason);
         return;
       }
-      // events since the segment's sidecar was written (a rotated segment that waited) apply too
-      if (s !== undefined) sidecar = await this.rewriteAttribution(sidecar, s) ?? sidecar;
-      await this.deps.index.put(sidecar, sidecarPathOf(this.deps.recordingsDir, sidecar));
-      this.deps.onIndexed?.(sidecar);
-      // not this.announce: a webhook that could not be queued must leave the outcome undone
-      await this.deps.announce?.(sidecar.writeError === undefined ? 'finished' : 'failed', { ...sidecar });
+      await this.outcomes.keep(sidecar, s);
     } catch (err) {
       // rethrown: the segment's marks stay in .inprogress and the next start redoes its outcome
       this.deps.onError(`handling recording ${sidecar.recordingId}`, err as Error);
@@ -339,91 +304,16 @@ export class CallControl {
     }
   }
 
-  /** A segment that could not be published at all: announce it as failed. */
-  async onSegmentError(recordingId: string, err: Error, id: StreamIdentity): Promise<void> {
-    await this.announce('failed', {
-      recordingId, accountSid: id.accountSid, callSid: id.callSid, streamSid: id.streamSid, error: err.message,
-    });
-  }
-
-  private async announce(event: RecordingEvent, body: Record<string, unknown>): Promise<void> {
-    if (!this.deps.announce) return;
-    try {
-      await this.deps.announce(event, body);
-    } catch (err) {
-      this.deps.onError(`queueing the ${event} webhook of ${String(body.recordingId)}`, err as Error);
-    }
-  }
-
   /** Who sent the `not_responding` that marked a call for deletion (for the audit line). */
   private readonly discardActor = new WeakMap<CallState, string>();
 
-  private audit(sidecar: RecordingSidecar, cause: AuditEntry['cause'], reason: DeleteReason, actor: string): void {
-    this.deps.audit?.({
-      recordingId: sidecar.recordingId, accountSid: sidecar.accountSid, callSid: sidecar.callSid, cause, reason, actor,
-    });
-  }
-
-  /** The published recordings of a call of this scope (another account's are never touched). */
-  private async publishedOf(scope: string, callSid: string): Promise<RecordingSidecar[]> {
-    const { items } = await this.deps.index.query({ callSid, limit: 100_000 });
-    return items.filter((r) => this.scopeOf(r.accountSid) === scope);
-  }
-
-  /** Announced as `deleted` once the files are gone (now, or by a later retry: deletions.ts). */
-  private async deleteFiles(sidecar: RecordingSidecar, reason: DeleteReason): Promise<void> {
-    await this.deps.deletions.delete(sidecar, reason);
-  }
-
-  /** The `deleted` webhook of a deletion whose files are gone (deletions.ts calls this). */
-  async onDeleted(sidecar: RecordingSidecar, reason: string): Promise<void> {
-    await this.announce('deleted', { ...sidecar, deleteReason: reason });
-  }
-
   /** Every published recording of the call: files, sidecars and index entries. */
   private async deletePublished(s: CallState, reason: DeleteReason): Promise<void> {
-    for (const sidecar of await this.publishedOf(s.accountSid, s.callSid)) {
+    for (const sidecar of await this.outcomes.publishedOf(s.accountSid, s.callSid)) {
       // checked per recording: its account's durable `connected` mark keeps it
       if (await this.isKept(s, s.callSid, sidecar.accountSid)) continue;
-      this.audit(sidecar, 'event', reason, this.discardActor.get(s) ?? 'internal');
-      await this.deps.index.remove(sidecar.recordingId);
-      this.deps.onRemoved?.(sidecar.recordingId);
-      await this.deleteFiles(sidecar, reason);
+      await this.outcomes.deleteListed(sidecar, reason, this.discardActor.get(s) ?? 'internal');
     }
-  }
-
-  /**
-   * RETENTION_DAYS (maintenance sweep): a published recording that is too old is unlisted, audited
-   * and handed to the durable deletion path like any rule deletion (`deleted`, reason retention).
-   */
-  async deleteForRetention(sidecar: RecordingSidecar): Promise<void> {
-    await this.deps.index.remove(sidecar.recordingId);
-    this.deps.onRemoved?.(sidecar.recordingId);
-    this.audit(sidecar, 'rule', 'retention', 'rule');
-    await this.deleteFiles(sidecar, 'retention');
-  }
-
-  /** CTI events after the stream ended: the published sidecars take the new attribution. */
-  private async reattributePublished(s: CallState): Promise<void> {
-    for (const listed of await this.publishedOf(s.accountSid, s.callSid)) {
-      // unchanged or deleted meanwhile: rewriteSidecar leaves it alone
-      await this.rewriteSidecar(listed.recordingId, (old) => attributed(old, s));
-    }
-  }
-
-  /**
-   * A segment not indexed yet (its outcome is being decided): the sidecar takes the events since
-   * it was written. Same lock as rewriteSidecar. null: nothing to change, or deleted meanwhile.
-   */
-  private rewriteAttribution(listed: RecordingSidecar, s: CallState): Promise<RecordingSidecar | null> {
-    return this.sidecarLock.run(listed.recordingId, async () => {
-      const file = sidecarPathOf(this.deps.recordingsDir, listed);
-      const old = await readSidecar(file);
-      const updated = old && attributed(old, s);
-      if (!updated) return null;
-      await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
-      return updated;
-    });
   }
 
   /**
@@ -433,52 +323,5 @@ export class CallControl {
   outcomeWaitsForEnd(sidecar: RecordingSidecar): boolean {
     const minMs = this.deps.settingsFor(sidecar.accountSid).minSessionLengthS * 1000;
     return minMs > 0 && sidecar.offsetMs + sidecar.durationMs < minMs;
-  }
-
-  /**
-   * The one path that rewrites an indexed sidecar (attribution, archive): one writer per
-   * recording at a time (sidecarLock), reading the sidecar as it is on disk now, so a concurrent
-   * rewrite never loses the other's fields. `change` returns the new sidecar (null: no change).
-   * Returns the sidecar as it now stands, or null when the recording is not (or no longer)
-   * indexed: a recording deleted meanwhile is never brought back.
-   */
-  rewriteSidecar(recordingId: string, change: (cur: RecordingSidecar) => RecordingSidecar | null): Promise<RecordingSidecar | null> {
-    return this.sidecarLock.run(recordingId, async () => {
-      const listed = await this.deps.index.get(recordingId);
-      if (!listed) return null;
-      const file = sidecarPathOf(this.deps.recordingsDir, listed.sidecar);
-      const cur = await readSidecar(file);
-      if (cur === null) return null; // its deletion removed the file
-      const updated = change(cur);
-      if (updated === null) return cur;
-      await writeFileAtomic(file, JSON.stringify(updated, null, 2) + '\n');
-      // UPDATE only: a recording deleted while the file was written is not listed again
-      if (!(await this.deps.index.update(updated))) {
-        // its deletion may have unlinked before our rename
-        await unlink(file).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
-        return null;
-      }
-      this.deps.onUpdated?.(updated);
-      return updated;
-    });
-  }
-}
-
-/** The sidecar with a call's attribution applied; null when it changes nothing. */
-function attributed(old: RecordingSidecar, s: CallState): RecordingSidecar | null {
-  const updated: RecordingSidecar = {
-    ...old,
-    ctiSessionId: s.ctiSessionId ?? old.ctiSessionId,
-    employeeId: s.employeeId ?? old.employeeId,
-  };
-  return updated.ctiSessionId === old.ctiSessionId && updated.employeeId === old.employeeId ? null : updated;
-}
-
-/** A sidecar as it is on disk now; null when it is gone (deleted meanwhile) or unreadable. */
-async function readSidecar(file: string): Promise<RecordingSidecar | null> {
-  try {
-    return JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
-  } catch {
-    return null;
   }
 }

@@ -1,7 +1,15 @@
-// Limits applied where metadata enters the gateway (stream <Parameter>s, CTI API, TaskRouter,
-// any other event source), so that what is stored is always what can be searched and what an
-// event claims about time cannot be used to flood alarms.
+// Limits applied where media and metadata enter the gateway (stream <Parameter>s, CTI API,
+// TaskRouter, any other event source), so that what is stored is always what can be searched,
+// what an event claims about time cannot be used to flood alarms, and a frame always fits the
+// recorder's buffers.
 import { createHash } from 'node:crypto';
+
+/**
+ * Largest decoded frame payload the recorder takes: 0.5 s of audio, far above Twilio's 20 ms
+ * frames. The media journal keeps this much room free in its buffer; the Twilio message schema
+ * refuses larger payloads before they reach it.
+ */
+export const MAX_PAYLOAD_BYTES = 4000;
 
 /** Longest `ctiSessionId` / `employeeId` kept as is, in characters (Unicode code points). */
 export const MAX_ID_CHARS = 256;

@@ -7,7 +7,7 @@ import type { Alarms } from './alarms.js';
 import type { CallControl } from './call-control.js';
 import type { CallStates } from './call-states.js';
 import type { Recorder } from './recorder.js';
-import type { SourceSettings } from '../gateway/config-types.js';
+import type { SourceSettings } from './source-settings.js';
 import type { Retention } from './retention.js';
 
 export interface MaintenanceDeps {

@@ -7,7 +7,7 @@ import { crashPoint } from './crash-points.js';
 import type { SegmentPaths } from './storage-layout.js';
 import type { PlaceResult } from './timeline.js';
 import type { CloseReason, RecordingSidecar } from './sidecar.js';
-import type { SourceSettings } from '../gateway/config-types.js';
+import type { SourceSettings } from './source-settings.js';
 import { clipId } from './ingest-limits.js';
 import { Journal } from './journal.js';
 

@@ -45,15 +45,15 @@ import { hashFile } from './segment-writer.js';
 import { CHECKPOINT_EXT, IN_PROGRESS_DIR, RECORDING_ID_RE, segmentPaths, type SegmentPaths } from './storage-layout.js';
 import { DELETIONS_DIR } from './deletions.js';
 import { crashPoint } from './crash-points.js';
-import type { RecordingSidecar, Track, TrackFrameStats, PausedInterval, Encoding } from './sidecar.js';
-import { frameTotals } from './sidecar.js';
+import type { RecordingSidecar, TrackFrameStats, Encoding } from './sidecar.js';
+import { NOMINAL_FRAME_SAMPLES as FRAME_SAMPLES, missingFrames, type SegmentCheckpoint } from './segment-accounting.js';
+import { buildSidecar, type SegmentMeta as Meta } from './sidecar-builder.js';
 import type { AlarmInput, AlarmKind } from './alarms.js';
 import { leftoverJournalFiles } from './journal.js';
 import { replayJournal } from './journal-replay.js';
 
 export const UNATTRIBUTED_DIR = '.unattributed';
 const SAMPLES_PER_MS = 8;
-const FRAME_SAMPLES = 160;
 
 export interface RecoveryDeps {
   recordingsDir: string;
@@ -77,17 +77,8 @@ export interface RecoveryResult {
   failed: number;
 }
 
-interface Checkpoint {
-  dataBytes: number;
-  stats: TrackFrameStats[];
-  covered: number[];
-  firstCovered: number[];
-  lastCoveredEnd: number[];
-  pausedIntervals: PausedInterval[];
-}
-
-type Meta = Omit<RecordingSidecar, 'endedAt' | 'durationMs' | 'framesReceived' | 'framesMissing' | 'framesDuplicate' |
-  'framesLate' | 'framesTooLate' | 'frames' | 'closeReason' | 'audioBytes' | 'sha256'>;
+/** the segment's stats checkpoint (segment-accounting.ts) and the audio bytes it describes */
+type Checkpoint = SegmentCheckpoint & { dataBytes: number };
 
 export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResult> {
   const dir = path.join(deps.recordingsDir, IN_PROGRESS_DIR);
@@ -237,37 +228,36 @@ async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | nul
   // A checkpoint is only used if it has an entry per channel (it comes from disk; the `!`s below rely on it).
   const ckptBytes = ckpt !== null && ckpt.dataBytes <= dataBytes && ckptFits(ckpt, channels) ? ckpt.dataBytes : 0;
   const tail = await nonSilentBlocks(partial, info, ckptBytes, dataBytes);
-  const frames: Partial<Record<Track, TrackFrameStats>> = {};
+  const stats: TrackFrameStats[] = [];
   for (let c = 0; c < channels; c++) {
-    const track: Track = channels === 2 ? (c === 0 ? 'inbound' : 'outbound') : meta.tracks[0]!; // mono: its one track
     const useCkpt = ckptBytes > 0 && ckpt !== null;
     const span = useCkpt && ckpt.firstCovered[c]! >= 0 ? ckpt.lastCoveredEnd[c]! - ckpt.firstCovered[c]! : 0;
-    const s: TrackFrameStats = {
+    stats.push({
       received: (useCkpt ? Math.round(ckpt.covered[c]! / FRAME_SAMPLES) : 0) + tail[c]!,
-      missing: useCkpt ? Math.max(0, Math.round((span - ckpt.covered[c]!) / FRAME_SAMPLES)) : 0,
+      // paused silence is not subtracted here (the live publish does, in silence mode): the
+      // partial does not say whether its pauses were kept as silence or cut out (skip)
+      missing: useCkpt ? missingFrames(span, ckpt.covered[c]!, 0) : 0,
       duplicate: useCkpt ? ckpt.stats[c]!.duplicate : 0,
       late: useCkpt ? ckpt.stats[c]!.late : 0,
       tooLate: useCkpt ? ckpt.stats[c]!.tooLate : 0,
-    };
-    frames[track] = s;
+    });
   }
   const durationMs = samples / SAMPLES_PER_MS;
   const sha256 = await hashFile(partial);
-  const audioBytes = info.dataOffset + dataBytes + (dataBytes % 2);
-  const sidecar: RecordingSidecar = {
-    ...meta,
-    endedAt: new Date(Date.parse(meta.startedAt) + durationMs).toISOString(),
+  return buildSidecar(meta, {
+    stats,
     durationMs,
-    ...frameTotals(frames),
-    frames,
+    // call-time overlap with the segment's file time (the checkpoint's pauses as of its write):
+    // without the pause behaviour a skip cut cannot be placed, and framesPaused is not checkpointed
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- meta is JSON from disk, not validated
     pausedIntervals: (ckpt?.pausedIntervals ?? meta.pausedIntervals ?? [])
       .filter((p) => p.to > meta.offsetMs && p.from < meta.offsetMs + durationMs),
+    framesPaused: 0,
     closeReason: 'recovered',
-    audioBytes,
+    audioBytes: info.dataOffset + dataBytes + (dataBytes % 2),
     sha256,
-  };
-  return sidecar;
+    droppedSamples: 0,
+  });
 }
 
 /**

@@ -1,10 +1,10 @@
 // RETENTION_DAYS (global and per data source; unset keeps everything): recordings that started
 // longer ago are deleted by the maintenance sweep, once per cluster under its lease. Each goes
-// through the same durable path as a rule deletion (CallControl.deleteForRetention -> Deletions):
+// through the same durable path as a rule deletion (RecordingOutcomes.deleteForRetention -> Deletions):
 // unlisted, audited, its files removed with a crash-safe record, announced as `deleted`.
 import type { Catalog } from './catalog/catalog.js';
 import type { RecordingSidecar } from './sidecar.js';
-import type { DataSource, SourceSettings } from '../gateway/config-types.js';
+import type { AccountSettings, SourceSettings } from './source-settings.js';
 
 /** tombstones are kept this long after a deletion (a reconcile racing the deletion must not list it again) */
 const TOMBSTONE_TTL_MS = 24 * 60 * 60 * 1000;
@@ -17,7 +17,7 @@ export interface RetentionDeps {
   /** ids whose deletion is not finished (never handed over twice; re-tombstoned) */
   pendingDeletions: () => Promise<Iterable<string>>;
   defaults: SourceSettings;
-  sources: readonly DataSource[];
+  sources: readonly AccountSettings[];
   wallNow: () => Date;
   log: { info: (o: object, m: string) => void; error: (o: object, m: string) => void };
   /** recordings fetched per catalog query */

@@ -1,6 +1,7 @@
 // One Twilio stream being recorded: frames in (already validated and decoded by the gateway),
-// segments out. It owns the stream's timeline, its open segment writer and the per-segment
-// frame accounting, and turns each finished segment into a published WAV + sidecar.
+// segments out. It owns the stream's timeline, its open segment writers, its pauses
+// (pause-spans.ts) and the per-segment frame accounting (segment-accounting.ts), and turns each
+// finished segment into a published WAV + sidecar (sidecar-builder.ts).
 // It knows nothing of WebSockets or JSON: the gateway drives it through plain method calls.
 import { Timeline, type PlaceResult, type RegionCoverage, type TimelineSink } from './timeline.js';
 import { SegmentWriter } from './segment-writer.js';
@@ -10,15 +11,15 @@ import { crashPoint } from './crash-points.js';
 import { unreservedBase } from './recording-ids.js';
 import { unlink } from 'node:fs/promises';
 import type { Journal, JournalClient } from './journal.js';
-import type {
-  CloseReason, Encoding, PausedInterval, RecordingSidecar, Track, TrackFrameStats,
-} from './sidecar.js';
-import { frameTotals } from './sidecar.js';
+import type { CloseReason, Encoding, PausedInterval, RecordingSidecar, Track } from './sidecar.js';
+import { PauseSpans } from './pause-spans.js';
+import {
+  NOMINAL_FRAME_SAMPLES, addCoverage, checkpointOf, countFrame, newSegment, settleMissing, type SegmentState,
+} from './segment-accounting.js';
+import { buildSidecar, type SegmentMeta } from './sidecar-builder.js';
 
 export const SAMPLE_RATE = 8000;
 const SAMPLES_PER_MS = SAMPLE_RATE / 1000;
-/** Missing audio is reported in units of Twilio's usual 20 ms frame. */
-const NOMINAL_FRAME_SAMPLES = 160;
 
 export interface StreamIdentity {
   accountSid: string;
@@ -115,19 +116,6 @@ const UNNAMED_MAX_FRAMES = 500;
 
 interface GatedFrame { channel: number; start: number; payload: Buffer; length: number }
 
-interface SegmentState {
-  index: number;
-  stats: TrackFrameStats[];
-  covered: number[];
-  firstCovered: number[];
-  lastCoveredEnd: number[];
-  writer: SegmentWriter | null;
-}
-
-function newTrackStats(): TrackFrameStats {
-  return { received: 0, missing: 0, duplicate: 0, late: 0, tooLate: 0 };
-}
-
 export class StreamSession implements TimelineSink, JournalClient {
   readonly id: StreamIdentity;
   readonly attribution: Attribution;
@@ -141,11 +129,12 @@ export class StreamSession implements TimelineSink, JournalClient {
   private current: SegmentState;
   private readonly finalizing: Promise<RecordingSidecar | null>[] = [];
   private closing: Promise<RecordingSidecar[]> | null = null;
-  readonly pausedIntervals: PausedInterval[] = [];
-  /** closed pauses in call-time samples, [from, to), in order */
-  private readonly pausedSpans: { from: number; to: number }[] = [];
-  /** call-time sample where the open pause began; null = not paused */
-  private pauseFrom: number | null = null;
+  /** PCI pauses of the stream, in call-time samples */
+  private readonly pauses: PauseSpans;
+  /** closed pauses in call-time ms, in order */
+  get pausedIntervals(): readonly PausedInterval[] {
+    return this.pauses.intervals;
+  }
   /** one past the newest call-time sample seen, paused frames included: the pause/resume instant */
   private seen = 0;
   /**
@@ -190,7 +179,7 @@ export class StreamSession implements TimelineSink, JournalClient {
     }, this);
     this.current = this.segment(0);
     this.skip = opts.pauseBehavior === 'skip';
-    if (opts.startPaused) this.pauseFrom = 0;
+    this.pauses = new PauseSpans(opts.startPaused);
     if (opts.gatePauseState) {
       this.gate = [];
       this.gateTimer = setTimeout(() => this.openGate(), PAUSE_GATE_MAX_MS);
@@ -262,7 +251,7 @@ export class StreamSession implements TimelineSink, JournalClient {
   }
 
   get paused(): boolean {
-    return this.pauseFrom !== null;
+    return this.pauses.paused;
   }
 
   /**
@@ -270,47 +259,19 @@ export class StreamSession implements TimelineSink, JournalClient {
    * before it are kept). Idempotent. Returns the pause instant in call-time ms.
    */
   pause(): number {
-    if (this.pauseFrom === null && !this.closed) this.pauseFrom = this.seen;
-    return (this.pauseFrom ?? this.seen) / SAMPLES_PER_MS;
+    const from = this.closed ? this.pauses.openFrom : this.pauses.pause(this.seen);
+    return (from ?? this.seen) / SAMPLES_PER_MS;
   }
 
   /** Keep audio again from the later of the newest call time seen and the call time spoken now. Idempotent. Returns the instant in ms. */
   resume(): number {
-    const from = this.pauseFrom;
-    if (from === null) return this.seen / SAMPLES_PER_MS;
-    this.pauseFrom = null;
+    if (!this.pauses.paused) return this.seen / SAMPLES_PER_MS;
     // Frames still in flight were spoken before the resume: the pause ends at the newest frame
     // read or at the call time being spoken now, whichever is later (a real-time stream's newest
     // frame lags the caller by the network delay; marker audio sent just before resume was seen).
     const spokenNow = Number.isFinite(this.clockOrigin)
       ? Math.floor(this.opts.now() - this.clockOrigin) * SAMPLES_PER_MS : 0;
-    const to = Math.max(from, this.seen, spokenNow);
-    if (to > from) {
-      this.pausedSpans.push({ from, to });
-      this.pausedIntervals.push({ from: from / SAMPLES_PER_MS, to: to / SAMPLES_PER_MS });
-    }
-    return to / SAMPLES_PER_MS;
-  }
-
-  /** Is a frame starting at call-time sample `start` paused? */
-  private isPaused(start: number): boolean {
-    if (this.pauseFrom !== null && start >= this.pauseFrom) return true;
-    for (let i = this.pausedSpans.length - 1; i >= 0; i--) {
-      const p = this.pausedSpans[i]!;
-      if (start >= p.to) return false; // spans are ordered: nothing earlier can contain it
-      if (start >= p.from) return true;
-    }
-    return false;
-  }
-
-  /** With `skip`, samples cut out before call-time sample `start`. */
-  private cutBefore(start: number): number {
-    let cut = 0;
-    for (const p of this.pausedSpans) {
-      if (p.to > start) break;
-      cut += p.to - p.from;
-    }
-    return cut;
+    return this.pauses.resume(Math.max(this.seen, spokenNow)) / SAMPLES_PER_MS;
   }
 
   /** Channel of a track: left/0 = inbound (caller), right/1 = outbound (agent); -1 = not in this stream. */
@@ -367,21 +328,15 @@ export class StreamSession implements TimelineSink, JournalClient {
     if (start + length > this.seen) this.seen = start + length;
     if (this.clockOrigin === Number.POSITIVE_INFINITY) this.clockOrigin = arrival - start / SAMPLES_PER_MS;
     // PCI: paused audio never reaches the ring (nor anything the ring is written to).
-    if (this.isPaused(start)) {
+    if (this.pauses.isPaused(start)) {
       this.framesPaused++;
       return 'paused';
     }
-    if (this.skip && this.pausedSpans.length > 0) start -= this.cutBefore(start);
+    if (this.skip && this.pauses.any) start -= this.pauses.cutBefore(start);
     const result = this.timeline.place(channel, start, payload, length, arrival, offset);
     const segIndex = Math.floor(start / this.segmentSamples);
     const seg = segIndex === this.current.index ? this.current : this.segment(segIndex);
-    const s = seg.stats[channel]!; // `channel` came from channelOf, -1 turned away
-    switch (result) {
-      case 'placed': s.received++; break;
-      case 'late': s.received++; s.late++; break;
-      case 'duplicate': s.duplicate++; break;
-      case 'too_late': s.tooLate++; break;
-    }
+    countFrame(seg.stats[channel]!, result); // `channel` came from channelOf, -1 turned away
     if ((result === 'placed' || result === 'late') && this.opts.journal !== undefined) {
       // Journaled only what the timeline kept (never a paused frame: those returned above),
       // at its timeline position (after a `skip` cut): replay puts it where the file has it.
@@ -419,14 +374,7 @@ export class StreamSession implements TimelineSink, JournalClient {
   private segment(index: number): SegmentState {
     let seg = this.segments.get(index);
     if (!seg) {
-      seg = {
-        index,
-        stats: Array.from({ length: this.channels }, newTrackStats),
-        covered: new Array<number>(this.channels).fill(0),
-        firstCovered: new Array<number>(this.channels).fill(-1),
-        lastCoveredEnd: new Array<number>(this.channels).fill(-1),
-        writer: null,
-      };
+      seg = newSegment(index, this.channels);
       this.segments.set(index, seg);
     }
     return seg;
@@ -449,31 +397,10 @@ export class StreamSession implements TimelineSink, JournalClient {
       this.current = this.segment(index);
     }
     const seg = this.current;
-    let silent = true;
-    for (let c = 0; c < this.channels; c++) {
-      if (cov.covered[c] === 0) continue;
-      silent = false;
-      seg.covered[c]! += cov.covered[c]!;
-      if (seg.firstCovered[c]! < 0) seg.firstCovered[c] = cov.firstCovered[c]!;
-      seg.lastCoveredEnd[c] = cov.lastCoveredEnd[c]!;
-    }
+    const silent = addCoverage(seg, cov, this.channels);
     if (!seg.writer) seg.writer = this.openWriter(seg);
     seg.writer.append(planes, offset, samples, silent, cov.oldestArrival);
-    if (seg.writer.checkpointDue(this.opts.now())) seg.writer.checkpoint(this.checkpointOf(seg));
-  }
-
-  /**
-   * What crash recovery needs for the sidecar's frame counts, as of the audio accepted so far
-   * (see recorder/recovery.ts): coverage of the emitted audio and the per-track counters.
-   */
-  private checkpointOf(seg: SegmentState): Record<string, unknown> {
-    return {
-      stats: seg.stats,
-      covered: seg.covered,
-      firstCovered: seg.firstCovered,
-      lastCoveredEnd: seg.lastCoveredEnd,
-      pausedIntervals: this.pausedIntervals,
-    };
+    if (seg.writer.checkpointDue(this.opts.now())) seg.writer.checkpoint(checkpointOf(seg, this.pauses.intervals));
   }
 
   /** audio bytes of this stream waiting for the disk (for the write-queue gauge) */
@@ -509,9 +436,7 @@ export class StreamSession implements TimelineSink, JournalClient {
   }
 
   /** The sidecar fields known when the segment opens (also the recovery record). */
-  private baseSidecar(seg: SegmentState, recordingId: string): Omit<RecordingSidecar,
-    'endedAt' | 'durationMs' | 'framesReceived' | 'framesMissing' | 'framesDuplicate' | 'framesLate' |
-    'framesTooLate' | 'frames' | 'closeReason' | 'audioBytes' | 'sha256'> {
+  private baseSidecar(seg: SegmentState, recordingId: string): SegmentMeta {
     const offsetMs = (seg.index * this.segmentSamples) / SAMPLES_PER_MS;
     return {
       recordingId,
@@ -547,34 +472,22 @@ export class StreamSession implements TimelineSink, JournalClient {
     try {
       const result = await writer.finalize();
       crashPoint('publish:audio-renamed');
-      const frames: Partial<Record<Track, TrackFrameStats>> = {};
-      for (let c = 0; c < this.channels; c++) {
-        const s = seg.stats[c]!;
-        const span = seg.firstCovered[c]! < 0 ? 0 : seg.lastCoveredEnd[c]! - seg.firstCovered[c]!;
-        // a paused span is silence on purpose, not missing audio
-        const paused = this.skip ? 0 : this.pausedWithin(seg.firstCovered[c]!, seg.lastCoveredEnd[c]!);
-        s.missing = Math.max(0, Math.round((span - seg.covered[c]! - paused) / NOMINAL_FRAME_SAMPLES));
-        frames[this.trackOfChannel(c)] = s;
-      }
+      const stats = settleMissing(seg, this.channels, this.skip ? null : (a, b) => this.pauses.pausedWithin(a, b));
       const base = this.baseSidecar(seg, recordingId);
       // The audio in the file (after a write error, less than was accepted).
       const samples = writer.writtenBytes / this.channels / (this.opts.encoding === 'pcm16' ? 2 : 1);
-      const droppedSamples = writer.droppedBytes / (this.opts.encoding === 'pcm16' ? 2 : 1); // all tracks
       const durationMs = samples / SAMPLES_PER_MS;
-      const sidecar: RecordingSidecar = {
-        ...base,
-        endedAt: new Date(Date.parse(base.startedAt) + durationMs).toISOString(),
+      const sidecar = buildSidecar(base, {
+        stats,
         durationMs,
-        ...frameTotals(frames),
-        frames,
-        pausedIntervals: this.pausesOfSegment(base.offsetMs, durationMs),
-        ...(this.framesPaused > 0 ? { framesPaused: this.framesPaused } : {}),
+        pausedIntervals: this.pauses.ofSegment(base.offsetMs, durationMs, this.skip),
+        framesPaused: this.framesPaused,
         closeReason: reason,
         audioBytes: result.audioBytes,
         sha256: result.sha256,
-        ...(result.writeError ? { writeError: result.writeError } : {}),
-        ...(droppedSamples > 0 ? { framesDroppedDiskBackpressure: Math.round(droppedSamples / NOMINAL_FRAME_SAMPLES) } : {}),
-      };
+        writeError: result.writeError,
+        droppedSamples: writer.droppedBytes / (this.opts.encoding === 'pcm16' ? 2 : 1), // all tracks
+      });
       const paths = segmentPaths(this.opts.recordingsDir, this.id.accountSid, this.id.callSid, this.startedAt, recordingId);
       await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
       crashPoint('publish:sidecar-written');
@@ -585,35 +498,6 @@ export class StreamSession implements TimelineSink, JournalClient {
       this.opts.onSegmentError(recordingId, err as Error);
       return null;
     }
-  }
-
-  /** Paused samples inside [a, b) of the file (silence mode: file position = call time). */
-  private pausedWithin(a: number, b: number): number {
-    if (a < 0) return 0;
-    let n = 0;
-    for (const p of this.pausedSpans) n += Math.max(0, Math.min(b, p.to) - Math.max(a, p.from));
-    return n;
-  }
-
-  /**
-   * The pauses (call-time ms) that touch a segment spanning file time [offsetMs, +durationMs).
-   * With skip, a pause sits at one file position (where it was cut out).
-   */
-  private pausesOfSegment(offsetMs: number, durationMs: number): PausedInterval[] {
-    const out: PausedInterval[] = [];
-    let cutMs = 0;
-    for (const p of this.pausedIntervals) {
-      const at = this.skip ? p.from - cutMs : p.from;
-      const end = this.skip ? at : p.to;
-      if (end >= offsetMs && at <= offsetMs + durationMs) out.push({ ...p });
-      cutMs += p.to - p.from;
-    }
-    return out;
-  }
-
-  private trackOfChannel(c: number): Track {
-    if (this.channels === 2) return c === 0 ? 'inbound' : 'outbound';
-    return this.id.tracks[0]!; // a mono stream has exactly one track
   }
 
   /**
@@ -636,7 +520,7 @@ export class StreamSession implements TimelineSink, JournalClient {
     this.resume(); // an open pause ends with the stream
     this.timeline.flushAll();
     // silence: a pause running to the end of the call stays in the file as silence
-    if (!this.skip && this.pausedSpans.length > 0) this.timeline.emitUpTo(this.seen);
+    if (!this.skip && this.pauses.any) this.timeline.emitUpTo(this.seen);
     for (const seg of [...this.segments.values()].sort((a, b) => a.index - b.index)) {
       if (seg.writer) this.finishSegment(seg, reason);
     }

@@ -262,7 +262,7 @@ t.test('an archive rewrite and a CTI re-attribution at the same time: the sideca
     // both paths read-modify-write the same sidecar: one per-recording lock orders them
     const archive = { format: 'flac' as const, file: `${p.recordingId}.flac`, bytes: i, sha256: 'x'.repeat(64), durationMs: 500, wavKept: true };
     const [, ev] = await Promise.all([
-      g.gw.control.rewriteSidecar(p.recordingId, (cur) => ({ ...cur, archive })),
+      g.gw.control.outcomes.rewriteSidecar(p.recordingId, (cur) => ({ ...cur, archive })),
       post(`${g.http}/v1/cti/events`, { type: 'transfer', callSid: call.callSid, employeeId: `E-${i}` }),
     ]);
     t.equal(ev.status, 200);

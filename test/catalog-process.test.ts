@@ -73,7 +73,7 @@ t.test('a node on a full RECORDINGS_DIR listens at once, imports in the backgrou
   }
   await writeSyntheticRecordings({ ...synth, count: 5, first: N });
 
-  const rebuild = await run(process.execPath, ['--import', 'tsx', 'recorder/catalog/rebuild-cli.ts'], {
+  const rebuild = await run(process.execPath, ['--import', 'tsx', 'gateway/catalog-rebuild-cli.ts'], {
     cwd: root, env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir, ...NO_CHILD_COVERAGE },
   });
   const summary = JSON.parse(rebuild.stdout.trim()) as Record<string, number | string>;
@@ -91,7 +91,7 @@ t.test('a node on a full RECORDINGS_DIR listens at once, imports in the backgrou
   t.equal((await fetch(`${again.http}/v1/recordings/${gone.recordingId}`)).status, 404);
   await again.kill('SIGTERM');
 
-  const bad = await run(process.execPath, ['--import', 'tsx', 'recorder/catalog/rebuild-cli.ts'], {
+  const bad = await run(process.execPath, ['--import', 'tsx', 'gateway/catalog-rebuild-cli.ts'], {
     cwd: root, env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir, DATABASE_URL: 'mysql://x', ...NO_CHILD_COVERAGE },
   }).then(() => null, (e: { code: number; stderr: string }) => e);
   t.equal(bad?.code, 78, 'a bad setting stops the command like the node');

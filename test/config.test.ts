@@ -5,7 +5,8 @@ import t from 'tap';
 import {
   ConfigError, loadConfig, maskUrlCredentials, redactConfig, SECRET_SETTINGS, SETTING_NAMES, SOURCE_SETTING_NAMES,
 } from '../gateway/config.js';
-import type { GatewayConfig, SourceSettings } from '../gateway/config-types.js';
+import type { GatewayConfig } from '../gateway/config-types.js';
+import type { SourceSettings } from '../recorder/source-settings.js';
 
 const SID_A = `AC${'a'.repeat(32)}`;
 const SID_B = `AC${'0123456789abcdef'.repeat(2)}`;

@@ -3,13 +3,13 @@
 // recordings whose sidecar is gone are unlisted. Same settings as the node (RECORDINGS_DIR,
 // DATABASE_URL; in a cluster without DATABASE_URL, NODE_ID + REDIS_URL name the node's own file).
 // Safe while nodes run; progress on stderr, a summary line on stdout. Exit 78 on a bad setting.
+// A process entry point, so it lives at the edge beside main.ts (it reads the gateway's config).
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfigOrExit } from '../../gateway/config.js';
-import { openCatalog } from './open-catalog.js';
-import { importSidecars, type ImportProgress } from './importer.js';
-import { Deletions } from '../deletions.js';
-
+import { loadConfigOrExit } from './config.js';
+import { openCatalog } from '../recorder/catalog/open-catalog.js';
+import { importSidecars, type ImportProgress } from '../recorder/catalog/importer.js';
+import { Deletions } from '../recorder/deletions.js';
 
 /** Sidecars under `root` (the importer's walk without reading them), for the bar's 100 %. */
 async function countSidecars(root: string): Promise<number> {

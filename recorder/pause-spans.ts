@@ -1,0 +1,102 @@
+// PCI pause/resume of one stream, in call-time samples: the open pause, the closed spans, and
+// what they mean for a frame (paused or not; with `skip`, how far it moves) and for a segment's
+// sidecar (its pausedIntervals, the paused silence that is not missing audio). Pure bookkeeping:
+// the stream session decides when a pause starts and ends (from the frames seen and its clock).
+import type { PausedInterval } from './sidecar.js';
+
+const SAMPLES_PER_MS = 8;
+
+export class PauseSpans {
+  /** closed pauses in call-time ms, in order (the sidecars' and the checkpoints' pausedIntervals) */
+  readonly intervals: PausedInterval[] = [];
+  /** closed pauses in call-time samples, [from, to), in order */
+  private readonly spans: { from: number; to: number }[] = [];
+  /** call-time sample where the open pause began; null = not paused */
+  private pauseFrom: number | null = null;
+
+  /** `startPaused`: the call was paused before the stream began: paused from sample 0 */
+  constructor(startPaused = false) {
+    if (startPaused) this.pauseFrom = 0;
+  }
+
+  get paused(): boolean {
+    return this.pauseFrom !== null;
+  }
+
+  /** call-time sample where the open pause began; null = not paused */
+  get openFrom(): number | null {
+    return this.pauseFrom;
+  }
+
+  /** Whether any pause has closed (only then can a frame fall inside one, or be moved by a cut). */
+  get any(): boolean {
+    return this.spans.length > 0;
+  }
+
+  /** Pause from call-time sample `at`, unless a pause is open already. Returns where the open pause began. */
+  pause(at: number): number {
+    this.pauseFrom ??= at;
+    return this.pauseFrom;
+  }
+
+  /**
+   * End the open pause at call-time sample `end` (never before it began). Returns the sample it
+   * ended at; `end` when no pause was open. An empty pause leaves no span.
+   */
+  resume(end: number): number {
+    const from = this.pauseFrom;
+    if (from === null) return end;
+    this.pauseFrom = null;
+    const to = Math.max(from, end);
+    if (to > from) {
+      this.spans.push({ from, to });
+      this.intervals.push({ from: from / SAMPLES_PER_MS, to: to / SAMPLES_PER_MS });
+    }
+    return to;
+  }
+
+  /** Is a frame starting at call-time sample `start` paused? */
+  isPaused(start: number): boolean {
+    if (this.pauseFrom !== null && start >= this.pauseFrom) return true;
+    for (let i = this.spans.length - 1; i >= 0; i--) {
+      const p = this.spans[i]!;
+      if (start >= p.to) return false; // spans are ordered: nothing earlier can contain it
+      if (start >= p.from) return true;
+    }
+    return false;
+  }
+
+  /** With `skip`, samples cut out before call-time sample `start`. */
+  cutBefore(start: number): number {
+    let cut = 0;
+    for (const p of this.spans) {
+      if (p.to > start) break;
+      cut += p.to - p.from;
+    }
+    return cut;
+  }
+
+  /** Paused samples inside [a, b) of the file (silence mode: file position = call time). */
+  pausedWithin(a: number, b: number): number {
+    if (a < 0) return 0;
+    let n = 0;
+    for (const p of this.spans) n += Math.max(0, Math.min(b, p.to) - Math.max(a, p.from));
+    return n;
+  }
+
+  /**
+   * The pauses (call-time ms) that touch a segment spanning file time [offsetMs, +durationMs).
+   * With skip, a pause sits at one file position (where it was cut out).
+   */
+  ofSegment(offsetMs: number, durationMs: number, skip: boolean): PausedInterval[] {
+    const out: PausedInterval[] = [];
+    let cutMs = 0;
+    for (const p of this.intervals) {
+      const at = skip ? p.from - cutMs : p.from;
+      const end = skip ? at : p.to;
+      if (end >= offsetMs && at <= offsetMs + durationMs) out.push({ ...p });
+      cutMs += p.to - p.from;
+    }
+    return out;
+  }
+}
