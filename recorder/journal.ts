@@ -17,7 +17,7 @@
 // there, and commit() keeps it only when the timeline accepted the frame.
 import { open, mkdir, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { MAX_PAYLOAD_BYTES } from '../gateway/twilio-messages.js';
+import { MAX_PAYLOAD_BYTES } from '../gateway/twilio/twilio-messages.js';
 
 export const JOURNAL_DIR = '.journal';
 export const JOURNAL_EXT = '.jnl';

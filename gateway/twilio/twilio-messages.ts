@@ -3,7 +3,7 @@
 // Counters and times are strings on the wire; they must be decimal digits.
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { STREAM_SID_RE } from '../recorder/storage-layout.js';
+import { STREAM_SID_RE } from '../../recorder/storage-layout.js';
 
 const Digits = Type.String({ pattern: '^[0-9]{1,15}$' });
 const TrackName = Type.Union([Type.Literal('inbound'), Type.Literal('outbound')]);
