@@ -11,8 +11,9 @@ export interface AlarmRoutesDeps {
   clusterAlarms?: () => Promise<Alarm[]>;
 }
 
+/** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
 export function registerAlarmRoutes(app: FastifyInstance, deps: AlarmRoutesDeps): void {
-  app.get('/v1/alarms', {
+  app.get('/alarms', {
     schema: {
       querystring: Type.Object({
         kind: Type.Optional(Type.String({ maxLength: 64 })),

@@ -120,11 +120,12 @@ function pauseCall(control: CallControl, t: CallTarget, paused: boolean, knownEl
   }
 }
 
+/** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
 export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): void {
   const { control, sources } = deps;
   const target = (req: FastifyRequest) => callTargetOf(control, sources, req) as CallTarget;
 
-  app.post<{ Body: CtiEventBody }>('/v1/cti/events', {
+  app.post<{ Body: CtiEventBody }>('/cti/events', {
     schema: { body: CtiEventBody },
     // before the cluster router (a preHandler) forwards or queues the event: a time far from now is refused here
     preValidation: async (req) => checkEventTime((req.body as { at?: unknown } | null)?.at, control),
@@ -135,7 +136,7 @@ export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): 
   });
 
   for (const action of ['pause', 'resume'] as const) {
-    app.post<{ Params: CallParams; Querystring: CallQuery }>(`/v1/calls/:callSid/${action}`, {
+    app.post<{ Params: CallParams; Querystring: CallQuery }>(`/calls/:callSid/${action}`, {
       schema: { params: CallParams, querystring: CallQuery },
     }, async (req) => pauseCall(control, target(req), action === 'pause', deps.knownInCluster?.(req) ?? false));
   }

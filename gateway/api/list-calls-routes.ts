@@ -13,8 +13,9 @@ export interface CallsRoutesDeps {
   calls: () => Promise<CallsSnapshot>;
 }
 
+/** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
 export function registerCallsRoutes(app: FastifyInstance, deps: CallsRoutesDeps): void {
-  app.get('/v1/calls', {
+  app.get('/calls', {
     schema: {
       querystring: Type.Object({
         callSid: Type.Optional(Type.String({ pattern: '^CA[0-9a-f]{32}$' })),

@@ -428,10 +428,11 @@ async function sendContactCompressed(request: FastifyRequest, reply: FastifyRepl
   }
 }
 
+/** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
 export function registerRecordingRoutes(app: FastifyInstance, options: RecordingRoutesOptions): void {
   const { index } = options;
 
-  app.get<{ Querystring: ListQuery }>('/v1/recordings', {
+  app.get<{ Querystring: ListQuery }>('/recordings', {
     schema: { querystring: ListQuery },
     preValidation: onlyQueryParams(Object.keys(ListQuery.properties)),
   }, async (request) => {
@@ -461,20 +462,20 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     });
   });
 
-  app.get<{ Params: IdParams }>('/v1/recordings/:id', {
+  app.get<{ Params: IdParams }>('/recordings/:id', {
     schema: { params: IdParams },
     preValidation: onlyQueryParams([]),
   }, async (request) => (await lookup(index, request.params.id, request)).sidecar);
 
   app.route<{ Params: IdParams; Querystring: AudioQuery }>({
     method: ['GET', 'HEAD'],
-    url: '/v1/recordings/:id/audio',
+    url: '/recordings/:id/audio',
     schema: { params: IdParams, querystring: AudioQuery },
     preValidation: onlyQueryParams(Object.keys(AudioQuery.properties)),
     handler: (request, reply) => sendAudio(request, reply, index),
   });
 
-  app.get<{ Params: CtiParams }>('/v1/cti-sessions/:ctiSessionId', {
+  app.get<{ Params: CtiParams }>('/cti-sessions/:ctiSessionId', {
     schema: { params: CtiParams },
     preValidation: onlyQueryParams([]),
   }, async (request) => {
@@ -488,7 +489,7 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
   // HEAD explicitly: fastify's generated HEAD route would read (mix) the whole body and drop it
   app.route<{ Params: CtiParams; Querystring: AudioQuery }>({
     method: ['GET', 'HEAD'],
-    url: '/v1/cti-sessions/:ctiSessionId/audio',
+    url: '/cti-sessions/:ctiSessionId/audio',
     schema: { params: CtiParams, querystring: AudioQuery },
     preValidation: onlyQueryParams(Object.keys(AudioQuery.properties)),
     handler: async (request, reply) => {

@@ -1,0 +1,32 @@
+// `/v1` is one fastify plugin scope: the API auth (onRequest), the cluster's routing of per-call
+// commands (preHandler) and the API's error and 404 answers apply to every route registered in
+// it and to every unknown path under /v1, and to nothing outside it. Routes outside /v1 keep
+// their own rules: /twilio/v1 (signature), POST /twilio/v1/events (signature or loopback),
+// /healthz, /readyz, /metrics (open). Routes register paths relative to the prefix ('/calls').
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { installApiAuth, type ApiAuthOptions } from './api-auth.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+
+export const V1_PREFIX = '/v1';
+
+export interface V1ScopeOptions {
+  auth: ApiAuthOptions;
+  /**
+   * Cluster mode: sends a per-call command to the node holding the call and answers with its
+   * reply (a returned reply skips the local handler), or lets the local route run (undefined).
+   */
+  routeCommand?: (req: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>;
+}
+
+/** Registers the /v1 scope; `routes` adds the API's routes to it. */
+export function registerV1Scope(app: FastifyInstance, options: V1ScopeOptions, routes: (v1: FastifyInstance) => void): void {
+  void app.register(async (v1) => {
+    v1.setErrorHandler(errorHandler);
+    // scoped 404: an unknown /v1 path passes the auth first, so nobody learns which routes exist without a key
+    v1.setNotFoundHandler(notFoundHandler);
+    installApiAuth(v1, options.auth);
+    const { routeCommand } = options;
+    if (routeCommand) v1.addHook('preHandler', routeCommand);
+    routes(v1);
+  }, { prefix: V1_PREFIX });
+}
