@@ -21,7 +21,7 @@ import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { registerTwilioRoute } from './twilio/twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
 import { installErrorHandling, frameworkErrors, clientErrorHandler, ApiError } from './api/errors.js';
-import { registerV1Scope } from './api/v1-scope.js';
+import { registerV1Scope, type ApiInstance } from './api/v1-scope.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
 import { Alarms, ALARMS_PER_KIND } from '../recorder/alarms.js';
@@ -118,7 +118,7 @@ export interface Gateway {
    * Adds routes (paths relative to /v1) and hooks to the /v1 scope, after the gateway's own: they
    * get its auth, cluster routing and error answers. Before listen only (tools' probe commands).
    */
-  addV1Routes(routes: (v1: FastifyInstance) => void): void;
+  addV1Routes(routes: (v1: ApiInstance) => void): void;
 }
 
 export function settingsResolver(config: GatewayConfig): (accountSid: string) => SourceSettings {
@@ -402,7 +402,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     onLeadRefused: metrics.leadRefused, now: opts.now,
   });
   // /v1: one scope owns the API keys, the cluster's routing of per-call commands and the error answers
-  const extraV1Routes: ((v1: FastifyInstance) => void)[] = [];
+  const extraV1Routes: ((v1: ApiInstance) => void)[] = [];
   let v1Loaded = false;
   registerV1Scope(app, {
     auth: { apiKeys: config.apiKeys, sourceKeys: config.sources, internalKey },

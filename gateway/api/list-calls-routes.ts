@@ -2,11 +2,11 @@
 // mode: every node's, from the registry in Redis, plus `lost`: streams of nodes whose heartbeat
 // stopped (they stay listed until the node restarts and cleans up). Both modes answer
 // `{ items, lost }` so clients need not know which mode they talk to.
-import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { ApiError } from './errors.js';
 import { accessOf, canSee } from './api-auth.js';
 import type { CallsSnapshot } from '../cluster/cluster-view.js';
+import type { ApiInstance } from './v1-scope.js';
 
 export interface CallsRoutesDeps {
   /** the snapshot; throws when the cluster-wide truth cannot be read */
@@ -14,7 +14,7 @@ export interface CallsRoutesDeps {
 }
 
 /** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
-export function registerCallsRoutes(app: FastifyInstance, deps: CallsRoutesDeps): void {
+export function registerCallsRoutes(app: ApiInstance, deps: CallsRoutesDeps): void {
   app.get('/calls', {
     schema: {
       querystring: Type.Object({
@@ -22,7 +22,7 @@ export function registerCallsRoutes(app: FastifyInstance, deps: CallsRoutesDeps)
       }, { additionalProperties: false }),
     },
   }, async (req) => {
-    const { callSid } = req.query as { callSid?: string };
+    const { callSid } = req.query;
     let snap: CallsSnapshot;
     try {
       snap = await deps.calls();

@@ -3,11 +3,19 @@
 // it and to every unknown path under /v1, and to nothing outside it. Routes outside /v1 keep
 // their own rules: /twilio/v1 (signature), POST /twilio/v1/events (signature or loopback),
 // /healthz, /readyz, /metrics (open). Routes register paths relative to the prefix ('/calls').
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+// The TypeBox type provider types each handler's params, query and body from its route schema
+// (types only: ajv still validates, so the answers to bad input are fastify's own, unchanged).
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type {
+  FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault,
+} from 'fastify';
 import { installApiAuth, type ApiAuthOptions } from './api-auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 
 export const V1_PREFIX = '/v1';
+
+/** The /v1 scope as its routes see it: request types come from the route's TypeBox schemas. */
+export type ApiInstance = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
 
 export interface V1ScopeOptions {
   auth: ApiAuthOptions;
@@ -19,8 +27,9 @@ export interface V1ScopeOptions {
 }
 
 /** Registers the /v1 scope; `routes` adds the API's routes to it. */
-export function registerV1Scope(app: FastifyInstance, options: V1ScopeOptions, routes: (v1: FastifyInstance) => void): void {
-  void app.register(async (v1) => {
+export function registerV1Scope(app: FastifyInstance, options: V1ScopeOptions, routes: (v1: ApiInstance) => void): void {
+  void app.register(async (scope) => {
+    const v1 = scope.withTypeProvider<TypeBoxTypeProvider>();
     v1.setErrorHandler(errorHandler);
     // scoped 404: an unknown /v1 path passes the auth first, so nobody learns which routes exist without a key
     v1.setNotFoundHandler(notFoundHandler);
