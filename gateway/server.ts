@@ -29,14 +29,14 @@ import type { TwilioStreamHandler } from './twilio/twilio-stream.js';
 import { CallStates } from '../recorder/call-states.js';
 import { CallControl } from '../recorder/call-control.js';
 import { Maintenance } from '../recorder/maintenance.js';
-import { registerCallRoutes } from './api/calls-routes.js';
-import { registerCallsRoutes } from './api/list-calls-routes.js';
+import { registerCallControlRoutes } from './api/call-control-routes.js';
+import { registerCallListRoutes } from './api/call-list-routes.js';
 import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
 import { WebhookOutbox } from '../recorder/webhook-outbox.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { Cluster, entryOf } from './cluster/cluster.js';
 import { isKnownInCluster } from './cluster/command-router.js';
-import { callTargetOf } from './api/calls-routes.js';
+import { callTargetOf } from './api/call-control-routes.js';
 import { INTERNAL_ACTOR_HEADER } from './api/api-auth.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
 import { Archiver } from '../recorder/archive/archiver.js';
@@ -46,7 +46,7 @@ import { isArchiveFormat } from '../recorder/archive/formats.js';
 import { ConfigError } from './config.js';
 import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
 import type { CtiEvent } from '../recorder/call-states.js';
-import { applyCtiEvent } from './api/calls-routes.js';
+import { applyCtiEvent } from './api/call-control-routes.js';
 import { FdBudget } from './fd-budget.js';
 import type { StreamSession } from '../recorder/stream-session.js';
 
@@ -410,12 +410,12 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   }, (v1) => {
     registerRecordingRoutes(v1, { index });
     registerAlarmRoutes(v1, { alarms, clusterAlarms: clusterNode ? () => clusterNode.shared.alarms() : undefined });
-    registerCallsRoutes(v1, {
+    registerCallListRoutes(v1, {
       calls: clusterNode
         ? () => clusterNode.calls()
         : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
     });
-    registerCallRoutes(v1, { control, sources: sourceSids, knownInCluster: clusterNode ? isKnownInCluster : undefined });
+    registerCallControlRoutes(v1, { control, sources: sourceSids, knownInCluster: clusterNode ? isKnownInCluster : undefined });
     for (const routes of extraV1Routes) routes(v1);
     v1Loaded = true;
   });

@@ -11,7 +11,7 @@ import type { GatewayConfig } from '../config-types.js';
 import type { CallControl } from '../../recorder/call-control.js';
 import { candidateUrls, derivePublicUrl } from '../twilio/twilio-signature.js';
 import { BadTaskRouterEvent, mapTaskRouterEvent, type FormFields } from '../twilio/taskrouter-mapping.js';
-import { applyCtiEvent } from './calls-routes.js';
+import { applyCtiEvent } from './call-control-routes.js';
 import { notLocalReason } from './api-auth.js';
 import { ApiError } from './errors.js';
 import type { CtiEvent } from '../../recorder/call-states.js';

@@ -8,13 +8,13 @@ import { accessOf, canSee } from './api-auth.js';
 import type { CallsSnapshot } from '../cluster/cluster-view.js';
 import type { ApiInstance } from './v1-scope.js';
 
-export interface CallsRoutesDeps {
+export interface CallListRoutesDeps {
   /** the snapshot; throws when the cluster-wide truth cannot be read */
   calls: () => Promise<CallsSnapshot>;
 }
 
 /** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
-export function registerCallsRoutes(app: ApiInstance, deps: CallsRoutesDeps): void {
+export function registerCallListRoutes(app: ApiInstance, deps: CallListRoutesDeps): void {
   app.get('/calls', {
     schema: {
       querystring: Type.Object({

@@ -1,5 +1,5 @@
 // Call control API (contract sections 4, 5 and 7): CTI events and PCI pause/resume (the list of
-// live streams is list-calls-routes.ts). The policy itself is recorder/call-control.ts.
+// live streams is call-list-routes.ts). The policy itself is recorder/call-control.ts.
 // Every call is addressed by account and callSid: the account comes from the caller's per-source
 // API key, else `accountSid` in the request, else the one configured data source; with several
 // sources and a global key it is required. A call of another account does not exist (404).
@@ -15,7 +15,7 @@ import { ApiError } from './errors.js';
 import { eventTime } from '../../recorder/ingest-limits.js';
 import type { ApiInstance } from './v1-scope.js';
 
-export interface CallRoutesDeps {
+export interface CallControlRoutesDeps {
   control: CallControl;
   /** configured data sources (account sids); empty = the embedded default, no tenants */
   sources: readonly string[];
@@ -123,7 +123,7 @@ function pauseCall(control: CallControl, t: CallTarget, paused: boolean, knownEl
 }
 
 /** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
-export function registerCallRoutes(app: ApiInstance, deps: CallRoutesDeps): void {
+export function registerCallControlRoutes(app: ApiInstance, deps: CallControlRoutesDeps): void {
   const { control, sources } = deps;
   const target = (req: FastifyRequest) => callTargetOf(control, sources, req) as CallTarget;
 
