@@ -3,7 +3,7 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import type { Recorder, RecorderCounters } from '../recorder/recorder.js';
 import type { Alarms } from '../recorder/alarms.js';
-import { PROTOCOL_ERROR_KINDS, type ProtocolErrorKind } from './twilio-protocol.js';
+import { PROTOCOL_ERROR_KINDS, type ProtocolErrorKind } from './twilio/twilio-protocol.js';
 
 export interface GatewayMetrics {
   registry: Registry;

@@ -1,7 +1,8 @@
 // Assembles one gateway node: recorder, index, metrics, the Twilio edge and the HTTP API (each
-// a register* function adding its routes to the one root fastify instance; only
-// @fastify/websocket is a plugin), plus the node's lifecycle (idle sweep, drain). main.ts only
-// adds process concerns (config from the environment, signals, exit codes).
+// a register* function adding its routes; the /v1 API is one plugin scope, api/v1-scope.ts, that
+// owns its auth, cluster routing and error answers; the TaskRouter webhook has a scope of its own
+// for its form parser), plus the node's lifecycle (idle sweep, drain). main.ts only adds process
+// concerns (config from the environment, signals, exit codes).
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import pino, { type Logger } from 'pino';
@@ -18,25 +19,25 @@ import { registerCatalogMetrics } from '../recorder/catalog/catalog-metrics.js';
 import { Retention } from '../recorder/retention.js';
 import { IN_PROGRESS_DIR } from '../recorder/storage-layout.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
-import { registerTwilioRoute } from './twilio-route.js';
+import { registerTwilioRoute } from './twilio/twilio-route.js';
 import { registerHealthRoutes } from './health-routes.js';
 import { installErrorHandling, frameworkErrors, clientErrorHandler, ApiError } from './api/errors.js';
-import { installApiAuth } from './api/api-auth.js';
+import { registerV1Scope, type ApiInstance } from './api/v1-scope.js';
 import { registerRecordingRoutes } from './api/recordings-routes.js';
 import { registerAlarmRoutes } from './api/alarms-routes.js';
 import { Alarms, ALARMS_PER_KIND } from '../recorder/alarms.js';
-import type { TwilioStreamHandler } from './twilio-stream.js';
+import type { TwilioStreamHandler } from './twilio/twilio-stream.js';
 import { CallStates } from '../recorder/call-states.js';
 import { CallControl } from '../recorder/call-control.js';
 import { Maintenance } from '../recorder/maintenance.js';
-import { registerCallRoutes } from './api/calls-routes.js';
-import { registerCallsRoutes } from './api/list-calls-routes.js';
+import { registerCallControlRoutes } from './api/call-control-routes.js';
+import { registerCallListRoutes } from './api/call-list-routes.js';
 import { registerTaskRouterRoute } from './api/taskrouter-routes.js';
 import { WebhookOutbox } from '../recorder/webhook-outbox.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { Cluster, entryOf } from './cluster/cluster.js';
 import { isKnownInCluster } from './cluster/command-router.js';
-import { callTargetOf } from './api/calls-routes.js';
+import { callTargetOf } from './api/call-control-routes.js';
 import { INTERNAL_ACTOR_HEADER } from './api/api-auth.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
 import { Archiver } from '../recorder/archive/archiver.js';
@@ -46,7 +47,7 @@ import { isArchiveFormat } from '../recorder/archive/formats.js';
 import { ConfigError } from './config.js';
 import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
 import type { CtiEvent } from '../recorder/call-states.js';
-import { applyCtiEvent } from './api/calls-routes.js';
+import { applyCtiEvent } from './api/call-control-routes.js';
 import { FdBudget } from './fd-budget.js';
 import type { StreamSession } from '../recorder/stream-session.js';
 
@@ -114,6 +115,11 @@ export interface Gateway {
   drain(): Promise<void>;
   /** close at once, finalising live streams as `shutdown` */
   close(): Promise<void>;
+  /**
+   * Adds routes (paths relative to /v1) and hooks to the /v1 scope, after the gateway's own: they
+   * get its auth, cluster routing and error answers. Before listen only (tools' probe commands).
+   */
+  addV1Routes(routes: (v1: ApiInstance) => void): void;
 }
 
 export function settingsResolver(config: GatewayConfig): (accountSid: string) => SourceSettings {
@@ -370,7 +376,6 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   app.server.on('connection', (socket: import('node:net').Socket) => socket.setTimeout(firstRequestTimeoutMs));
   app.server.on('request', (req: import('node:http').IncomingMessage) => req.socket.setTimeout(app.server.timeout));
   installErrorHandling(app);
-  installApiAuth(app, { apiKeys: config.apiKeys, sourceKeys: config.sources, internalKey });
   if (config.redisUrl !== null) {
     cluster = new Cluster({
       redisUrl: config.redisUrl, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
@@ -397,14 +402,24 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     config, recorder: rec, metrics, log, isDraining: () => draining, handlers, alarms, sockets, fdBudget,
     onLeadRefused: metrics.leadRefused, now: opts.now,
   });
-  registerRecordingRoutes(app, { index });
-  registerAlarmRoutes(app, { alarms, clusterAlarms: clusterNode ? () => clusterNode.shared.alarms() : undefined });
-  registerCallsRoutes(app, {
-    calls: clusterNode
-      ? () => clusterNode.calls()
-      : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
+  // /v1: one scope owns the API keys, the cluster's routing of per-call commands and the error answers
+  const extraV1Routes: ((v1: ApiInstance) => void)[] = [];
+  let v1Loaded = false;
+  registerV1Scope(app, {
+    auth: { apiKeys: config.apiKeys, sourceKeys: config.sources, internalKey },
+    routeCommand: clusterNode?.router.preHandler,
+  }, (v1) => {
+    registerRecordingRoutes(v1, { index });
+    registerAlarmRoutes(v1, { alarms, clusterAlarms: clusterNode ? () => clusterNode.shared.alarms() : undefined });
+    registerCallListRoutes(v1, {
+      calls: clusterNode
+        ? () => clusterNode.calls()
+        : async () => ({ items: [...rec.sessions()].map((s) => entryOf(s, config.nodeId)), lost: [] }),
+    });
+    registerCallControlRoutes(v1, { control, sources: sourceSids, knownInCluster: clusterNode ? isKnownInCluster : undefined });
+    for (const routes of extraV1Routes) routes(v1);
+    v1Loaded = true;
   });
-  registerCallRoutes(app, { control, sources: sourceSids, knownInCluster: clusterNode ? isKnownInCluster : undefined });
   // cluster mode: through the CTI route, which the command router forwards to the call's owner;
   // `actor` names the sender in the audit line of a deletion it causes
   const clusterDispatch = clusterNode ? async (ev: CtiEvent, actor = `kinesis:${ev.accountSid ?? ''}`) => {
@@ -502,6 +517,11 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     },
     close() {
       return (closed ??= shutdown(0));
+    },
+    addV1Routes(routes) {
+      // the scope's plugin runs once, when the app gets ready (listen, inject)
+      if (v1Loaded) throw new Error('addV1Routes: the /v1 scope is already loaded; add routes before listen');
+      extraV1Routes.push(routes);
     },
   };
 }

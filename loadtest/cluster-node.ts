@@ -10,11 +10,12 @@ const wallNowMs = () => performance.timeOrigin + performance.now();
 runNode({
   gatewayOptions: { redisPrefix: process.env.REDIS_PREFIX },
   prepare: (gw) => {
-    gw.app.post('/v1/calls/:callSid/ping', async (req) => {
+    // in the /v1 scope: its auth and its cluster routing apply, as to pause/resume
+    gw.addV1Routes((v1) => v1.post('/calls/:callSid/ping', async (req) => {
       const { callSid } = req.params as { callSid: string };
       const at = wallNowMs();
       if (gw.recorder.streamsOfCall(callSid).length === 0) throw new ApiError(404, 'not_found', `no live stream of call ${callSid} on this node`);
       return { nodeId: gw.config.nodeId, at, forwardedBy: req.headers['x-gateway-forwarded-by'] ?? null };
-    });
+    }));
   },
 }).catch(fatal);

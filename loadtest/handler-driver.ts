@@ -12,7 +12,7 @@ import pino from 'pino';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { TwilioStreamHandler } from '../gateway/twilio-stream.js';
+import { TwilioStreamHandler } from '../gateway/twilio/twilio-stream.js';
 import { Recorder } from '../recorder/recorder.js';
 import { loadConfig } from '../gateway/config.js';
 import { frameFor } from './audio-fixtures.js';

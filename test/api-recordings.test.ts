@@ -19,7 +19,8 @@ import { importSidecars } from '../recorder/catalog/importer.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { segmentPaths } from '../recorder/storage-layout.js';
 import { frameworkErrors, installErrorHandling } from '../gateway/api/errors.js';
-import { installApiAuth, isLoopbackAddress, isProtectedPath } from '../gateway/api/api-auth.js';
+import { isLoopbackAddress } from '../gateway/api/api-auth.js';
+import { registerV1Scope } from '../gateway/api/v1-scope.js';
 import { parseRange, registerRecordingRoutes, TranscodeSlice } from '../gateway/api/recordings-routes.js';
 
 const { WaveFile } = wavefile;
@@ -179,17 +180,18 @@ const idsOf = (items: RecordingSidecar[]) => items.map((s) => s.recordingId);
 async function startApp(host: string, apiKeys: string[]): Promise<{ app: FastifyInstance; base: string }> {
   const app = Fastify({ logger: false, frameworkErrors });
   installErrorHandling(app);
-  installApiAuth(app, { apiKeys });
-  registerRecordingRoutes(app, { index });
+  registerV1Scope(app, { auth: { apiKeys } }, (v1) => {
+    registerRecordingRoutes(v1, { index });
+    // routes that exist only to exercise the error handler
+    v1.get('/test/boom', async () => {
+      throw new Error('secret detail: password=hunter2 at /etc/shadow');
+    });
+    v1.get('/test/teapot', async () => {
+      throw Object.assign(new Error('short and stout'), { statusCode: 418 });
+    });
+    v1.post('/test/echo', async (request) => request.body);
+  });
   app.get('/healthz', async () => ({ ok: true }));
-  // routes that exist only to exercise the error handler
-  app.get('/v1/test/boom', async () => {
-    throw new Error('secret detail: password=hunter2 at /etc/shadow');
-  });
-  app.get('/v1/test/teapot', async () => {
-    throw Object.assign(new Error('short and stout'), { statusCode: 418 });
-  });
-  app.post('/v1/test/echo', async (request) => request.body);
   await app.listen({ port: 0, host });
   const { port } = app.server.address() as AddressInfo;
   return { app, base: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
@@ -762,11 +764,30 @@ t.test('errors: unknown routes, unexpected errors, framework and client errors s
 // ---------------------------------------------------------------------------------------------
 // access control
 
-t.test('isLoopbackAddress / isProtectedPath', async (t) => {
+t.test('isLoopbackAddress', async (t) => {
   for (const a of ['127.0.0.1', '127.255.3.4', '::1', '::ffff:127.0.0.1', '::FFFF:127.9.9.9']) t.ok(isLoopbackAddress(a), a);
   for (const a of [undefined, '', '10.0.0.1', '192.0.2.2', '::ffff:10.1.2.3', '1127.0.0.1', '127.0.0.1.example', 'fd00::2', '::2']) t.notOk(isLoopbackAddress(a), String(a));
-  for (const p of ['/v1', '/v1/', '/v1/recordings?x=1', '/V1/recordings']) t.ok(isProtectedPath(p), p);
-  for (const p of ['/healthz', '/readyz', '/metrics', '/v10/x', '/twilio/v1', '/?/v1/']) t.notOk(isProtectedPath(p), p);
+});
+
+t.test('which paths the /v1 scope protects: every path it answers, routed or not, and nothing else', async (t) => {
+  const keyed = await startApp('127.0.0.1', ['first-key']);
+  t.teardown(() => keyed.app.close());
+  const key = { authorization: 'Bearer first-key' };
+  // routed and unknown paths under /v1 (a percent-encoded "v" routes there too): 401 without the key
+  for (const p of ['/v1', '/v1/', '/v1/recordings?x=1', '/v1/recordings/', '/%761/recordings', '/v1/../v1/recordings', '/v1/calls/x/y/z']) {
+    const res = await raw(keyed.base, p);
+    t.equal(res.status, 401, p);
+    await expectError(t, res, 401, 'unauthorized');
+  }
+  await expectError(t, await raw(keyed.base, '/v1', key), 404, 'not_found');
+  t.equal((await raw(keyed.base, '/v1/recordings?limit=1', key)).status, 200, 'a routed path with the key');
+  // outside /v1 no key is asked for. /V1/... is no route (paths are case-sensitive) and nothing
+  // under it exists: 404 for everyone, with or without a key
+  for (const p of ['/healthz', '/v10/x', '/v1x', '/twilio/v1', '/?/v1/', '/V1/recordings', '//v1/recordings']) {
+    const res = await raw(keyed.base, p);
+    t.not(res.status, 401, p);
+    t.equal(res.status, p === '/healthz' ? 200 : 404, p);
+  }
 });
 
 t.test('with API keys: bearer required and checked', async (t) => {

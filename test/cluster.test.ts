@@ -23,17 +23,20 @@ t.teardown(async () => {
 
 /** ping: the probe command (see loadtest/cluster-node.ts); pause will be the same shape */
 function addPing(g: TestGateway): void {
-  g.gw.app.post('/v1/calls/:callSid/ping', async (req) => {
-    const { callSid } = req.params as { callSid: string };
-    if (g.gw.recorder.streamsOfCall(callSid).length === 0) throw new ApiError(404, 'not_found', `no live stream of ${callSid}`);
-    return { nodeId: g.gw.config.nodeId };
-  });
-  // Observe the real CTI route where it runs (a forwarded event is answered by the router's
-  // preHandler on the receiving node, so this later hook sees only where it is applied).
-  g.gw.app.addHook('preHandler', async (req) => {
-    if (req.method !== 'POST' || req.url !== '/v1/cti/events') return;
-    const body = req.body as { callSid: string };
-    ctiSeen.push({ nodeId: g.gw.config.nodeId, body, live: g.gw.recorder.streamsOfCall(body.callSid).length > 0 });
+  // in the /v1 scope, after the gateway's own routes and hooks (its auth and cluster routing apply)
+  g.gw.addV1Routes((v1) => {
+    v1.post('/calls/:callSid/ping', async (req) => {
+      const { callSid } = req.params as { callSid: string };
+      if (g.gw.recorder.streamsOfCall(callSid).length === 0) throw new ApiError(404, 'not_found', `no live stream of ${callSid}`);
+      return { nodeId: g.gw.config.nodeId };
+    });
+    // Observe the real CTI route where it runs (a forwarded event is answered by the router's
+    // preHandler on the receiving node, so this later hook sees only where it is applied).
+    v1.addHook('preHandler', async (req) => {
+      if (req.method !== 'POST' || req.url !== '/v1/cti/events') return;
+      const body = req.body as { callSid: string };
+      ctiSeen.push({ nodeId: g.gw.config.nodeId, body, live: g.gw.recorder.streamsOfCall(body.callSid).length > 0 });
+    });
   });
 }
 const ctiSeen: { nodeId: string; body: unknown; live: boolean }[] = [];

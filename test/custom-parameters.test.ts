@@ -1,9 +1,9 @@
-// customParameters cleaning alone (gateway/custom-parameters.ts): nothing is refused, only
+// customParameters cleaning alone (gateway/twilio/custom-parameters.ts): nothing is refused, only
 // clipped with a visible marker; the end-to-end case is in e2e-bad-input.test.ts.
 import t from 'tap';
 import {
   cleanCustomParameters, clip, MAX_KEY_CHARS, MAX_TOTAL_CHARS, MAX_VALUE_CHARS, OVERFLOW_KEY,
-} from '../gateway/custom-parameters.js';
+} from '../gateway/twilio/custom-parameters.js';
 
 t.test('ordinary parameters are kept exactly, control characters included', async (t) => {
   const raw = { ctiSessionId: 'S-1042', note: 'line one\nline two\ttab', empty: '' };

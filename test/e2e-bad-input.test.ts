@@ -9,7 +9,7 @@ import { runStream, type RunStreamResult } from '../loadtest/stream-runner.js';
 import { frameFor, trackAudio } from '../loadtest/audio-fixtures.js';
 import { randomSid } from '../loadtest/sids.js';
 import { startTestGateway, waitForRecordings, fetchAudio, decodeWav, type TestGateway } from './fixtures/harness.js';
-import { ERROR_BUDGET } from '../gateway/twilio-route.js';
+import { ERROR_BUDGET } from '../gateway/twilio/twilio-route.js';
 import { until } from './fixtures/calls.js';
 
 const CLEAN_FRAMES = 200;

@@ -1,7 +1,7 @@
-// The error budget alone (gateway/error-budget.ts), with an injected clock: more than `limit`
+// The error budget alone (gateway/twilio/error-budget.ts), with an injected clock: more than `limit`
 // bad messages within any window of `windowMs` exhaust it, whatever came in between.
 import t from 'tap';
-import { ErrorBudget } from '../gateway/error-budget.js';
+import { ErrorBudget } from '../gateway/twilio/error-budget.js';
 
 t.test('more than limit errors within the window exhaust the budget', async (t) => {
   const b = new ErrorBudget(3, 10_000);

@@ -1,11 +1,11 @@
-// The media fast path (gateway/media-scan.ts) must accept exactly the media messages the full
+// The media fast path (gateway/twilio/media-scan.ts) must accept exactly the media messages the full
 // path (JSON.parse + TypeBox) accepts with the same meaning, and hand everything else to the full
 // path (false), which then gives the same error as before. Each refused shape is named below.
 import t from 'tap';
-import { scanMedia, newMediaScan, decodeBase64Range } from '../gateway/media-scan.js';
+import { scanMedia, newMediaScan, decodeBase64Range } from '../gateway/twilio/media-scan.js';
 import { randomBytes } from 'node:crypto';
-import { parseTwilioMessage, ParseFailure } from '../gateway/twilio-protocol.js';
-import type { MediaMessage } from '../gateway/twilio-messages.js';
+import { parseTwilioMessage, ParseFailure } from '../gateway/twilio/twilio-protocol.js';
+import type { MediaMessage } from '../gateway/twilio/twilio-messages.js';
 
 const SID = `MZ${'ab'.repeat(16)}`;
 const PAYLOAD = Buffer.alloc(160, 0x55).toString('base64');

@@ -13,13 +13,14 @@ import { until } from './fixtures/calls.js';
 const CALL = `CA${'0'.repeat(32)}`;
 const KEY = 'an-api-key-long-enough-1234';
 
-async function gateway(t: Test, env: Record<string, string> = {}): Promise<{ gw: Gateway; log: CapturedLog }> {
+async function gateway(t: Test, env: Record<string, string> = {}, prepare?: (gw: Gateway) => void): Promise<{ gw: Gateway; log: CapturedLog }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-inject-'));
   const log = captureLog('info');
   const gw = await buildGateway(loadConfig({ RECORDINGS_DIR: dir, ...env }), { logger: log.logger });
   await gw.recovery;
   // ready once the (empty) catalog's first import has run: /readyz answers 503 before
   await until(() => gw.catalogSync.notReadyReason() === null, 'the first catalog import');
+  prepare?.(gw);
   await gw.app.ready();
   t.teardown(async () => {
     await gw.close();
@@ -78,4 +79,35 @@ t.test('with API_KEYS: no key or a wrong key is 401, the key passes; probes stay
   t.equal((await gw.app.inject({ url: '/v1/calls', headers: { authorization: 'Bearer wrong-key-wrong-key-wrong' } })).statusCode, 401, 'wrong key');
   t.equal((await gw.app.inject({ url: '/v1/calls', headers: { authorization: `Bearer ${KEY}` } })).statusCode, 200, 'the key');
   t.equal((await gw.app.inject({ url: '/readyz' })).statusCode, 200, 'probes need no key');
+});
+
+t.test('the /v1 scope: every path under /v1 needs the key first, routed or not; other paths keep their own rules', async (t) => {
+  const { gw } = await gateway(t, { API_KEYS: KEY }, (gw) => {
+    gw.addV1Routes((v1) => v1.get('/probe', async () => ({ probe: true })));
+  });
+  const auth = { authorization: `Bearer ${KEY}` };
+  for (const url of ['/v1', '/v1/', '/v1/nothing', '/v1/recordings/', '/v1/calls/x/y/z', '/v1/probe']) {
+    for (const method of ['GET', 'POST', 'DELETE'] as const) {
+      const res = await gw.app.inject({ method, url });
+      t.equal(res.statusCode, 401, `${method} ${url} without a key`);
+      t.same(Object.keys(res.json()).sort(), ['error', 'message']);
+      t.equal(res.json().error, 'unauthorized');
+      t.equal(res.headers['www-authenticate'], 'Bearer realm="recording-gateway"');
+    }
+  }
+  // with the key: an unknown /v1 path is a 404 in the API's shape, an added route answers
+  const unknown = await gw.app.inject({ url: '/v1/nothing', headers: auth });
+  t.equal(unknown.statusCode, 404);
+  t.same(unknown.json(), { error: 'not_found', message: 'no route for GET /v1/nothing' });
+  t.same((await gw.app.inject({ url: '/v1/probe', headers: auth })).json(), { probe: true }, 'a route added with addV1Routes');
+  t.throws(() => gw.addV1Routes(() => undefined), /before listen/, 'routes cannot join the scope once it is loaded');
+  // outside /v1 no API key is asked for: probes, the Twilio WebSocket, the TaskRouter webhook
+  t.equal((await gw.app.inject({ url: '/healthz' })).statusCode, 200, '/healthz');
+  t.equal((await gw.app.inject({ url: '/metrics' })).statusCode, 200, '/metrics');
+  t.equal((await gw.app.inject({ url: '/twilio/v1' })).statusCode, 426, 'GET /twilio/v1 without an upgrade');
+  const tr = await gw.app.inject({ method: 'POST', url: '/twilio/v1/events', headers: { 'content-type': 'application/json' }, payload: '{}' });
+  t.equal(tr.statusCode, 415, 'the TaskRouter webhook answers by its own rules (form bodies only)');
+  const nope = await gw.app.inject({ url: '/nothing' });
+  t.equal(nope.statusCode, 404);
+  t.equal(nope.json().error, 'not_found');
 });

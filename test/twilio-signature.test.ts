@@ -3,7 +3,7 @@ import t from 'tap';
 import twilio from 'twilio';
 import {
   candidateUrls, computeTwilioSignature, derivePublicUrl, matchTwilioSignature, type SignatureParams,
-} from '../gateway/twilio-signature.js';
+} from '../gateway/twilio/twilio-signature.js';
 
 /** Deterministic PRNG (mulberry32) so a failure can be replayed. */
 function rng(seed: number): () => number {

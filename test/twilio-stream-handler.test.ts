@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { loadConfig } from '../gateway/config.js';
-import { TwilioStreamHandler, type DropReason, type StreamHandlerDeps } from '../gateway/twilio-stream.js';
+import { TwilioStreamHandler, type DropReason, type StreamHandlerDeps } from '../gateway/twilio/twilio-stream.js';
 import { Recorder } from '../recorder/recorder.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { frameFor, trackAudio } from '../loadtest/audio-fixtures.js';

@@ -1,9 +1,9 @@
 // GET /v1/alarms: the recent alarms, newest first. Cluster mode reads every node's from Redis;
 // `scope` says whether the answer is cluster-wide or (Redis away) only this node's.
-import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Alarm, Alarms } from '../../recorder/alarms.js';
 import { accessOf, canSee } from './api-auth.js';
+import type { ApiInstance } from './v1-scope.js';
 
 export interface AlarmRoutesDeps {
   alarms: Alarms;
@@ -11,8 +11,9 @@ export interface AlarmRoutesDeps {
   clusterAlarms?: () => Promise<Alarm[]>;
 }
 
-export function registerAlarmRoutes(app: FastifyInstance, deps: AlarmRoutesDeps): void {
-  app.get('/v1/alarms', {
+/** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
+export function registerAlarmRoutes(app: ApiInstance, deps: AlarmRoutesDeps): void {
+  app.get('/alarms', {
     schema: {
       querystring: Type.Object({
         kind: Type.Optional(Type.String({ maxLength: 64 })),
@@ -20,7 +21,7 @@ export function registerAlarmRoutes(app: FastifyInstance, deps: AlarmRoutesDeps)
       }, { additionalProperties: false }),
     },
   }, async (req) => {
-    const q = req.query as { kind?: string; limit: number };
+    const q = req.query;
     // a per-source key sees the alarms of its account's calls only (node-wide ones are not its)
     const access = accessOf(req);
     const wanted = (a: Alarm) => (q.kind === undefined || a.kind === q.kind) && (access.accountSid === null || (a.accountSid !== undefined && canSee(access, a.accountSid)));

@@ -1,6 +1,7 @@
 // Access control for the `/v1/*` API (contract sections 1 and 4). With API_KEYS set, every
 // request needs `Authorization: Bearer <key>`; without keys the API answers only loopback peers.
-// `/healthz`, `/readyz`, `/metrics` and the Twilio WebSocket are not under `/v1/` and stay open.
+// Installed on the /v1 scope (v1-scope.ts), so it sees exactly the requests that scope answers;
+// `/healthz`, `/readyz`, `/metrics` and the Twilio WebSocket are outside it and stay open.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ApiError } from './errors.js';
@@ -50,12 +51,6 @@ export function keyId(key: string): string {
 
 const REALM = 'Bearer realm="recording-gateway"';
 
-/** Whether this path (query string ignored) is part of the protected API. */
-export function isProtectedPath(url: string): boolean {
-  const p = url.split('?', 1)[0]!.toLowerCase(); // split always gives at least one part
-  return p === '/v1' || p.startsWith('/v1/');
-}
-
 /** 127.0.0.0/8, ::1 and IPv4-mapped 127.x.y.z. */
 export function isLoopbackAddress(address: string | undefined): boolean {
   if (!address) return false;
@@ -95,19 +90,15 @@ interface KnownKey {
   actor: string;
 }
 
-export function installApiAuth(app: FastifyInstance, options: ApiAuthOptions): void {
+/** Adds the check to `scope` (the /v1 scope): every request it answers, routed or 404, is checked. */
+export function installApiAuth(scope: FastifyInstance, options: ApiAuthOptions): void {
   const keys: KnownKey[] = [
     ...options.apiKeys.filter((k) => k.length > 0).map((k) => ({ digest: digest(k), accountSid: null, actor: keyId(k) })),
     ...(options.sourceKeys ?? []).flatMap((s) => s.apiKeys.map((k) => ({ digest: digest(k), accountSid: s.accountSid, actor: keyId(k) }))),
   ];
   const internal = options.internalKey === undefined ? null : digest(options.internalKey);
 
-  app.addHook('onRequest', async (request) => {
-    // the route pattern covers URLs the raw-path check might miss; the raw path covers unknown
-    // routes, so nobody can probe which /v1 routes exist without a key
-    const route = request.routeOptions.url;
-    if (!isProtectedPath(request.url) && !(route !== undefined && isProtectedPath(route))) return;
-
+  scope.addHook('onRequest', async (request) => {
     const token = bearerToken(request);
     if (internal !== null && token !== null && timingSafeEqual(digest(token), internal)) {
       const scope = request.headers[INTERNAL_SCOPE_HEADER];

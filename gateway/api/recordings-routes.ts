@@ -3,7 +3,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { buildWavHeader, parseWavHeader, type WavEncoding } from '../../codecs/wav.js';
 import { bytesPerSample, transcode } from '../../codecs/transcode.js';
 import { decodeCursor, type Catalog, type IndexedRecording } from '../../recorder/catalog/catalog.js';
@@ -14,6 +14,7 @@ import { archivePath, assertConversionSlot, convertRecording, decodedArchivePcm,
 import { ARCHIVE_FORMATS, formatSpec, isArchiveFormat, type ArchiveFormat } from '../../recorder/archive/formats.js';
 import { accessOf, canSee } from './api-auth.js';
 import { clipId } from '../../recorder/ingest-limits.js';
+import type { ApiInstance } from './v1-scope.js';
 
 export interface RecordingRoutesOptions {
   index: Catalog;
@@ -46,7 +47,6 @@ const ListQuery = Type.Object({
   /** true: the page also carries `total`, every match on all pages */
   count: Type.Optional(Type.Boolean()),
 });
-type ListQuery = Static<typeof ListQuery>;
 
 const IdParams = Type.Object({ id: Type.String() });
 type IdParams = Static<typeof IdParams>;
@@ -55,7 +55,6 @@ const AudioQuery = Type.Object({ format: Type.Optional(Type.String()) });
 type AudioQuery = Static<typeof AudioQuery>;
 
 const CtiParams = Type.Object({ ctiSessionId: Type.String({ minLength: 1 }) });
-type CtiParams = Static<typeof CtiParams>;
 
 /**
  * A preValidation hook refusing query parameters the route does not know: a misspelt filter
@@ -294,11 +293,8 @@ async function openOrNull(file: string): Promise<FileHandle | null> {
   }
 }
 
-type AudioRequest = FastifyRequest<{ Params: IdParams; Querystring: AudioQuery }>;
-
-async function sendAudio(request: AudioRequest, reply: FastifyReply, index: Catalog) {
-  const rec = await lookup(index, request.params.id, request);
-  const { format } = request.query;
+async function sendAudio(request: FastifyRequest, reply: FastifyReply, index: Catalog, { id: recordingId }: IdParams, { format }: AudioQuery) {
+  const rec = await lookup(index, recordingId, request);
   if (format !== undefined && !(AUDIO_FORMATS as readonly string[]).includes(format)) {
     throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported; use one of ${AUDIO_FORMATS.join(', ')}, or leave it out for the file as stored`);
   }
@@ -328,7 +324,7 @@ async function sendAudio(request: AudioRequest, reply: FastifyReply, index: Cata
 }
 
 /** opus, flac, mp3: the stored archive (with Range), else converted on the fly (streamed). */
-async function sendCompressed(request: AudioRequest, reply: FastifyReply, rec: IndexedRecording, format: ArchiveFormat) {
+async function sendCompressed(request: FastifyRequest, reply: FastifyReply, rec: IndexedRecording, format: ArchiveFormat) {
   const spec = formatSpec(format);
   const name = `${rec.sidecar.recordingId}.${spec.ext}`;
   const stored = rec.sidecar.archive?.format === format ? archivePath(rec) : null;
@@ -348,7 +344,7 @@ async function sendCompressed(request: AudioRequest, reply: FastifyReply, rec: I
 }
 
 /** ETag, conditional requests and Range over one representation; `fh` is released either way. */
-async function serve(request: AudioRequest, reply: FastifyReply, fh: FileHandle, rep: Representation, contentType: string, name: string) {
+async function serve(request: FastifyRequest, reply: FastifyReply, fh: FileHandle, rep: Representation, contentType: string, name: string) {
   let owned = false;
   try {
     reply.headers({
@@ -383,10 +379,10 @@ async function serve(request: AudioRequest, reply: FastifyReply, fh: FileHandle,
 }
 
 /** The contact WAV, whole or the one byte range asked for (its length is known up front). */
-async function sendContactAudio(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio) {
+async function sendContactAudio(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio, ctiSessionId: string) {
   let owned = false;
   try {
-    const name = `contact-${(request.params as CtiParams).ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.wav`;
+    const name = `contact-${ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.wav`;
     reply.headers({ 'accept-ranges': 'bytes', etag: audio.etag, 'content-type': 'audio/wav', 'content-disposition': `inline; filename="${name}"` });
     const ifRange = request.headers['if-range'];
     const rangeHeader = ifRange === undefined || String(ifRange).trim() === audio.etag ? request.headers.range : undefined;
@@ -412,11 +408,11 @@ async function sendContactAudio(request: FastifyRequest, reply: FastifyReply, au
  * encoded length is not known before encoding). The 12 h bound and account scoping are
  * contactAudio's, as for the WAV.
  */
-async function sendContactCompressed(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio, format: ArchiveFormat) {
+async function sendContactCompressed(request: FastifyRequest, reply: FastifyReply, audio: ContactAudio, format: ArchiveFormat, ctiSessionId: string) {
   let owned = false;
   try {
     const spec = formatSpec(format);
-    const name = `contact-${(request.params as CtiParams).ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.${spec.ext}`;
+    const name = `contact-${ctiSessionId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100)}.${spec.ext}`;
     const headers = { 'accept-ranges': 'none', 'content-type': spec.contentType, 'content-disposition': `inline; filename="${name}"` };
     if (request.method === 'HEAD') return reply.headers(headers).send();
     // 503 busy / 501 no ffmpeg are thrown here, before any header is set (finally closes the legs)
@@ -428,10 +424,11 @@ async function sendContactCompressed(request: FastifyRequest, reply: FastifyRepl
   }
 }
 
-export function registerRecordingRoutes(app: FastifyInstance, options: RecordingRoutesOptions): void {
+/** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
+export function registerRecordingRoutes(app: ApiInstance, options: RecordingRoutesOptions): void {
   const { index } = options;
 
-  app.get<{ Querystring: ListQuery }>('/v1/recordings', {
+  app.get('/recordings', {
     schema: { querystring: ListQuery },
     preValidation: onlyQueryParams(Object.keys(ListQuery.properties)),
   }, async (request) => {
@@ -461,20 +458,20 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
     });
   });
 
-  app.get<{ Params: IdParams }>('/v1/recordings/:id', {
+  app.get('/recordings/:id', {
     schema: { params: IdParams },
     preValidation: onlyQueryParams([]),
   }, async (request) => (await lookup(index, request.params.id, request)).sidecar);
 
-  app.route<{ Params: IdParams; Querystring: AudioQuery }>({
+  app.route({
     method: ['GET', 'HEAD'],
-    url: '/v1/recordings/:id/audio',
+    url: '/recordings/:id/audio',
     schema: { params: IdParams, querystring: AudioQuery },
     preValidation: onlyQueryParams(Object.keys(AudioQuery.properties)),
-    handler: (request, reply) => sendAudio(request, reply, index),
+    handler: (request, reply) => sendAudio(request, reply, index, request.params, request.query),
   });
 
-  app.get<{ Params: CtiParams }>('/v1/cti-sessions/:ctiSessionId', {
+  app.get('/cti-sessions/:ctiSessionId', {
     schema: { params: CtiParams },
     preValidation: onlyQueryParams([]),
   }, async (request) => {
@@ -486,9 +483,9 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
   });
 
   // HEAD explicitly: fastify's generated HEAD route would read (mix) the whole body and drop it
-  app.route<{ Params: CtiParams; Querystring: AudioQuery }>({
+  app.route({
     method: ['GET', 'HEAD'],
-    url: '/v1/cti-sessions/:ctiSessionId/audio',
+    url: '/cti-sessions/:ctiSessionId/audio',
     schema: { params: CtiParams, querystring: AudioQuery },
     preValidation: onlyQueryParams(Object.keys(AudioQuery.properties)),
     handler: async (request, reply) => {
@@ -497,8 +494,8 @@ export function registerRecordingRoutes(app: FastifyInstance, options: Recording
         throw new ApiError(400, 'bad_request', `format ${JSON.stringify(format.slice(0, 40))} is not supported for a whole contact; use one of wav, ${ARCHIVE_FORMATS.join(', ')}`);
       }
       const audio = await contactAudio(index, clipId(request.params.ctiSessionId), accessOf(request).accountSid);
-      if (isArchiveFormat(format)) return sendContactCompressed(request, reply, audio, format);
-      return sendContactAudio(request, reply, audio);
+      if (isArchiveFormat(format)) return sendContactCompressed(request, reply, audio, format, request.params.ctiSessionId);
+      return sendContactAudio(request, reply, audio, request.params.ctiSessionId);
     },
   });
 }

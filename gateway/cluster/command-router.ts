@@ -1,5 +1,6 @@
-// Per-call commands reach the node holding the call. A preHandler hook looks at every routed
-// request (POST /v1/calls/:callSid/<anything>, POST /v1/cti/events); when the call is held by
+// Per-call commands reach the node holding the call. A preHandler hook on the /v1 scope
+// (`preHandler`, installed by v1-scope.ts) looks at every routed request there
+// (POST /v1/calls/:callSid/<anything>, POST /v1/cti/events); when the call is held by
 // another node it sends the request over Redis pub/sub (`cmd:<owner>`, correlation id, answer
 // on `reply:<sender>`), and the owner runs the SAME route locally through app.inject with the
 // forwarded header, so pause/resume/CTI routes need no cluster code of their own. A request
@@ -96,6 +97,7 @@ export interface PauseNotice {
 }
 
 export interface CommandRouterOptions {
+  /** the root instance: a forwarded command (or a replay) runs through its inject */
   app: FastifyInstance;
   link: RedisLink;
   keys: Keys;
@@ -124,8 +126,14 @@ export function isKnownInCluster(req: FastifyRequest): boolean {
 
 export class CommandRouter {
   private readonly waiting = new Map<string, (r: CommandReply) => void>();
+  /** commands run locally until start(): nothing listens for answers before */
+  private started = false;
 
   constructor(private readonly o: CommandRouterOptions) {}
+
+  /** The /v1 scope's preHandler: forwards the request (returns the sent reply) or lets the local route run. */
+  readonly preHandler = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> =>
+    (this.started ? this.route(req, reply) : undefined);
 
   start(): void {
     const { link, keys, nodeId } = this.o;
@@ -137,7 +145,7 @@ export class CommandRouter {
       if (channel === keys.cmdChannel(nodeId)) void this.execute(message);
       else if (channel === keys.replyChannel(nodeId)) this.answered(message);
     });
-    this.o.app.addHook('preHandler', (req, reply) => this.route(req, reply));
+    this.started = true;
   }
 
   private async route(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {

@@ -2,7 +2,7 @@
 // them. Each TaskRouter event (`com.twilio.taskrouter.<eventtype>`) carries the webhook's fields
 // in snake case under `data.payload`; the adapter turns them into the form fields of the webhook
 // so the one TaskRouter table (taskrouter-mapping.ts) maps both inputs. Pure.
-import { BadTaskRouterEvent, mapTaskRouterEvent, TASKROUTER_TO_CTI } from '../taskrouter-mapping.js';
+import { BadTaskRouterEvent, mapTaskRouterEvent, TASKROUTER_TO_CTI } from '../twilio/taskrouter-mapping.js';
 import type { CtiEvent } from '../../recorder/call-states.js';
 import { ACCOUNT_SID_RE } from '../../recorder/storage-layout.js';
 

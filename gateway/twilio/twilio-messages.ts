@@ -3,8 +3,8 @@
 // Counters and times are strings on the wire; they must be decimal digits.
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { STREAM_SID_RE } from '../recorder/storage-layout.js';
-import { MAX_PAYLOAD_BYTES } from '../recorder/ingest-limits.js';
+import { STREAM_SID_RE } from '../../recorder/storage-layout.js';
+import { MAX_PAYLOAD_BYTES } from '../../recorder/ingest-limits.js';
 
 const Digits = Type.String({ pattern: '^[0-9]{1,15}$' });
 const TrackName = Type.Union([Type.Literal('inbound'), Type.Literal('outbound')]);

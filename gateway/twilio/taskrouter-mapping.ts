@@ -1,8 +1,8 @@
 // Twilio TaskRouter event callbacks (docs/twilio-media-streams.md section 4) mapped to the CTI
 // events of contract section 5. Pure: form fields in, CTI events out, or a reason to ignore, or
 // a BadTaskRouterEvent naming what is wrong (nothing is applied then).
-import type { CtiEvent, CtiEventType } from '../recorder/call-states.js';
-import { ACCOUNT_SID_RE, CALL_SID_RE } from '../recorder/storage-layout.js';
+import type { CtiEvent, CtiEventType } from '../../recorder/call-states.js';
+import { ACCOUNT_SID_RE, CALL_SID_RE } from '../../recorder/storage-layout.js';
 
 export class BadTaskRouterEvent extends Error {
   override name = 'BadTaskRouterEvent';

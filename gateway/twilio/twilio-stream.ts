@@ -6,9 +6,9 @@
 import type { Logger } from 'pino';
 import { parseTwilioMessage, decodeBase64Into, ParseFailure, type ProtocolErrorKind } from './twilio-protocol.js';
 import { MAX_PAYLOAD_BYTES, type MediaMessage, type StartMessage } from './twilio-messages.js';
-import type { Recorder, StreamOwner } from '../recorder/recorder.js';
-import type { StreamSession } from '../recorder/stream-session.js';
-import type { CloseReason } from '../recorder/sidecar.js';
+import type { Recorder, StreamOwner } from '../../recorder/recorder.js';
+import type { StreamSession } from '../../recorder/stream-session.js';
+import type { CloseReason } from '../../recorder/sidecar.js';
 import { ErrorBudget } from './error-budget.js';
 import { cleanCustomParameters } from './custom-parameters.js';
 import { decodeBase64Range, newMediaScan, scanMedia } from './media-scan.js';

@@ -1,10 +1,10 @@
 // Call control API (contract sections 4, 5 and 7): CTI events and PCI pause/resume (the list of
-// live streams is list-calls-routes.ts). The policy itself is recorder/call-control.ts.
+// live streams is call-list-routes.ts). The policy itself is recorder/call-control.ts.
 // Every call is addressed by account and callSid: the account comes from the caller's per-source
 // API key, else `accountSid` in the request, else the one configured data source; with several
 // sources and a global key it is required. A call of another account does not exist (404).
-import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
 import {
   PauseDisabledError, UnknownCallError, type CallControl, type PauseResult,
 } from '../../recorder/call-control.js';
@@ -13,8 +13,9 @@ import { ACCOUNT_SID_RE, CALL_SID_RE } from '../../recorder/storage-layout.js';
 import { accessOf, type ApiAccess } from './api-auth.js';
 import { ApiError } from './errors.js';
 import { eventTime } from '../../recorder/ingest-limits.js';
+import type { ApiInstance } from './v1-scope.js';
 
-export interface CallRoutesDeps {
+export interface CallControlRoutesDeps {
   control: CallControl;
   /** configured data sources (account sids); empty = the embedded default, no tenants */
   sources: readonly string[];
@@ -37,12 +38,9 @@ export const CtiEventBody = Type.Object({
   at: Type.Optional(Type.String({ format: 'date-time' })),
   // unknown fields are dropped (CTI integrations add their own), not refused
 }, { additionalProperties: false });
-type CtiEventBody = Static<typeof CtiEventBody>;
 
 const CallParams = Type.Object({ callSid: Type.String({ pattern: CALL_SID_RE.source }) });
-type CallParams = Static<typeof CallParams>;
 const CallQuery = Type.Object({ accountSid: Type.Optional(Type.String({ pattern: ACCOUNT_SID_RE.source })) }, { additionalProperties: false });
-type CallQuery = Static<typeof CallQuery>;
 
 /** A per-call request, resolved: the account scope of the call (see CallControl.scopeOf). */
 export interface CallTarget {
@@ -70,7 +68,11 @@ export function resolveScope(control: CallControl, sources: readonly string[], a
 
 const targets = new WeakMap<object, CallTarget | null>();
 
-/** Which call a per-call command addresses (POST /v1/calls/:callSid/<verb>, POST /v1/cti/events), or null. */
+/**
+ * Which call a per-call command addresses (POST /v1/calls/:callSid/<verb>, POST /v1/cti/events),
+ * or null. Read from any request the cluster router sees, schema or not (tools' probe commands
+ * have none), so the fields are read as untyped and checked here, not taken from a route's types.
+ */
 export function callTargetOf(control: CallControl, sources: readonly string[], req: FastifyRequest): CallTarget | null {
   const cached = targets.get(req.raw);
   if (cached !== undefined) return cached;
@@ -120,13 +122,15 @@ function pauseCall(control: CallControl, t: CallTarget, paused: boolean, knownEl
   }
 }
 
-export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): void {
+/** On the /v1 scope (v1-scope.ts): paths are relative to /v1. */
+export function registerCallControlRoutes(app: ApiInstance, deps: CallControlRoutesDeps): void {
   const { control, sources } = deps;
   const target = (req: FastifyRequest) => callTargetOf(control, sources, req) as CallTarget;
 
-  app.post<{ Body: CtiEventBody }>('/v1/cti/events', {
+  app.post('/cti/events', {
     schema: { body: CtiEventBody },
-    // before the cluster router (a preHandler) forwards or queues the event: a time far from now is refused here
+    // before the cluster router (a preHandler) forwards or queues the event: a time far from now is
+    // refused here. Before validation the body is whatever was sent (its type is not the schema's yet).
     preValidation: async (req) => checkEventTime((req.body as { at?: unknown } | null)?.at, control),
   }, async (req) => {
     const t = target(req);
@@ -135,7 +139,7 @@ export function registerCallRoutes(app: FastifyInstance, deps: CallRoutesDeps): 
   });
 
   for (const action of ['pause', 'resume'] as const) {
-    app.post<{ Params: CallParams; Querystring: CallQuery }>(`/v1/calls/:callSid/${action}`, {
+    app.post(`/calls/:callSid/${action}`, {
       schema: { params: CallParams, querystring: CallQuery },
     }, async (req) => pauseCall(control, target(req), action === 'pause', deps.knownInCluster?.(req) ?? false));
   }

@@ -4,13 +4,13 @@
 // no early message is missed.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import type { GatewayConfig } from './config-types.js';
-import type { Recorder } from '../recorder/recorder.js';
-import type { GatewayMetrics } from './metrics.js';
+import type { GatewayConfig } from '../config-types.js';
+import type { Recorder } from '../../recorder/recorder.js';
+import type { GatewayMetrics } from '../metrics.js';
 import { candidateUrls, derivePublicUrl, matchTwilioSignature } from './twilio-signature.js';
 import { TwilioStreamHandler } from './twilio-stream.js';
-import type { Alarms } from '../recorder/alarms.js';
-import type { FdBudget } from './fd-budget.js';
+import type { Alarms } from '../../recorder/alarms.js';
+import type { FdBudget } from '../fd-budget.js';
 
 /** More than this many bad messages within the window close a stream (1007/1008). */
 export const ERROR_BUDGET = { limit: 50, windowMs: 10_000 } as const;
