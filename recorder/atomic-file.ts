@@ -7,13 +7,44 @@ import { randomBytes } from 'node:crypto';
 import { openRetrying as open } from './fd-retry.js';
 import path from 'node:path';
 
-export async function fsyncDir(dir: string): Promise<void> {
+async function syncDirNow(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
   } finally {
     await fh.close();
   }
+}
+
+/** per directory: the fsync running, and the one queued behind it (shared by every caller meanwhile) */
+const dirSyncs = new Map<string, { running: Promise<void>; queued: Promise<void> | null }>();
+
+/**
+ * Make the entries of `dir` durable. A caller needs an fsync that starts after its call (its
+ * rename is done by then): while one runs, every caller waits for the single next one, so a burst
+ * of streams starting at once (all renaming into .inprogress) costs two directory syncs, not one each.
+ */
+export function fsyncDir(dir: string): Promise<void> {
+  const s = dirSyncs.get(dir);
+  if (s === undefined) {
+    const entry = { running: syncDirNow(dir), queued: null as Promise<void> | null };
+    dirSyncs.set(dir, entry);
+    const settle = (): void => {
+      if (entry.queued === null) {
+        dirSyncs.delete(dir);
+        return;
+      }
+      // the queued sync starts now and becomes the running one
+      entry.running = entry.queued;
+      entry.queued = null;
+      void entry.running.then(settle, settle);
+    };
+    void entry.running.then(settle, settle);
+    return entry.running;
+  }
+  // runs once the running one settled (whatever its outcome): one open + fsync + close for all
+  s.queued ??= s.running.then(() => syncDirNow(dir), () => syncDirNow(dir));
+  return s.queued;
 }
 
 /**

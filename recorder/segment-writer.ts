@@ -392,13 +392,29 @@ function interleavePcm16(planes: readonly Buffer[], offset: number, n: number, o
   }
 }
 
+/** read size of hashFile: a 20 s stereo segment in two reads */
+const HASH_CHUNK = 256 * 1024;
+/**
+ * Read buffers of hashFile, reused: a burst of publications (every stream of a node stopping at
+ * once) allocates no 64 KiB stream chunk per read, whose external memory would drive full GCs.
+ */
+const hashBuffers: Buffer[] = [];
+
 export async function hashFile(file: string): Promise<string> {
   const fh = await openRetrying(file, 'r');
-  return new Promise((resolve, reject) => {
+  const buf = hashBuffers.pop() ?? Buffer.allocUnsafeSlow(HASH_CHUNK);
+  try {
     const h = createHash('sha256');
-    fh.createReadStream() // closes fh at its end or on error
-      .on('data', (chunk) => h.update(chunk))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
-  });
+    for (let pos = 0; ;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead > 0) h.update(buf.subarray(0, bytesRead));
+      // a regular file reads short only at its end
+      if (bytesRead < buf.length) break;
+      pos += bytesRead;
+    }
+    return h.digest('hex');
+  } finally {
+    if (hashBuffers.length < 8) hashBuffers.push(buf);
+    await fh.close();
+  }
 }

@@ -100,3 +100,21 @@ t.test('the in-place base64 decoder gives Node\'s bytes, or hands the payload to
   const big = Buffer.from(randomBytes(3000).toString('base64'), 'latin1');
   t.equal(decodeBase64Range(big, 0, big.length, Buffer.alloc(2999), 0), -1, 'does not fit the destination');
 });
+
+t.test('the scan decodes the payload into the given buffer as Node does, or says it did not fit', async (t) => {
+  const out = newMediaScan();
+  let same = 0;
+  for (let len = 1; len <= 200; len++) {
+    const raw = randomBytes(len);
+    const dst = Buffer.alloc(300, 0xee);
+    const ok = scanMedia(Buffer.from(twilio({ payload: raw.toString('base64') }), 'utf8'), out, dst, 5);
+    if (ok && out.payloadBytes === len && dst.subarray(5, 5 + len).equals(raw) && dst[5 + len] === 0xee && dst[4] === 0xee) same++;
+  }
+  t.equal(same, 200, 'every length 1..200 (no padding, one and two = signs): the same bytes, nothing written around them');
+  const raw = randomBytes(160);
+  t.ok(scanMedia(Buffer.from(twilio({ payload: raw.toString('base64') }), 'utf8'), out, Buffer.alloc(100), 0), 'a payload larger than the destination is still a media message');
+  t.equal(out.payloadBytes, -1, 'but it did not fit: the full path decides');
+  for (const [name, payload] of Object.entries({ 'no padding (Node takes it)': 'QUJDQQ', 'URL-safe alphabet': 'QU-_', 'padding in the middle': 'QQ==QUJD', 'three padding characters': 'Q===' })) {
+    t.notOk(scanMedia(Buffer.from(twilio({ payload }), 'utf8'), out, Buffer.alloc(100), 0), `${name}: the full path decides`);
+  }
+});

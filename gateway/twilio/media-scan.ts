@@ -22,10 +22,12 @@ export interface MediaScan {
   payloadEnd: number;
   sidStart: number;
   sidEnd: number;
+  /** bytes of the payload decoded into the destination given to scanMedia; -1: it did not fit */
+  payloadBytes: number;
 }
 
 export function newMediaScan(): MediaScan {
-  return { track: 0, timestamp: 0, payloadStart: 0, payloadEnd: 0, sidStart: 0, sidEnd: 0 };
+  return { track: 0, timestamp: 0, payloadStart: 0, payloadEnd: 0, sidStart: 0, sidEnd: 0, payloadBytes: -1 };
 }
 
 const QUOTE = 0x22;
@@ -80,11 +82,16 @@ function digits(b: Buffer, s: number, e: number): number {
 // bits of the keys seen
 const EVENT = 1, SEQ = 2, MEDIA = 4, SID = 8, TRACK = 16, CHUNK = 32, TS = 64, PAYLOAD = 128;
 
+/** where the payload is decoded when the caller gives no destination (a check only) */
+const NO_DST = Buffer.alloc(MAX_PAYLOAD_BYTES + 3);
+
 /**
  * Scan `b` as a media message. True: `out` holds its fields and the message is exactly one the
- * full path accepts as a media message. False: take the full path (nothing is decided here).
+ * full path accepts as a media message, with a strict base64 payload that is decoded into
+ * `dst[at ..]` (`out.payloadBytes`; -1 when it does not fit there). False: take the full path
+ * (nothing is decided here; `dst` past `at` may have been written).
  */
-export function scanMedia(b: Buffer, out: MediaScan): boolean {
+export function scanMedia(b: Buffer, out: MediaScan, dst: Buffer = NO_DST, at = 0): boolean {
   const len = b.length;
   if (len < 2 || b[0] !== LBRACE) return false;
   let i = 1;
@@ -120,7 +127,7 @@ export function scanMedia(b: Buffer, out: MediaScan): boolean {
     // "value"
     if (b[i] !== QUOTE) return false;
     const vs = i + 1;
-    const ve = strEnd(b, vs, len);
+    const ve = bit === PAYLOAD ? payloadEnd(b, vs, len, dst, at, out) : strEnd(b, vs, len);
     if (ve < 0) return false;
     i = ve + 1;
     switch (bit) {
@@ -132,8 +139,7 @@ export function scanMedia(b: Buffer, out: MediaScan): boolean {
         else if (eq(b, vs, ve, V_OUTBOUND)) out.track = 1;
         else return false;
         break;
-      case PAYLOAD:
-        if (ve - vs < 1 || ve - vs > MAX_PAYLOAD_BASE64) return false;
+      case PAYLOAD: // length and alphabet checked by payloadEnd
         out.payloadStart = vs;
         out.payloadEnd = ve;
         break;
@@ -167,6 +173,53 @@ export function scanMedia(b: Buffer, out: MediaScan): boolean {
 const B64 = new Uint8Array(256).fill(255);
 for (let i = 0; i < 64; i++) B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
 B64[0x3d] = 64;
+
+/**
+ * The payload string starting at `s` (after its opening quote): strict padded base64 of 1 ..
+ * MAX_PAYLOAD_BASE64 characters, decoded into `dst` from `at` on as it is read. Returns the index
+ * of its closing quote, or -1 (anything else: an escape, another alphabet, no padding, too long).
+ * `out.payloadBytes` gets the decoded length, or -1 when it does not fit `dst`.
+ */
+function payloadEnd(src: Buffer, s: number, len: number, dst: Buffer, at: number, out: MediaScan): number {
+  const last = Math.min(len, s + MAX_PAYLOAD_BASE64 + 1); // the closing quote comes before this
+  const dstEnd = dst.length;
+  let fits = true;
+  let i = s;
+  let o = at;
+  for (; i + 4 <= last; i += 4) {
+    const a = B64[src[i]!]!, b = B64[src[i + 1]!]!, c = B64[src[i + 2]!]!, d = B64[src[i + 3]!]!; // i + 3 < last <= len; B64 covers every byte
+    if ((a | b | c | d) > 63) break;
+    if (o + 3 > dstEnd) fits = false;
+    else {
+      const v = (a << 18) | (b << 12) | (c << 6) | d;
+      dst[o] = v >> 16;
+      dst[o + 1] = (v >> 8) & 0xff;
+      dst[o + 2] = v & 0xff;
+    }
+    o += 3;
+  }
+  let e = i;
+  if (src[i] !== QUOTE) {
+    // the last quad, padded: "xx==" or "xxx=", then the closing quote
+    if (i + 4 >= last || src[i + 4] !== QUOTE || src[i + 3] !== 0x3d) return -1;
+    const a = B64[src[i]!]!, b = B64[src[i + 1]!]!; // i + 4 < last <= len
+    const one = src[i + 2] === 0x3d;
+    const c = one ? 0 : B64[src[i + 2]!]!;
+    if ((a | b | c) > 63) return -1;
+    const v = (a << 18) | (b << 12) | (c << 6);
+    const n = one ? 1 : 2;
+    if (o + n > dstEnd) fits = false;
+    else {
+      dst[o] = v >> 16;
+      if (!one) dst[o + 1] = (v >> 8) & 0xff;
+    }
+    o += n;
+    e = i + 4;
+  }
+  if (e === s || e - s > MAX_PAYLOAD_BASE64) return -1;
+  out.payloadBytes = fits ? o - at : -1;
+  return e;
+}
 
 /**
  * Decode strict base64 `src[s .. e)` into `dst` at `at` (no string, no allocation); returns the

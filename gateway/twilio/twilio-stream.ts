@@ -11,7 +11,7 @@ import type { StreamSession } from '../../recorder/stream-session.js';
 import type { CloseReason } from '../../recorder/sidecar.js';
 import { ErrorBudget } from './error-budget.js';
 import { cleanCustomParameters } from './custom-parameters.js';
-import { decodeBase64Range, newMediaScan, scanMedia } from './media-scan.js';
+import { newMediaScan, scanMedia } from './media-scan.js';
 
 export interface StreamSocket {
   close(code: number, reason: string): void;
@@ -116,8 +116,15 @@ export class TwilioStreamHandler implements StreamOwner {
       this.error('binary_frame', 'binary frames are not part of the protocol');
       return;
     }
-    // A well-formed media message of this stream: no JSON.parse, no strings but the payload's.
-    if (this.session !== null && typeof data !== 'string' && scanMedia(data, scan) && this.onMediaFast(data)) return;
+    // A well-formed media message of this stream: no JSON.parse, no strings. The payload is
+    // decoded by the scan straight into the journal's buffer when there is one (else the scratch):
+    // the accepted frame is journaled without a copy.
+    if (this.session !== null && typeof data !== 'string') {
+      const j = this.deps.recorder.journal;
+      const buf = j === null ? scratch : j.buf;
+      const at = j === null ? 0 : j.at;
+      if (scanMedia(data, scan, buf, at) && this.onMediaFast(data, buf, at)) return;
+    }
     const msg = parseTwilioMessage(typeof data === 'string' ? data : data.toString('utf8'));
     if (msg instanceof ParseFailure) {
       if (msg.kind === 'unknown_event') {
@@ -143,10 +150,11 @@ export class TwilioStreamHandler implements StreamOwner {
 
   /**
    * The media fast path: true when the frame was handled exactly as onMedia would; false when
-   * anything needs onMedia's answer (another streamSid, a track the stream lacks, bad base64, a
-   * timestamp beyond the lead): nothing was changed then, and the full path runs.
+   * anything needs onMedia's answer (another streamSid, a track the stream lacks, a payload that
+   * did not fit, a timestamp beyond the lead): nothing was changed then, and the full path runs.
+   * The scan decoded the payload into `buf` at `at`.
    */
-  private onMediaFast(data: Buffer): boolean {
+  private onMediaFast(data: Buffer, buf: Buffer, at: number): boolean {
     const session = this.session as StreamSession;
     const sid = this.sidBytes;
     const s0 = scan.sidStart;
@@ -154,10 +162,7 @@ export class TwilioStreamHandler implements StreamOwner {
     for (let i = 0; i < sid.length; i++) if (data[s0 + i] !== sid[i]) return false;
     const channel = session.channelOf(scan.track === 0 ? 'inbound' : 'outbound');
     if (channel < 0) return false;
-    const j = this.deps.recorder.journal;
-    const buf = j === null ? scratch : j.buf;
-    const at = j === null ? 0 : j.at;
-    const n = decodeBase64Range(data, scan.payloadStart, scan.payloadEnd, buf, at);
+    const n = scan.payloadBytes;
     if (n < 0) return false;
     const start = scan.timestamp * 8;
     if (start >= this.leadLimit && !this.withinLead(start)) return false;
