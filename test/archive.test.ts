@@ -251,6 +251,8 @@ t.test('a rule deletion the disk refuses, retried after a restart, removes the a
   t.same((await readdir(recDir)).sort(), [`${s.recordingId}.flac`, `${s.recordingId}.json`, `${s.recordingId}.wav`], 'the deletion is still pending');
   await run('chattr', ['-i', sidecarFile]); // the disk recovers: the restart's retry goes through
   await until(async () => (await readdir(recDir)).length === 0, 'the retried deletion', 30_000);
+  // the record goes last (files, then the `deleted` event, then the record): wait for it too
+  await until(async () => (await readdir(path.join(dir, '.deletions'))).length === 0, 'the deletion record removed', 10_000);
   t.same(await readdir(path.join(dir, '.deletions')), [], 'no deletion left pending');
 });
 
