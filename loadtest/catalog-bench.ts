@@ -11,9 +11,12 @@
 // - npm run catalog:rebuild (every sidecar read again): its rate;
 // - with --pg: the same node on DATABASE_URL (the local PostgreSQL, a scratch database dropped
 //   at the end; PGURL overrides): import rate and the same queries.
+// `--data DIR` keeps the generated recordings in DIR/<N> (and the template in DIR/template.json)
+// and reuses them on the next run: generating a million takes minutes. The catalog files are
+// removed before each run, so every run imports from scratch.
 // Run it under `flock /work/bench.lock` on a shared machine; it prints `uptime` before and after.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -40,6 +43,10 @@ const QUERIES = Number(arg('queries', '300'));
 const WITH_PG = process.argv.includes('--pg');
 const PGURL = process.env.PGURL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ACCOUNTS = ['AC' + 'a'.repeat(32), 'AC' + 'b'.repeat(32), 'AC' + 'c'.repeat(32), 'AC' + 'd'.repeat(32)];
+
+const DATA = process.argv.includes('--data') ? path.resolve(arg('data', '')) : null;
+/** with --data: write the recordings and stop (no figures) */
+const GENERATE_ONLY = process.argv.includes('--generate-only');
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -164,15 +171,42 @@ function printQueries(q: Record<string, { p50: number; p99: number; items: numbe
   for (const [name, f] of Object.entries(q)) say(`    ${name.padEnd(40)} p50 ${String(f.p50).padStart(6)} ms  p99 ${String(f.p99).padStart(6)} ms  (${f.items} items/page)`);
 }
 
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+/** With --data: the template kept from the run that generated the data. */
+async function template(): Promise<RecordingSidecar> {
+  const file = DATA === null ? null : path.join(DATA, 'template.json');
+  if (file !== null && await exists(file)) return JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
+  const t = await realSidecar();
+  if (file !== null) {
+    await mkdir(DATA!, { recursive: true }); // file !== null only when DATA is set
+    await writeFile(file, JSON.stringify(t));
+  }
+  return t;
+}
+
 async function benchCount(template: RecordingSidecar, count: number): Promise<void> {
   say(`\n== ${count} recordings`);
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'catbench-'));
+  const dir = DATA === null ? await mkdtemp(path.join(os.tmpdir(), 'catbench-')) : path.join(DATA, String(count));
   try {
     const wav = path.join(dir, '.template.wav');
     const synth: SyntheticOptions = { recordingsDir: dir, count, template, days: 28, accounts: ACCOUNTS, employees: 1000, linkAudioTo: wav, concurrency: 64 };
-    const g0 = performance.now();
-    await writeSyntheticRecordings({ ...synth, onProgress: (w) => { if (w % 100_000 === 0) say(`    written ${w}/${count}`); } });
-    say(`  generated ${count} sidecars (+ hard-linked WAVs) in ${((performance.now() - g0) / 1000).toFixed(1)} s`);
+    const marker = path.join(dir, '.generated');
+    if (await exists(marker)) {
+      say(`  reusing the ${count} recordings in ${dir}`);
+      await rm(path.join(dir, '.catalog.sqlite'), { force: true });
+      await rm(path.join(dir, '.catalog.sqlite-wal'), { force: true });
+      await rm(path.join(dir, '.catalog.sqlite-shm'), { force: true });
+      await rm(path.join(dir, '.catalog'), { recursive: true, force: true });
+    } else {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      const g0 = performance.now();
+      await writeSyntheticRecordings({ ...synth, onProgress: (w) => { if (w % 100_000 === 0) say(`    written ${w}/${count}`); } });
+      await writeFile(marker, '');
+      say(`  generated ${count} sidecars (+ hard-linked WAVs) in ${((performance.now() - g0) / 1000).toFixed(1)} s`);
+    }
+    if (GENERATE_ONLY) return;
 
     // first start: empty catalog, every sidecar imported in the background
     const n1 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
@@ -232,16 +266,16 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
       }
     }
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (DATA === null) await rm(dir, { recursive: true, force: true });
   }
 }
 
 async function main(): Promise<void> {
   say(`catalog bench: counts ${COUNTS.join(', ')}; ${os.cpus().length} cores; node ${process.version}`);
   say(`uptime before: ${(await run('uptime')).stdout.trim()}`);
-  const template = await realSidecar();
-  say(`template: a real sidecar of ${JSON.stringify(template).length} bytes`);
-  for (const n of COUNTS) await benchCount(template, n);
+  const t = await template();
+  say(`template: a real sidecar of ${JSON.stringify(t).length} bytes`);
+  for (const n of COUNTS) await benchCount(t, n);
   say(`uptime after: ${(await run('uptime')).stdout.trim()}`);
 }
 

@@ -367,6 +367,50 @@ export function catalogSuite(label: string, make: Make): void {
     t.notOk('total' in (await index.query({ limit: 1 })), 'no total unless asked');
   });
 
+  t.test(`${label}: the kept counts (total, per account) follow every insert, replacement, move and removal`, async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'catalog-count-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const index = await make(dir);
+    const OTHER = 'AC' + '0'.repeat(31) + '3';
+    // what count(*) over the rows says, asked through a filter the kept counts cannot answer
+    const counted = async (q: Omit<RecordingQuery, 'limit' | 'count'> = {}) =>
+      (await index.query({ ...q, minDurationMs: 0, limit: 1, count: true })).total;
+    const check = async (total: number, mine: number, other: number, why: string) => {
+      t.equal(await index.count(), total, `${why}: count()`);
+      t.equal((await index.query({ limit: 1, count: true })).total, total, `${why}: unfiltered total`);
+      t.equal(await counted(), total, `${why}: the kept total is what count(*) says`);
+      t.equal((await index.query({ limit: 1, count: true, accountSid: ACCOUNT })).total, mine, `${why}: one account`);
+      t.equal((await index.query({ limit: 1, count: true, accountSid: OTHER })).total, other, `${why}: the other account`);
+      t.equal(await counted({ accountSid: OTHER }), other, `${why}: the other account's kept count is what count(*) says`);
+    };
+    await check(0, 0, 0, 'empty');
+    const a = sidecarOf({ stream: 900, call: 90, startedAt: '2024-06-01T00:00:00Z' });
+    const b = sidecarOf({ stream: 901, call: 90, startedAt: '2024-06-01T00:00:01Z' });
+    await index.put(a, `${dir}/${a.recordingId}.json`);
+    await index.put(b, `${dir}/${b.recordingId}.json`);
+    await check(2, 2, 0, 'two put');
+    await index.put(a, `${dir}/${a.recordingId}.json`);
+    await check(2, 2, 0, 'a put replacing a listed row');
+    await index.put({ ...b, accountSid: OTHER }, `${dir}/${b.recordingId}.json`);
+    await check(2, 1, 1, 'a replacement moving a row to another account');
+    t.ok(await index.update({ ...b, accountSid: ACCOUNT }));
+    await check(2, 2, 0, 'an update moving it back');
+    t.ok(await index.remove(a.recordingId));
+    t.notOk(await index.remove(a.recordingId));
+    await check(1, 1, 0, 'a removal (twice)');
+    await index.put(a, `${dir}/${a.recordingId}.json`);
+    await check(1, 1, 0, 'a tombstoned put');
+    // batches from the importer, and the reconcile's removal of rows whose sidecar left
+    const batch = [902, 903, 904].map((n) => sidecarOf({ stream: n, call: 91, startedAt: '2024-06-02T00:00:00Z' }));
+    const paths = [];
+    for (const s of batch) paths.push(await writeRecording(dir, { ...s, accountSid: OTHER }));
+    t.match(await importSidecars({ catalog: index, recordingsDir: dir }), { found: 3, imported: 3, removed: 1 });
+    await check(3, 0, 3, 'an import of three, the row without a sidecar removed');
+    await rm(paths[0]!);
+    t.match(await importSidecars({ catalog: index, recordingsDir: dir, reread: true }), { found: 2, imported: 2, removed: 1 });
+    await check(2, 0, 2, 'a rebuild rewriting two and removing one');
+  });
+
   t.test(`${label}: a removed recording never comes back (tombstone), update never inserts`, async (t) => {
     const index = await make('/r');
     const a = sidecarOf({ stream: 800, call: 80, emp: 'emp-old', startedAt: '2024-05-01T00:00:00Z' });
@@ -464,6 +508,19 @@ t.test('sqlite: migrations are versioned, run once, and a newer schema is refuse
   await fresh.close();
 });
 
+t.test('sqlite: the counts migration counts the rows a catalog already holds', async (t) => {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'catalog-mig2-'));
+  t.teardown(() => rm(d, { recursive: true, force: true }));
+  const db = new Database(path.join(d, 'c.sqlite'));
+  t.teardown(() => db.close());
+  migrateSqlite(db, SQLITE_MIGRATIONS.filter((m) => m.version === 1));
+  const ins = db.prepare(`INSERT INTO recordings (recording_id, account_sid, call_sid, started_ms, duration_ms, rel_path, sidecar, put_at)
+    VALUES (?, ?, 'CA1', 0, 0, 'x', '{}', 0)`);
+  for (let i = 0; i < 5; i++) ins.run(recId(i), i < 3 ? ACCOUNT : 'AC2');
+  migrateSqlite(db);
+  t.same(db.prepare('SELECT account_sid, n FROM recording_counts ORDER BY account_sid').all(), [{ account_sid: ACCOUNT, n: 3 }, { account_sid: 'AC2', n: 2 }]);
+});
+
 t.test('parseSidecar', async (t) => {
   const sc = sidecarOf({ stream: 600, call: 60, cti: 'c', emp: 'e', startedAt: '2024-01-01T00:00:00Z' });
   t.same(parseSidecar(JSON.stringify(sc), `${sc.recordingId}.json`), sc);
@@ -498,6 +555,20 @@ t.test('postgres: migrations are versioned and run once, also when nodes open to
   const next = { version: PG_MIGRATIONS.length + 1, name: 'test step', sql: 'CREATE TABLE extra (x integer)' };
   t.same(await migratePg(nodes[1]!.pool, [...PG_MIGRATIONS, next]), [next.version]);
   await t.rejects(migratePg(nodes[2]!.pool), /newer than this gateway knows/);
+});
+
+t.test('postgres: the counts migration counts the rows a catalog already holds', async (t) => {
+  const server = await pgReady;
+  const c = new PgCatalog('/r', await server.createDatabase(), 2);
+  t.teardown(() => c.close());
+  await migratePg(c.pool, PG_MIGRATIONS.filter((m) => m.version === 1));
+  for (let i = 0; i < 5; i++) {
+    await c.pool.query(`INSERT INTO recordings (recording_id, account_sid, call_sid, started_ms, duration_ms, rel_path, sidecar, put_at)
+      VALUES ($1, $2, 'CA1', 0, 0, 'x', '{}', 0)`, [recId(i), i < 3 ? ACCOUNT : 'AC2']);
+  }
+  await c.open();
+  t.same((await c.pool.query('SELECT account_sid, n FROM recording_counts ORDER BY account_sid')).rows, [{ account_sid: ACCOUNT, n: 3 }, { account_sid: 'AC2', n: 2 }]);
+  t.equal(await c.count(), 5);
 });
 
 t.test('postgres: one catalog for every node: a put on one is listed by the others at once', async (t) => {

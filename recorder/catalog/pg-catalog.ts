@@ -124,10 +124,7 @@ export class PgCatalog implements Catalog {
     const params: unknown[] = [];
     const where = whereOf(q, (i) => `$${i}`, params);
     let total: number | undefined;
-    if (q.count) {
-      const res = await this.pool.query<{ n: number }>(`SELECT count(*) AS n FROM recordings${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`, params);
-      total = res.rows[0]!.n; // an aggregate without GROUP BY returns exactly one row
-    }
+    if (q.count) total = await this.#total(q, where, params);
     if (after) {
       params.push(after.t, after.id);
       where.push(`(started_ms, recording_id) > ($${params.length - 1}, $${params.length})`);
@@ -140,8 +137,19 @@ export class PgCatalog implements Catalog {
     return pageOf(res.rows, limit, total);
   }
 
+  /** count=true: the kept counts when the query has no filter or only an account, else count(*). */
+  async #total(q: RecordingQuery, where: string[], params: unknown[]): Promise<number> {
+    if (where.length === 0) return this.count();
+    if (where.length === 1 && q.accountSid !== undefined) {
+      return (await this.pool.query<{ n: number }>('SELECT n FROM recording_counts WHERE account_sid = $1', [q.accountSid])).rows[0]?.n ?? 0;
+    }
+    // an aggregate without GROUP BY returns exactly one row
+    return (await this.pool.query<{ n: number }>(`SELECT count(*) AS n FROM recordings WHERE ${where.join(' AND ')}`, params)).rows[0]!.n;
+  }
+
   async count(): Promise<number> {
-    return (await this.pool.query<{ n: number }>('SELECT count(*) AS n FROM recordings')).rows[0]!.n; // an aggregate returns exactly one row
+    // sum(bigint) is numeric: cast back to bigint (parsed as a number); an aggregate returns one row
+    return (await this.pool.query<{ n: number }>('SELECT coalesce(sum(n), 0)::bigint AS n FROM recording_counts')).rows[0]!.n;
   }
 
   async clock(): Promise<number> {

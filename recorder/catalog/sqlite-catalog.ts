@@ -146,10 +146,7 @@ export class SqliteCatalog implements Catalog {
     const params: unknown[] = [];
     const where = whereOf(q, () => '?', params);
     let total: number | undefined;
-    if (q.count) {
-      const sql = `SELECT count(*) AS n FROM recordings${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
-      total = (this.#stmt(sql).get(...params) as { n: number }).n;
-    }
+    if (q.count) total = this.#total(q, where, params);
     if (after) {
       where.push('(started_ms, recording_id) > (?, ?)');
       params.push(after.t, after.id);
@@ -162,8 +159,21 @@ export class SqliteCatalog implements Catalog {
     return pageOf(rows, limit, total);
   }
 
+  /** count=true: the kept counts when the query has no filter or only an account, else count(*). */
+  #total(q: RecordingQuery, where: string[], params: unknown[]): number {
+    if (where.length === 0) return this.#countAll();
+    if (where.length === 1 && q.accountSid !== undefined) {
+      return (this.#stmt('SELECT n FROM recording_counts WHERE account_sid = ?').pluck().get(q.accountSid) as number | undefined) ?? 0;
+    }
+    return this.#stmt(`SELECT count(*) FROM recordings WHERE ${where.join(' AND ')}`).pluck().get(...params) as number;
+  }
+
+  #countAll(): number {
+    return this.#stmt('SELECT coalesce(sum(n), 0) FROM recording_counts').pluck().get() as number;
+  }
+
   async count(): Promise<number> {
-    return (this.#stmt('SELECT count(*) AS n FROM recordings').get() as { n: number }).n;
+    return this.#countAll();
   }
 
   async clock(): Promise<number> {
