@@ -408,7 +408,12 @@ export function catalogSuite(label: string, make: Make): void {
     await check(3, 0, 3, 'an import of three, the row without a sidecar removed');
     await rm(paths[0]!);
     t.match(await importSidecars({ catalog: index, recordingsDir: dir, reread: true }), { found: 2, imported: 2, removed: 1 });
-    await check(2, 0, 2, 'a rebuild rewriting two and removing one');
+    await check(2, 0, 2, 'a rebuild over two unchanged sidecars, removing one');
+    // a sidecar changed on disk: the rebuild rewrites its row (the unchanged one is left as it is)
+    await writeFile(paths[1]!, JSON.stringify({ ...batch[1]!, accountSid: ACCOUNT, employeeId: 'emp-moved' }));
+    t.match(await importSidecars({ catalog: index, recordingsDir: dir, reread: true }), { found: 2, imported: 2, removed: 0 });
+    await check(2, 1, 1, 'a rebuild after a sidecar moved to another account');
+    t.same(ids((await index.query({ limit: 10, employeeId: 'emp-moved' })).items), [batch[1]!.recordingId]);
   });
 
   t.test(`${label}: a removed recording never comes back (tombstone), update never inserts`, async (t) => {
@@ -519,6 +524,44 @@ t.test('sqlite: the counts migration counts the rows a catalog already holds', a
   for (let i = 0; i < 5; i++) ins.run(recId(i), i < 3 ? ACCOUNT : 'AC2');
   migrateSqlite(db);
   t.same(db.prepare('SELECT account_sid, n FROM recording_counts ORDER BY account_sid').all(), [{ account_sid: ACCOUNT, n: 3 }, { account_sid: 'AC2', n: 2 }]);
+});
+
+t.test('sqlite: the reconcile unlists what it did not see across many slices of the catalog, sparing rows put meanwhile', async (t) => {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'catalog-slices-'));
+  t.teardown(() => rm(d, { recursive: true, force: true }));
+  const c = new SqliteCatalog('/r', path.join(d, 'c.sqlite'));
+  await c.open();
+  t.teardown(() => c.close());
+  // more rows than three slices of the removal (20 000 each), many at one start instant
+  const N = 45_000;
+  const at = (i: number) => new Date(Date.UTC(2024, 0, 1) + Math.floor(i / 7) * 1000).toISOString();
+  const rows = Array.from({ length: N }, (_, i) => {
+    const sidecar = sidecarOf({ stream: 10_000 + i, call: i, startedAt: at(i) });
+    return { sidecar, sidecarPath: `/r/${sidecar.recordingId}.json` };
+  });
+  const first = await c.clock();
+  t.equal(await c.exclusive(() => c.insertBatch(rows, first)), N);
+  while (Date.now() <= first) await new Promise((r) => setImmediate(r));
+  const kept = new Set<string>();
+  const removed = await c.exclusive(async () => {
+    const mark = await c.clock();
+    // a run that finds every third recording on disk, and one recording published meanwhile
+    const found = rows.filter((_, i) => i % 3 === 0).map((r) => r.sidecar.recordingId);
+    for (const id of found) kept.add(id);
+    for (let i = 0; i < found.length; i += 2000) t.equal((await c.markSeen(found.slice(i, i + 2000), mark)).size, Math.min(2000, found.length - i));
+    await c.put(rows[1]!.sidecar, rows[1]!.sidecarPath);
+    kept.add(rows[1]!.sidecar.recordingId);
+    return c.removeUnseen(mark);
+  });
+  t.equal(removed, N - kept.size, 'every row not seen and put before the run');
+  t.equal(await c.count(), kept.size);
+  const listed = c.db.prepare('SELECT recording_id FROM recordings').pluck().all() as string[];
+  t.same(new Set(listed), kept);
+  // the next run starts with nothing marked: what it does not find goes
+  const now = Date.now();
+  while (Date.now() <= now) await new Promise((r) => setImmediate(r));
+  t.equal(await c.exclusive(async () => c.removeUnseen(await c.clock())), kept.size);
+  t.equal(await c.count(), 0);
 });
 
 t.test('parseSidecar', async (t) => {

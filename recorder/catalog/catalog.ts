@@ -82,7 +82,10 @@ export interface Catalog {
   clock(): Promise<number>;
   /** Of `ids`, those listed; each is marked seen at `mark`. */
   markSeen(ids: readonly string[], mark: number): Promise<Set<string>>;
-  /** Insert or replace, seen at `mark`; tombstoned ids are skipped. Returns rows written. */
+  /**
+   * Insert or replace (a row whose sidecar and path are unchanged is left as it is), seen at
+   * `mark`; tombstoned ids are skipped. Returns the rows now listed as given (all but those).
+   */
   insertBatch(rows: readonly CatalogRow[], mark: number): Promise<number>;
   /** Unlist rows not seen since `mark` (their sidecar left the disk); returns how many. */
   removeUnseen(mark: number): Promise<number>;

@@ -173,14 +173,17 @@ export class PgCatalog implements Catalog {
     try {
       await c.query('BEGIN');
       await c.query('INSERT INTO import_seen (recording_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [cols[0]]);
-      const res = await c.query(`
+      await c.query(`
         INSERT INTO recordings (recording_id, account_sid, call_sid, cti_session_id, employee_id, close_reason, started_ms, duration_ms, rel_path, sidecar, put_at)
         SELECT u.*, $11::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])
           AS u(recording_id, account_sid, call_sid, cti_session_id, employee_id, close_reason, started_ms, duration_ms, rel_path, sidecar)
         WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.recording_id = u.recording_id)
-        ON CONFLICT (recording_id) DO UPDATE SET ${UPSERT_SET}`, [...cols, mark]);
+        ON CONFLICT (recording_id) DO UPDATE SET ${UPSERT_SET}
+        -- a row whose sidecar and place did not change is left as it is (a rebuild rewrites nothing)
+        WHERE (recordings.sidecar, recordings.rel_path) IS DISTINCT FROM (EXCLUDED.sidecar, EXCLUDED.rel_path)`, [...cols, mark]);
+      const deleted = await c.query<{ n: number }>('SELECT count(*)::bigint AS n FROM tombstones WHERE recording_id = ANY($1::text[])', [cols[0]]);
       await c.query('COMMIT');
-      return res.rowCount ?? 0;
+      return rows.length - deleted.rows[0]!.n; // an aggregate returns one row
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       throw err;
