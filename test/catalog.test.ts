@@ -564,6 +564,18 @@ t.test('sqlite: the reconcile unlists what it did not see across many slices of 
   t.equal(await c.count(), 0);
 });
 
+t.test('sqlite: an import that fills the catalog leaves statistics for the query planner', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'catalog-stat-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const c = await makeSqlite(dir);
+  const stats = () => (c as SqliteCatalog).db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").pluck().get();
+  t.equal(stats(), 0, 'none before');
+  for (const s of SPECS.slice(0, 3)) await writeRecording(dir, sidecarOf(s));
+  t.match(await importSidecars({ catalog: c, recordingsDir: dir }), { imported: 3 });
+  t.equal(stats(), 1);
+  t.ok((c as SqliteCatalog).db.prepare("SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'recordings'").pluck().get() as number > 0, 'the recordings table analysed');
+});
+
 t.test('parseSidecar', async (t) => {
   const sc = sidecarOf({ stream: 600, call: 60, cti: 'c', emp: 'e', startedAt: '2024-01-01T00:00:00Z' });
   t.same(parseSidecar(JSON.stringify(sc), `${sc.recordingId}.json`), sc);

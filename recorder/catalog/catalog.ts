@@ -89,6 +89,8 @@ export interface Catalog {
   insertBatch(rows: readonly CatalogRow[], mark: number): Promise<number>;
   /** Unlist rows not seen since `mark` (their sidecar left the disk); returns how many. */
   removeUnseen(mark: number): Promise<number>;
+  /** Refresh the query planner's statistics (after an import changed many rows). */
+  optimize(): Promise<void>;
   /** Forget tombstones older than `beforeMs` (their files are long gone). */
   pruneTombstones(beforeMs: number): Promise<number>;
   /** Runs `fn` as the only importer of this catalog (PostgreSQL: across the cluster). */

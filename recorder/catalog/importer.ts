@@ -208,6 +208,9 @@ export async function importSidecars(o: ImportOptions): Promise<ImportResult> {
     if (!walkFailed) {
       progress.removed = await catalog.removeUnseen(mark);
       await catalog.setMeta(RECONCILED_AT, String(mark));
+      // a catalog that changed by a tenth or more: fresh statistics for the query planner
+      const before = await catalog.count() - progress.imported + progress.removed;
+      if ((progress.imported + progress.removed) * 10 >= Math.max(before, 1)) await catalog.optimize();
     }
     o.onProgress?.(progress);
     return { ...progress, ran: true, elapsedMs: performance.now() - started };

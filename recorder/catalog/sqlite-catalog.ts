@@ -244,6 +244,13 @@ export class SqliteCatalog implements Catalog {
     return removed;
   }
 
+  async optimize(): Promise<void> {
+    // sampled statistics (analysis_limit): milliseconds at a million rows, not seconds; without
+    // them the planner picked a filter's index badly (458 ms p99 for a combined filter)
+    this.db.pragma('analysis_limit = 1000');
+    this.db.exec('ANALYZE');
+  }
+
   async pruneTombstones(beforeMs: number): Promise<number> {
     return this.#stmt('DELETE FROM tombstones WHERE at_ms < ?').run(beforeMs).changes;
   }
