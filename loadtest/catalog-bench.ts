@@ -2,18 +2,23 @@
 //
 // Catalog figures (BENCHMARKS.md, issue 10). For each count N: N synthetic recordings (a real
 // sidecar, recorded here through a gateway, cloned with new SIDs over 28 days) are written to a
-// fresh RECORDINGS_DIR; then, with real processes (`node` spawned directly):
+// fresh RECORDINGS_DIR; then, with real processes (`node dist/gateway/main.js`, the compiled code
+// `npm start` runs, built first with `tsc -b tsconfig.build.json`):
 // - first start on that directory: time to the first /healthz 200, the background import's
-//   rate (sidecars/s, read from disk) and the time until /readyz says ready, RSS after import;
+//   rate (sidecars/s, read from disk), the time until /readyz says ready, the slowest /healthz
+//   answer during the import (is the event loop free?), RSS and the JS heap after import;
 // - list/search latency over HTTP, one request at a time, p50/p99 per filter (callSid,
-//   ctiSessionId, employeeId, a day's range, an account; also count=true on a day);
-// - second start on the filled catalog: /healthz time and RSS;
+//   ctiSessionId, employeeId, a day's range, an account; combined filters; count=true);
+// - second start on the filled catalog: /healthz time, the reconcile's time, RSS;
 // - npm run catalog:rebuild (every sidecar read again): its rate;
 // - with --pg: the same node on DATABASE_URL (the local PostgreSQL, a scratch database dropped
-//   at the end; PGURL overrides): import rate and the same queries.
+//   at the end; PGURL overrides): import rate, the same queries, catalog:rebuild.
+// `--data DIR` keeps the generated recordings in DIR/<N> (and the template in DIR/template.json)
+// and reuses them on the next run: generating a million takes minutes. The catalog files are
+// removed before each run, so every run imports from scratch.
 // Run it under `flock /work/bench.lock` on a shared machine; it prints `uptime` before and after.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -29,7 +34,8 @@ import { freePort } from './free-port.js';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const TSX = import.meta.resolve('tsx');
+const MAIN = path.join(ROOT, 'dist/gateway/main.js');
+const REBUILD = path.join(ROOT, 'dist/gateway/catalog-rebuild-cli.js');
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -40,6 +46,10 @@ const QUERIES = Number(arg('queries', '300'));
 const WITH_PG = process.argv.includes('--pg');
 const PGURL = process.env.PGURL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ACCOUNTS = ['AC' + 'a'.repeat(32), 'AC' + 'b'.repeat(32), 'AC' + 'c'.repeat(32), 'AC' + 'd'.repeat(32)];
+
+const DATA = process.argv.includes('--data') ? path.resolve(arg('data', '')) : null;
+/** with --data: write the recordings and stop (no figures) */
+const GENERATE_ONLY = process.argv.includes('--generate-only');
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -73,7 +83,7 @@ function rssMb(pid: number): { rss: number; hwm: number } {
 async function startNode(env: Record<string, string>): Promise<Node> {
   const port = await freePort();
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, ['--import', TSX, path.join(ROOT, 'gateway/main.ts')], {
+  const child = spawn(process.execPath, [MAIN], {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -102,12 +112,19 @@ async function stopNode(n: Node): Promise<void> {
 
 const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
 
-/** Waits for the import, printing its progress; returns ms from spawn to ready. */
-async function waitImported(n: Node, total: number): Promise<number> {
+/**
+ * Waits for the import, printing its progress; returns ms from spawn to ready and the slowest
+ * /healthz answer meanwhile (polled every 100 ms: a blocked event loop shows here).
+ */
+async function waitImported(n: Node, total: number): Promise<{ readyMs: number; healthzMaxMs: number }> {
   let last = 0;
+  let healthzMaxMs = 0;
   for (;;) {
+    const t0 = performance.now();
+    await fetch(`${n.http}/healthz`).then((r) => r.arrayBuffer(), () => undefined);
+    healthzMaxMs = Math.max(healthzMaxMs, performance.now() - t0);
     const ready = await fetch(`${n.http}/readyz`).then((r) => r.status === 200, () => false);
-    if (ready) return performance.now() - n.spawnedAt;
+    if (ready) return { readyMs: performance.now() - n.spawnedAt, healthzMaxMs };
     if (performance.now() - last > 5000) {
       last = performance.now();
       const m = await fetch(`${n.http}/metrics`).then((r) => r.text(), () => '');
@@ -116,6 +133,34 @@ async function waitImported(n: Node, total: number): Promise<number> {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** The node's summary line of its (first) catalog run. */
+function reconciled(n: Node): { found: number; seconds: number } | null {
+  const line = n.out().split('\n').find((l) => l.includes('"catalog reconciled with RECORDINGS_DIR"'));
+  return line ? JSON.parse(line) as { found: number; seconds: number } : null;
+}
+
+const rate = (d: { found: number; seconds: number } | null) => (d ? Math.round(d.found / d.seconds) : '?');
+
+/** Polls /healthz until the reconcile's summary is logged; returns the slowest /healthz answer. */
+async function waitReconciled(n: Node): Promise<number> {
+  let slowest = 0;
+  while (reconciled(n) === null) {
+    const t0 = performance.now();
+    await fetch(`${n.http}/healthz`).then((r) => r.arrayBuffer(), () => undefined);
+    slowest = Math.max(slowest, performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return slowest;
+}
+
+/** RSS (and its peak) from /proc, the JS heap and external memory from the node's /metrics. */
+async function memory(n: Node): Promise<string> {
+  const m = await fetch(`${n.http}/metrics`).then((r) => r.text(), () => '');
+  const mb = (name: string) => Math.round(metric(m, name) / 1048576);
+  const r = rssMb(n.child.pid!);
+  return `RSS ${r.rss} MB (peak ${r.hwm} MB), JS heap used ${mb('nodejs_heap_size_used_bytes')} of ${mb('nodejs_heap_size_total_bytes')} MB, external ${mb('nodejs_external_memory_bytes')} MB`;
 }
 
 function pct(sorted: number[], p: number): number {
@@ -128,6 +173,10 @@ async function queryFigures(http: string, synth: SyntheticOptions): Promise<Reco
   const pick = (k: number) => syntheticSidecar(synth, (k * 104729) % n);
   const day = 24 * 3600 * 1000;
   const endMs = (synth.end ?? new Date('2026-01-01T00:00:00Z')).getTime();
+  const dayRange = (k: number) => {
+    const from = endMs - ((k % 27) + 1) * day;
+    return `from=${new Date(from).toISOString()}&to=${new Date(from + day).toISOString()}`;
+  };
   const filters: Record<string, (k: number) => string> = {
     callSid: (k) => `callSid=${pick(k).callSid}`,
     ctiSessionId: (k) => `ctiSessionId=${pick(k).ctiSessionId}`,
@@ -138,10 +187,13 @@ async function queryFigures(http: string, synth: SyntheticOptions): Promise<Reco
     },
     account: (k) => `accountSid=${ACCOUNTS[k % ACCOUNTS.length]}`,
     'account + closeReason + minDurationMs': (k) => `accountSid=${ACCOUNTS[k % ACCOUNTS.length]}&closeReason=hangup&minDurationMs=300000`,
-    'day range, count=true': (k) => {
-      const from = endMs - ((k % 27) + 1) * day;
-      return `from=${new Date(from).toISOString()}&to=${new Date(from + day).toISOString()}&count=true`;
-    },
+    'employeeId + a day': (k) => `employeeId=${pick(k).employeeId}&${dayRange(k)}`,
+    'account + a day': (k) => `accountSid=${ACCOUNTS[k % ACCOUNTS.length]}&${dayRange(k)}`,
+    'closeReason + minDurationMs': (k) => `closeReason=${['hangup', 'idle', 'rotate'][k % 3]}&minDurationMs=${300_000 + (k % 10) * 30_000}`,
+    'day range, count=true': (k) => `${dayRange(k)}&count=true`,
+    'account, count=true': (k) => `accountSid=${ACCOUNTS[k % ACCOUNTS.length]}&count=true`,
+    'no filter, count=true': () => 'count=true',
+    'account + a day, count=true': (k) => `accountSid=${ACCOUNTS[k % ACCOUNTS.length]}&${dayRange(k)}&count=true`,
   };
   const out: Record<string, { p50: number; p99: number; items: number }> = {};
   for (const [name, qs] of Object.entries(filters)) {
@@ -164,41 +216,69 @@ function printQueries(q: Record<string, { p50: number; p99: number; items: numbe
   for (const [name, f] of Object.entries(q)) say(`    ${name.padEnd(40)} p50 ${String(f.p50).padStart(6)} ms  p99 ${String(f.p99).padStart(6)} ms  (${f.items} items/page)`);
 }
 
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+/** With --data: the template kept from the run that generated the data. */
+async function template(): Promise<RecordingSidecar> {
+  const file = DATA === null ? null : path.join(DATA, 'template.json');
+  if (file !== null && await exists(file)) return JSON.parse(await readFile(file, 'utf8')) as RecordingSidecar;
+  const t = await realSidecar();
+  if (file !== null) {
+    await mkdir(DATA!, { recursive: true }); // file !== null only when DATA is set
+    await writeFile(file, JSON.stringify(t));
+  }
+  return t;
+}
+
 async function benchCount(template: RecordingSidecar, count: number): Promise<void> {
   say(`\n== ${count} recordings`);
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'catbench-'));
+  const dir = DATA === null ? await mkdtemp(path.join(os.tmpdir(), 'catbench-')) : path.join(DATA, String(count));
   try {
     const wav = path.join(dir, '.template.wav');
     const synth: SyntheticOptions = { recordingsDir: dir, count, template, days: 28, accounts: ACCOUNTS, employees: 1000, linkAudioTo: wav, concurrency: 64 };
-    const g0 = performance.now();
-    await writeSyntheticRecordings({ ...synth, onProgress: (w) => { if (w % 100_000 === 0) say(`    written ${w}/${count}`); } });
-    say(`  generated ${count} sidecars (+ hard-linked WAVs) in ${((performance.now() - g0) / 1000).toFixed(1)} s`);
+    const marker = path.join(dir, '.generated');
+    if (await exists(marker)) {
+      say(`  reusing the ${count} recordings in ${dir}`);
+      await rm(path.join(dir, '.catalog.sqlite'), { force: true });
+      await rm(path.join(dir, '.catalog.sqlite-wal'), { force: true });
+      await rm(path.join(dir, '.catalog.sqlite-shm'), { force: true });
+      await rm(path.join(dir, '.catalog'), { recursive: true, force: true });
+    } else {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      const g0 = performance.now();
+      await writeSyntheticRecordings({ ...synth, onProgress: (w) => { if (w % 100_000 === 0) say(`    written ${w}/${count}`); } });
+      await writeFile(marker, '');
+      say(`  generated ${count} sidecars (+ hard-linked WAVs) in ${((performance.now() - g0) / 1000).toFixed(1)} s`);
+    }
+    if (GENERATE_ONLY) return;
 
     // first start: empty catalog, every sidecar imported in the background
     const n1 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
     const healthz1 = (await untilOk(`${n1.http}/healthz`, 60_000)) - n1.spawnedAt;
-    const readyMs = await waitImported(n1, count);
-    const done = /"catalog reconciled with RECORDINGS_DIR"/.test(n1.out()) ? JSON.parse(n1.out().split('\n').find((l) => l.includes('catalog reconciled'))!) as { found: number; seconds: number } : null;
-    const rssAfterImport = rssMb(n1.child.pid!);
-    say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${done ? Math.round(done.found / done.seconds) : '?'} sidecars/s; ready after ${(readyMs / 1000).toFixed(1)} s; RSS ${rssAfterImport.rss} MB (peak ${rssAfterImport.hwm} MB)`);
+    const imp = await waitImported(n1, count);
+    const done = reconciled(n1);
+    const mem1 = await memory(n1);
+    say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${rate(done)} sidecars/s; ready after ${(imp.readyMs / 1000).toFixed(1)} s; slowest /healthz during the import ${imp.healthzMaxMs.toFixed(0)} ms; ${mem1}`);
     const q = await queryFigures(n1.http, synth);
-    const rssAfterQueries = rssMb(n1.child.pid!);
     say(`  SQLite, list/search over HTTP (${QUERIES} requests per filter, one at a time):`);
     printQueries(q);
-    say(`  RSS after queries ${rssAfterQueries.rss} MB (peak ${rssAfterQueries.hwm} MB)`);
+    say(`  after queries: ${await memory(n1)}`);
     await stopNode(n1);
 
-    // second start on the filled catalog
+    // second start on the filled catalog: ready at once, the reconcile runs behind
     const n2 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
     const healthz2 = (await untilOk(`${n2.http}/healthz`, 60_000)) - n2.spawnedAt;
     const ready2 = (await untilOk(`${n2.http}/readyz`, 600_000, 50)) - n2.spawnedAt;
+    const rec = await waitReconciled(n2);
+    const d2 = reconciled(n2);
+    const mem2 = await memory(n2);
     await queryFigures(n2.http, { ...synth }).then(() => undefined);
-    const rss2 = rssMb(n2.child.pid!);
-    say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms, RSS after queries ${rss2.rss} MB (peak ${rss2.hwm} MB)`);
+    say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms; reconcile of ${d2?.found} sidecars in ${d2?.seconds} s, slowest /healthz meanwhile ${rec.toFixed(0)} ms; ${mem2}; after queries: ${await memory(n2)}`);
     await stopNode(n2);
 
     // npm run catalog:rebuild: every sidecar read again
-    const rb = await run(process.execPath, ['--import', TSX, path.join(ROOT, 'gateway/catalog-rebuild-cli.ts')], {
+    const rb = await run(process.execPath, [REBUILD], {
       env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir }, maxBuffer: 64 * 1024 * 1024,
     });
     say(`  catalog:rebuild: ${rb.stdout.trim()}`);
@@ -213,35 +293,36 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
       try {
         const n3 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench-pg', DATABASE_URL: url.toString() });
         const healthz3 = (await untilOk(`${n3.http}/healthz`, 60_000)) - n3.spawnedAt;
-        await waitImported(n3, count);
-        const line = n3.out().split('\n').find((l) => l.includes('catalog reconciled'));
-        const d3 = line ? JSON.parse(line) as { found: number; seconds: number } : null;
-        const rss3 = rssMb(n3.child.pid!);
-        say(`  PostgreSQL: /healthz after ${healthz3.toFixed(0)} ms; import ${d3?.found} sidecars in ${d3?.seconds} s = ${d3 ? Math.round(d3.found / d3.seconds) : '?'} sidecars/s; RSS ${rss3.rss} MB`);
-        const c = new pg.Client({ connectionString: url.toString() });
-        await c.connect();
-        await c.query('ANALYZE recordings');
-        await c.end();
+        const imp3 = await waitImported(n3, count);
+        const d3 = reconciled(n3);
+        say(`  PostgreSQL: /healthz after ${healthz3.toFixed(0)} ms; import ${d3?.found} sidecars in ${d3?.seconds} s = ${rate(d3)} sidecars/s; slowest /healthz during the import ${imp3.healthzMaxMs.toFixed(0)} ms; ${await memory(n3)}`);
         const qp = await queryFigures(n3.http, synth);
         say(`  PostgreSQL, list/search over HTTP:`);
         printQueries(qp);
+        say(`  after queries: ${await memory(n3)}`);
         await stopNode(n3);
+        const rbp = await run(process.execPath, [REBUILD], {
+          env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir, DATABASE_URL: url.toString() }, maxBuffer: 64 * 1024 * 1024,
+        });
+        say(`  PostgreSQL catalog:rebuild: ${rbp.stdout.trim()}`);
       } finally {
         await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
         await admin.end();
       }
     }
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (DATA === null) await rm(dir, { recursive: true, force: true });
   }
 }
 
 async function main(): Promise<void> {
   say(`catalog bench: counts ${COUNTS.join(', ')}; ${os.cpus().length} cores; node ${process.version}`);
   say(`uptime before: ${(await run('uptime')).stdout.trim()}`);
-  const template = await realSidecar();
-  say(`template: a real sidecar of ${JSON.stringify(template).length} bytes`);
-  for (const n of COUNTS) await benchCount(template, n);
+  // the processes run the compiled code, as `npm start` and `npm run catalog:rebuild` do
+  await run(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-b', path.join(ROOT, 'tsconfig.build.json')]);
+  const t = await template();
+  say(`template: a real sidecar of ${JSON.stringify(t).length} bytes`);
+  for (const n of COUNTS) await benchCount(t, n);
   say(`uptime after: ${(await run('uptime')).stdout.trim()}`);
 }
 

@@ -367,6 +367,55 @@ export function catalogSuite(label: string, make: Make): void {
     t.notOk('total' in (await index.query({ limit: 1 })), 'no total unless asked');
   });
 
+  t.test(`${label}: the kept counts (total, per account) follow every insert, replacement, move and removal`, async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'catalog-count-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const index = await make(dir);
+    const OTHER = 'AC' + '0'.repeat(31) + '3';
+    // what count(*) over the rows says, asked through a filter the kept counts cannot answer
+    const counted = async (q: Omit<RecordingQuery, 'limit' | 'count'> = {}) =>
+      (await index.query({ ...q, minDurationMs: 0, limit: 1, count: true })).total;
+    const check = async (total: number, mine: number, other: number, why: string) => {
+      t.equal(await index.count(), total, `${why}: count()`);
+      t.equal((await index.query({ limit: 1, count: true })).total, total, `${why}: unfiltered total`);
+      t.equal(await counted(), total, `${why}: the kept total is what count(*) says`);
+      t.equal((await index.query({ limit: 1, count: true, accountSid: ACCOUNT })).total, mine, `${why}: one account`);
+      t.equal((await index.query({ limit: 1, count: true, accountSid: OTHER })).total, other, `${why}: the other account`);
+      t.equal(await counted({ accountSid: OTHER }), other, `${why}: the other account's kept count is what count(*) says`);
+    };
+    await check(0, 0, 0, 'empty');
+    const a = sidecarOf({ stream: 900, call: 90, startedAt: '2024-06-01T00:00:00Z' });
+    const b = sidecarOf({ stream: 901, call: 90, startedAt: '2024-06-01T00:00:01Z' });
+    await index.put(a, `${dir}/${a.recordingId}.json`);
+    await index.put(b, `${dir}/${b.recordingId}.json`);
+    await check(2, 2, 0, 'two put');
+    await index.put(a, `${dir}/${a.recordingId}.json`);
+    await check(2, 2, 0, 'a put replacing a listed row');
+    await index.put({ ...b, accountSid: OTHER }, `${dir}/${b.recordingId}.json`);
+    await check(2, 1, 1, 'a replacement moving a row to another account');
+    t.ok(await index.update({ ...b, accountSid: ACCOUNT }));
+    await check(2, 2, 0, 'an update moving it back');
+    t.ok(await index.remove(a.recordingId));
+    t.notOk(await index.remove(a.recordingId));
+    await check(1, 1, 0, 'a removal (twice)');
+    await index.put(a, `${dir}/${a.recordingId}.json`);
+    await check(1, 1, 0, 'a tombstoned put');
+    // batches from the importer, and the reconcile's removal of rows whose sidecar left
+    const batch = [902, 903, 904].map((n) => sidecarOf({ stream: n, call: 91, startedAt: '2024-06-02T00:00:00Z' }));
+    const paths = [];
+    for (const s of batch) paths.push(await writeRecording(dir, { ...s, accountSid: OTHER }));
+    t.match(await importSidecars({ catalog: index, recordingsDir: dir }), { found: 3, imported: 3, removed: 1 });
+    await check(3, 0, 3, 'an import of three, the row without a sidecar removed');
+    await rm(paths[0]!);
+    t.match(await importSidecars({ catalog: index, recordingsDir: dir, reread: true }), { found: 2, imported: 2, removed: 1 });
+    await check(2, 0, 2, 'a rebuild over two unchanged sidecars, removing one');
+    // a sidecar changed on disk: the rebuild rewrites its row (the unchanged one is left as it is)
+    await writeFile(paths[1]!, JSON.stringify({ ...batch[1]!, accountSid: ACCOUNT, employeeId: 'emp-moved' }));
+    t.match(await importSidecars({ catalog: index, recordingsDir: dir, reread: true }), { found: 2, imported: 2, removed: 0 });
+    await check(2, 1, 1, 'a rebuild after a sidecar moved to another account');
+    t.same(ids((await index.query({ limit: 10, employeeId: 'emp-moved' })).items), [batch[1]!.recordingId]);
+  });
+
   t.test(`${label}: a removed recording never comes back (tombstone), update never inserts`, async (t) => {
     const index = await make('/r');
     const a = sidecarOf({ stream: 800, call: 80, emp: 'emp-old', startedAt: '2024-05-01T00:00:00Z' });
@@ -464,6 +513,69 @@ t.test('sqlite: migrations are versioned, run once, and a newer schema is refuse
   await fresh.close();
 });
 
+t.test('sqlite: the counts migration counts the rows a catalog already holds', async (t) => {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'catalog-mig2-'));
+  t.teardown(() => rm(d, { recursive: true, force: true }));
+  const db = new Database(path.join(d, 'c.sqlite'));
+  t.teardown(() => db.close());
+  migrateSqlite(db, SQLITE_MIGRATIONS.filter((m) => m.version === 1));
+  const ins = db.prepare(`INSERT INTO recordings (recording_id, account_sid, call_sid, started_ms, duration_ms, rel_path, sidecar, put_at)
+    VALUES (?, ?, 'CA1', 0, 0, 'x', '{}', 0)`);
+  for (let i = 0; i < 5; i++) ins.run(recId(i), i < 3 ? ACCOUNT : 'AC2');
+  migrateSqlite(db);
+  t.same(db.prepare('SELECT account_sid, n FROM recording_counts ORDER BY account_sid').all(), [{ account_sid: ACCOUNT, n: 3 }, { account_sid: 'AC2', n: 2 }]);
+});
+
+t.test('sqlite: the reconcile unlists what it did not see across many slices of the catalog, sparing rows put meanwhile', async (t) => {
+  const d = await mkdtemp(path.join(os.tmpdir(), 'catalog-slices-'));
+  t.teardown(() => rm(d, { recursive: true, force: true }));
+  const c = new SqliteCatalog('/r', path.join(d, 'c.sqlite'));
+  await c.open();
+  t.teardown(() => c.close());
+  // more rows than three slices of the removal (20 000 each), many at one start instant
+  const N = 45_000;
+  const at = (i: number) => new Date(Date.UTC(2024, 0, 1) + Math.floor(i / 7) * 1000).toISOString();
+  const rows = Array.from({ length: N }, (_, i) => {
+    const sidecar = sidecarOf({ stream: 10_000 + i, call: i, startedAt: at(i) });
+    return { sidecar, sidecarPath: `/r/${sidecar.recordingId}.json` };
+  });
+  const first = await c.clock();
+  t.equal(await c.exclusive(() => c.insertBatch(rows, first)), N);
+  while (Date.now() <= first) await new Promise((r) => setImmediate(r));
+  const kept = new Set<string>();
+  const removed = await c.exclusive(async () => {
+    const mark = await c.clock();
+    // a run that finds every third recording on disk, and one recording published meanwhile
+    const found = rows.filter((_, i) => i % 3 === 0).map((r) => r.sidecar.recordingId);
+    for (const id of found) kept.add(id);
+    for (let i = 0; i < found.length; i += 2000) t.equal((await c.markSeen(found.slice(i, i + 2000), mark)).size, Math.min(2000, found.length - i));
+    await c.put(rows[1]!.sidecar, rows[1]!.sidecarPath);
+    kept.add(rows[1]!.sidecar.recordingId);
+    return c.removeUnseen(mark);
+  });
+  t.equal(removed, N - kept.size, 'every row not seen and put before the run');
+  t.equal(await c.count(), kept.size);
+  const listed = c.db.prepare('SELECT recording_id FROM recordings').pluck().all() as string[];
+  t.same(new Set(listed), kept);
+  // the next run starts with nothing marked: what it does not find goes
+  const now = Date.now();
+  while (Date.now() <= now) await new Promise((r) => setImmediate(r));
+  t.equal(await c.exclusive(async () => c.removeUnseen(await c.clock())), kept.size);
+  t.equal(await c.count(), 0);
+});
+
+t.test('sqlite: an import that fills the catalog leaves statistics for the query planner', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'catalog-stat-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const c = await makeSqlite(dir);
+  const stats = () => (c as SqliteCatalog).db.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").pluck().get();
+  t.equal(stats(), 0, 'none before');
+  for (const s of SPECS.slice(0, 3)) await writeRecording(dir, sidecarOf(s));
+  t.match(await importSidecars({ catalog: c, recordingsDir: dir }), { imported: 3 });
+  t.equal(stats(), 1);
+  t.ok((c as SqliteCatalog).db.prepare("SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'recordings'").pluck().get() as number > 0, 'the recordings table analysed');
+});
+
 t.test('parseSidecar', async (t) => {
   const sc = sidecarOf({ stream: 600, call: 60, cti: 'c', emp: 'e', startedAt: '2024-01-01T00:00:00Z' });
   t.same(parseSidecar(JSON.stringify(sc), `${sc.recordingId}.json`), sc);
@@ -498,6 +610,20 @@ t.test('postgres: migrations are versioned and run once, also when nodes open to
   const next = { version: PG_MIGRATIONS.length + 1, name: 'test step', sql: 'CREATE TABLE extra (x integer)' };
   t.same(await migratePg(nodes[1]!.pool, [...PG_MIGRATIONS, next]), [next.version]);
   await t.rejects(migratePg(nodes[2]!.pool), /newer than this gateway knows/);
+});
+
+t.test('postgres: the counts migration counts the rows a catalog already holds', async (t) => {
+  const server = await pgReady;
+  const c = new PgCatalog('/r', await server.createDatabase(), 2);
+  t.teardown(() => c.close());
+  await migratePg(c.pool, PG_MIGRATIONS.filter((m) => m.version === 1));
+  for (let i = 0; i < 5; i++) {
+    await c.pool.query(`INSERT INTO recordings (recording_id, account_sid, call_sid, started_ms, duration_ms, rel_path, sidecar, put_at)
+      VALUES ($1, $2, 'CA1', 0, 0, 'x', '{}', 0)`, [recId(i), i < 3 ? ACCOUNT : 'AC2']);
+  }
+  await c.open();
+  t.same((await c.pool.query('SELECT account_sid, n FROM recording_counts ORDER BY account_sid')).rows, [{ account_sid: ACCOUNT, n: 3 }, { account_sid: 'AC2', n: 2 }]);
+  t.equal(await c.count(), 5);
 });
 
 t.test('postgres: one catalog for every node: a put on one is listed by the others at once', async (t) => {

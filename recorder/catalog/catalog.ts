@@ -82,10 +82,15 @@ export interface Catalog {
   clock(): Promise<number>;
   /** Of `ids`, those listed; each is marked seen at `mark`. */
   markSeen(ids: readonly string[], mark: number): Promise<Set<string>>;
-  /** Insert or replace, seen at `mark`; tombstoned ids are skipped. Returns rows written. */
+  /**
+   * Insert or replace (a row whose sidecar and path are unchanged is left as it is), seen at
+   * `mark`; tombstoned ids are skipped. Returns the rows now listed as given (all but those).
+   */
   insertBatch(rows: readonly CatalogRow[], mark: number): Promise<number>;
   /** Unlist rows not seen since `mark` (their sidecar left the disk); returns how many. */
   removeUnseen(mark: number): Promise<number>;
+  /** Refresh the query planner's statistics (after an import changed many rows). */
+  optimize(): Promise<void>;
   /** Forget tombstones older than `beforeMs` (their files are long gone). */
   pruneTombstones(beforeMs: number): Promise<number>;
   /** Runs `fn` as the only importer of this catalog (PostgreSQL: across the cluster). */

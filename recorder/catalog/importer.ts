@@ -1,12 +1,13 @@
 // Fills and reconciles the catalog from the sidecars on disk, in the background: the disk is the
 // source of truth. A sidecar the catalog does not list yet is read and inserted; one it lists is
 // only marked seen (not read again, unless `reread`: catalog:rebuild); a listed recording whose
-// sidecar is gone from disk is unlisted at the end. Memory stays flat: the walk feeds a bounded
-// queue, sidecars are read `concurrency` at a time and written in one transaction per batch.
-import { readdir, readFile } from 'node:fs/promises';
+// sidecar is gone from disk is unlisted at the end. Memory stays flat: the walk (walk.ts) feeds a
+// bounded queue, sidecars are read `concurrency` at a time and written in one transaction per batch.
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Catalog, CatalogRow } from './catalog.js';
 import { InvalidSidecarError, parseSidecar } from './parse-sidecar.js';
+import { walkDirectories } from './walk.js';
 
 export interface ImportProgress {
   /** sidecars found on disk so far (final once `walked`) */
@@ -98,22 +99,6 @@ class Channel<T> {
   }
 }
 
-/** A small counting semaphore for the walk's directory reads. */
-function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
-  let active = 0;
-  const waiting: (() => void)[] = [];
-  return async (fn) => {
-    while (active >= n) await new Promise<void>((r) => waiting.push(r));
-    active++;
-    try {
-      return await fn();
-    } finally {
-      active--;
-      waiting.shift()?.();
-    }
-  };
-}
-
 /** Runs `fn` over `items`, `n` at a time, results in order. */
 async function mapLimit<T, R>(items: readonly T[], n: number, fn: (x: T) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
@@ -156,43 +141,24 @@ export async function importSidecars(o: ImportOptions): Promise<ImportResult> {
     const pending = new Set(o.pendingDeletions ? await o.pendingDeletions() : []);
     const queue = new Channel<Candidate>(batchSize * 2);
     let walkFailed = false;
-    const listDir = limiter(WALK_CONCURRENCY);
-
-    // Memory stays flat: a directory holds a slot from its listing until its sidecars are queued
-    // (so at most WALK_CONCURRENCY listings wait on a full queue), and subdirectories are walked
-    // WALK_CONCURRENCY at a time, not all at once.
-    const walk = async (dir: string): Promise<void> => {
-      if (o.signal?.aborted) return;
-      const subdirs = await listDir(async () => {
-        let entries;
-        try {
-          entries = await readdir(dir, { withFileTypes: true });
-        } catch (err) {
-          // the root may not exist yet on a fresh install: nothing to import
-          if (dir === root && (err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-          walkFailed = true;
-          report(dir, err as Error);
-          return [];
-        }
-        const subs: string[] = [];
+    const walking = walkDirectories({
+      root,
+      concurrency: WALK_CONCURRENCY,
+      signal: o.signal,
+      onError: (dir, err) => {
+        walkFailed = true;
+        report(dir, err);
+      },
+      visit: async (dir, entries) => {
         const files = new Set<string>();
-        for (const d of entries) {
-          if (d.name.startsWith('.')) continue; // .inprogress, .deletions, the catalog, temp files
-          if (d.isDirectory()) subs.push(path.join(dir, d.name));
-          else if (d.isFile()) files.add(d.name);
-        }
+        for (const d of entries) if (d.isFile()) files.add(d.name);
         for (const name of files) {
           if (!name.endsWith('.json')) continue;
           progress.found++;
           await queue.push({ dir, name, files });
         }
-        return subs;
-      });
-      for (let i = 0; i < subdirs.length; i += WALK_CONCURRENCY) {
-        await Promise.all(subdirs.slice(i, i + WALK_CONCURRENCY).map(walk));
-      }
-    };
-    const walking = walk(root).finally(() => {
+      },
+    }).finally(() => {
       progress.walked = true;
       queue.close();
     });
@@ -242,6 +208,9 @@ export async function importSidecars(o: ImportOptions): Promise<ImportResult> {
     if (!walkFailed) {
       progress.removed = await catalog.removeUnseen(mark);
       await catalog.setMeta(RECONCILED_AT, String(mark));
+      // a catalog that changed by a tenth or more: fresh statistics for the query planner
+      const before = await catalog.count() - progress.imported + progress.removed;
+      if ((progress.imported + progress.removed) * 10 >= Math.max(before, 1)) await catalog.optimize();
     }
     o.onProgress?.(progress);
     return { ...progress, ran: true, elapsedMs: performance.now() - started };

@@ -124,10 +124,7 @@ export class PgCatalog implements Catalog {
     const params: unknown[] = [];
     const where = whereOf(q, (i) => `$${i}`, params);
     let total: number | undefined;
-    if (q.count) {
-      const res = await this.pool.query<{ n: number }>(`SELECT count(*) AS n FROM recordings${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`, params);
-      total = res.rows[0]!.n; // an aggregate without GROUP BY returns exactly one row
-    }
+    if (q.count) total = await this.#total(q, where, params);
     if (after) {
       params.push(after.t, after.id);
       where.push(`(started_ms, recording_id) > ($${params.length - 1}, $${params.length})`);
@@ -140,8 +137,19 @@ export class PgCatalog implements Catalog {
     return pageOf(res.rows, limit, total);
   }
 
+  /** count=true: the kept counts when the query has no filter or only an account, else count(*). */
+  async #total(q: RecordingQuery, where: string[], params: unknown[]): Promise<number> {
+    if (where.length === 0) return this.count();
+    if (where.length === 1 && q.accountSid !== undefined) {
+      return (await this.pool.query<{ n: number }>('SELECT n FROM recording_counts WHERE account_sid = $1', [q.accountSid])).rows[0]?.n ?? 0;
+    }
+    // an aggregate without GROUP BY returns exactly one row
+    return (await this.pool.query<{ n: number }>(`SELECT count(*) AS n FROM recordings WHERE ${where.join(' AND ')}`, params)).rows[0]!.n;
+  }
+
   async count(): Promise<number> {
-    return (await this.pool.query<{ n: number }>('SELECT count(*) AS n FROM recordings')).rows[0]!.n; // an aggregate returns exactly one row
+    // sum(bigint) is numeric: cast back to bigint (parsed as a number); an aggregate returns one row
+    return (await this.pool.query<{ n: number }>('SELECT coalesce(sum(n), 0)::bigint AS n FROM recording_counts')).rows[0]!.n;
   }
 
   async clock(): Promise<number> {
@@ -165,14 +173,17 @@ export class PgCatalog implements Catalog {
     try {
       await c.query('BEGIN');
       await c.query('INSERT INTO import_seen (recording_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [cols[0]]);
-      const res = await c.query(`
+      await c.query(`
         INSERT INTO recordings (recording_id, account_sid, call_sid, cti_session_id, employee_id, close_reason, started_ms, duration_ms, rel_path, sidecar, put_at)
         SELECT u.*, $11::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])
           AS u(recording_id, account_sid, call_sid, cti_session_id, employee_id, close_reason, started_ms, duration_ms, rel_path, sidecar)
         WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.recording_id = u.recording_id)
-        ON CONFLICT (recording_id) DO UPDATE SET ${UPSERT_SET}`, [...cols, mark]);
+        ON CONFLICT (recording_id) DO UPDATE SET ${UPSERT_SET}
+        -- a row whose sidecar and place did not change is left as it is (a rebuild rewrites nothing)
+        WHERE (recordings.sidecar, recordings.rel_path) IS DISTINCT FROM (EXCLUDED.sidecar, EXCLUDED.rel_path)`, [...cols, mark]);
+      const deleted = await c.query<{ n: number }>('SELECT count(*)::bigint AS n FROM tombstones WHERE recording_id = ANY($1::text[])', [cols[0]]);
       await c.query('COMMIT');
-      return res.rowCount ?? 0;
+      return rows.length - deleted.rows[0]!.n; // an aggregate returns one row
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       throw err;
@@ -186,6 +197,11 @@ export class PgCatalog implements Catalog {
       AND NOT EXISTS (SELECT 1 FROM import_seen s WHERE s.recording_id = r.recording_id)`, [mark]);
     await this.pool.query('TRUNCATE import_seen');
     return res.rowCount ?? 0;
+  }
+
+  async optimize(): Promise<void> {
+    // statistics for the planner, and the visibility map that lets count(*) scan an index only
+    await this.pool.query('VACUUM (ANALYZE) recordings');
   }
 
   async pruneTombstones(beforeMs: number): Promise<number> {

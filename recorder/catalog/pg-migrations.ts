@@ -34,4 +34,48 @@ export const PG_MIGRATIONS: readonly Migration[] = [
       CREATE UNLOGGED TABLE import_seen (recording_id text COLLATE "C" PRIMARY KEY);
     `,
   },
+  {
+    version: 2,
+    name: 'recording counts kept by triggers; account + closeReason index',
+    sql: `
+      -- the total without count(*) over the table: /metrics reads it on every scrape, and an
+      -- unfiltered or account-only count=true is one lookup. Statement triggers: a batch of
+      -- 2000 rows updates each account's count once. Accounts in sid order: two batches never
+      -- wait on each other's counts in opposite orders (no deadlock).
+      CREATE TABLE recording_counts (account_sid text PRIMARY KEY, n bigint NOT NULL);
+      CREATE FUNCTION recording_counts_add() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO recording_counts (account_sid, n)
+          SELECT account_sid, count(*) FROM new_rows GROUP BY account_sid ORDER BY account_sid
+          ON CONFLICT (account_sid) DO UPDATE SET n = recording_counts.n + EXCLUDED.n;
+        RETURN NULL;
+      END $$;
+      CREATE FUNCTION recording_counts_sub() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        UPDATE recording_counts c SET n = c.n - d.n
+          FROM (SELECT account_sid, count(*) AS n FROM old_rows GROUP BY account_sid) d
+          WHERE c.account_sid = d.account_sid;
+        RETURN NULL;
+      END $$;
+      CREATE FUNCTION recording_counts_move() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO recording_counts (account_sid, n)
+          SELECT account_sid, sum(d) FROM (
+            SELECT account_sid, 1 AS d FROM new_rows
+            UNION ALL SELECT account_sid, -1 FROM old_rows
+          ) m GROUP BY account_sid HAVING sum(d) <> 0 ORDER BY account_sid
+          ON CONFLICT (account_sid) DO UPDATE SET n = recording_counts.n + EXCLUDED.n;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER recordings_count_insert AFTER INSERT ON recordings
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION recording_counts_add();
+      CREATE TRIGGER recordings_count_delete AFTER DELETE ON recordings
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION recording_counts_sub();
+      CREATE TRIGGER recordings_count_move AFTER UPDATE ON recordings
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION recording_counts_move();
+      -- after the triggers: their lock on recordings holds writers off until this commits
+      INSERT INTO recording_counts (account_sid, n) SELECT account_sid, count(*) FROM recordings GROUP BY account_sid;
+      CREATE INDEX recordings_account_close ON recordings (account_sid, close_reason, started_ms, recording_id);
+    `,
+  },
 ];

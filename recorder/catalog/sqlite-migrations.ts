@@ -35,4 +35,30 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     `,
   },
+  {
+    version: 2,
+    name: 'recording counts kept by triggers; account + closeReason index',
+    sql: `
+      -- the total without count(*) over the table: /metrics reads it on every scrape, and an
+      -- unfiltered or account-only count=true is one lookup (catalog section 8)
+      CREATE TABLE recording_counts (account_sid TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO recording_counts (account_sid, n) SELECT account_sid, count(*) FROM recordings GROUP BY account_sid;
+      CREATE TRIGGER recordings_count_insert AFTER INSERT ON recordings BEGIN
+        INSERT INTO recording_counts (account_sid, n) VALUES (NEW.account_sid, 1)
+          ON CONFLICT (account_sid) DO UPDATE SET n = n + 1;
+      END;
+      CREATE TRIGGER recordings_count_delete AFTER DELETE ON recordings BEGIN
+        UPDATE recording_counts SET n = n - 1 WHERE account_sid = OLD.account_sid;
+      END;
+      CREATE TRIGGER recordings_count_move AFTER UPDATE OF account_sid ON recordings
+        WHEN OLD.account_sid IS NOT NEW.account_sid BEGIN
+        UPDATE recording_counts SET n = n - 1 WHERE account_sid = OLD.account_sid;
+        INSERT INTO recording_counts (account_sid, n) VALUES (NEW.account_sid, 1)
+          ON CONFLICT (account_sid) DO UPDATE SET n = n + 1;
+      END;
+      -- an account's recordings by close reason (a per-source API key scopes every query to its
+      -- account): a range scan in list order even when the two together match nothing
+      CREATE INDEX recordings_account_close ON recordings (account_sid, close_reason, started_ms, recording_id);
+    `,
+  },
 ];
