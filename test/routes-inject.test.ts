@@ -111,3 +111,18 @@ t.test('the /v1 scope: every path under /v1 needs the key first, routed or not; 
   t.equal(nope.statusCode, 404);
   t.equal(nope.json().error, 'not_found');
 });
+
+t.test('a /v1 route registered beside the scope (no key, no routing) is refused when it is added', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gw-inject-'));
+  const gw = await buildGateway(loadConfig({ RECORDINGS_DIR: dir, API_KEYS: KEY }), { logger: captureLog('info').logger });
+  t.teardown(async () => {
+    await gw.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  t.throws(() => gw.app.get('/v1/open', async () => ({ open: true })), /must be registered in the \/v1 scope/, 'GET /v1/open at the root');
+  t.throws(() => gw.app.post('/v1', async () => ({})), /must be registered in the \/v1 scope/, 'POST /v1 at the root');
+  gw.app.get('/v1x', async () => ({ fine: true })); // not under /v1: its own rules
+  await gw.recovery;
+  await gw.app.ready();
+  t.equal((await gw.app.inject({ url: '/v1/open' })).statusCode, 401, 'the refused route does not exist: the scope asks for the key');
+});

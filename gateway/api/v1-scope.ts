@@ -28,6 +28,13 @@ export interface V1ScopeOptions {
 
 /** Registers the /v1 scope; `routes` adds the API's routes to it. */
 export function registerV1Scope(app: FastifyInstance, options: V1ScopeOptions, routes: (v1: ApiInstance) => void): void {
+  // a /v1 route registered beside the scope would answer with no key and no routing: refuse it
+  app.addHook('onRoute', (route) => {
+    const underV1 = route.url === V1_PREFIX || route.url.startsWith(`${V1_PREFIX}/`);
+    if (underV1 && !(route.prefix === V1_PREFIX || route.prefix.startsWith(`${V1_PREFIX}/`))) {
+      throw new Error(`${route.method.toString()} ${route.url}: a /v1 route must be registered in the /v1 scope (Gateway.addV1Routes), or it would skip the API keys`);
+    }
+  });
   void app.register(async (scope) => {
     const v1 = scope.withTypeProvider<TypeBoxTypeProvider>();
     v1.setErrorHandler(errorHandler);
