@@ -113,6 +113,12 @@ const PAUSE_GATE_MAX_FRAMES = 200;
 const JOURNALED_WRITE_MS = 2000;
 /** Frames kept (copies) for the journal while the stream's name is reserved: 5 s of both tracks. */
 const UNNAMED_MAX_FRAMES = 500;
+/**
+ * How far later frames may pull the stream clock's origin back from the first frame's (ms): more
+ * than any loop delay at a stream's start seen under load (p99 < 100 ms at 1 000 streams), small
+ * against a pause, so a client sending ahead of real time moves a resume by this much at most.
+ */
+export const MAX_ORIGIN_CORRECTION_MS = 250;
 
 interface GatedFrame { channel: number; start: number; payload: Buffer; length: number }
 
@@ -138,10 +144,16 @@ export class StreamSession implements TimelineSink, JournalClient {
   /** one past the newest call-time sample seen, paused frames included: the pause/resume instant */
   private seen = 0;
   /**
-   * Arrival ms − call-time ms of the first frame: the stream clock's origin as seen from here
-   * (late by that frame's network delay). now − origin is the call time being spoken now.
+   * The stream clock's origin as seen from here: the least arrival ms − call-time ms over the
+   * frames, i.e. the least-delayed frame's (late only by the network's least delay). now − origin
+   * is the call time being spoken now. The first frame alone is not enough: a busy loop reads it
+   * late, the origin is then late and a resume would end the pause too early, keeping paused
+   * audio still in flight (PCI). The correction is bounded so that a client sending faster than
+   * real time cannot push "now" far past what it sent.
    */
   private clockOrigin = Number.POSITIVE_INFINITY;
+  /** the origin the first frame gave: the bound of the correction */
+  private firstOrigin = Number.POSITIVE_INFINITY;
   private readonly skip: boolean;
   /** frames dropped because they were paused */
   framesPaused = 0;
@@ -274,6 +286,12 @@ export class StreamSession implements TimelineSink, JournalClient {
     return this.pauses.resume(Math.max(this.seen, spokenNow)) / SAMPLES_PER_MS;
   }
 
+  /** A lower origin seen: the first one fixes the bound; later ones correct it within the bound. */
+  private correctOrigin(origin: number): number {
+    if (this.firstOrigin === Number.POSITIVE_INFINITY) this.firstOrigin = origin;
+    return Math.max(origin, this.firstOrigin - MAX_ORIGIN_CORRECTION_MS);
+  }
+
   /** Channel of a track: left/0 = inbound (caller), right/1 = outbound (agent); -1 = not in this stream. */
   channelOf(track: Track): number {
     if (this.channels === 2) return track === 'inbound' ? 0 : 1;
@@ -319,6 +337,9 @@ export class StreamSession implements TimelineSink, JournalClient {
   media(channel: number, start: number, payload: Buffer, length: number, offset = 0): MediaResult {
     const arrival = this.opts.now();
     this.lastActivity = arrival;
+    // at arrival, before any gate: a held frame was still spoken when it arrived
+    const origin = arrival - start / SAMPLES_PER_MS;
+    if (origin < this.clockOrigin) this.clockOrigin = this.correctOrigin(origin);
     if (this.gate !== null) {
       // a copy: the caller's buffer is reused for the next frame. Memory only, bounded.
       this.gate.push({ channel, start, payload: Buffer.from(payload.subarray(offset, offset + length)), length });
@@ -326,7 +347,6 @@ export class StreamSession implements TimelineSink, JournalClient {
       return 'held';
     }
     if (start + length > this.seen) this.seen = start + length;
-    if (this.clockOrigin === Number.POSITIVE_INFINITY) this.clockOrigin = arrival - start / SAMPLES_PER_MS;
     // PCI: paused audio never reaches the ring (nor anything the ring is written to).
     if (this.pauses.isPaused(start)) {
       this.framesPaused++;

@@ -179,38 +179,56 @@ t.test('pause/resume refused: disabled (409), unknown call (404), bad callSid (4
   await s.end();
 });
 
-t.test('a real-time stream: paused frames still in flight when resume is asked are not kept', async (t) => {
-  const g = await startTestGateway(t, ENABLED);
-  const tracks: Track[] = ['inbound'];
-  const s = await openStream(g.wsUrl, { tracks, seed: 33 });
-  const paced = async (first: number, count: number, send: (i: number) => Promise<void>) => {
-    const t0 = Date.now() - first * 20;
-    for (let i = first; i < first + count; i++) {
-      const due = t0 + i * 20 - Date.now();
-      if (due > 0) await new Promise((r) => setTimeout(r, due));
-      await send(i);
-    }
+/**
+ * A real-time stream, paused from 500 to 1000 ms while a card number is read out; the agent
+ * resumes at 1000 ms of the test's clock while the last 100 ms of it are still on the network.
+ * `lateFirstReadMs`: the gateway's loop is held (as a busy node's would be) right after the first
+ * frame is sent, so the gateway reads that frame late: the stream clock must not take its origin
+ * from that one late reading (the resume would then end the pause early and keep the marker).
+ */
+function realTimeResume(lateFirstReadMs: number) {
+  return async (t: Test) => {
+    const g = await startTestGateway(t, ENABLED);
+    const tracks: Track[] = ['inbound'];
+    const s = await openStream(g.wsUrl, { tracks, seed: 33 });
+    const origin = Date.now();
+    /** frame i is sent at origin + 20 i (at once if that is past: the caller never waits) */
+    const paced = async (first: number, count: number, send: (i: number) => Promise<void>) => {
+      for (let i = first; i < first + count; i++) {
+        const due = origin + i * 20 - Date.now();
+        if (due > 0) await new Promise((r) => setTimeout(r, due));
+        await send(i);
+      }
+    };
+    await s.frames(0, 1);
+    // the gateway runs in this process: a synchronous wait holds its loop with frame 0 unread
+    // (and, as on a busy node, the frames due meanwhile are read late, all at once)
+    const holdUntil = Date.now() + lateFirstReadMs;
+    while (Date.now() < holdUntil) { /* a busy node's loop */ }
+    await paced(1, 24, (i) => s.frames(i, 1)); // 0..500 ms of audio, at the caller's pace
+    await seen(g, s, 500);
+    t.equal((await post(`${g.http}/v1/calls/${s.callSid}/pause`)).status, 200);
+    // the card number is spoken from 500 to 1000 ms; its last 100 ms are still on the network when
+    // the agent resumes (sent only after the resume was answered), stamped with their real times
+    await new Promise((r) => setTimeout(r, Math.max(0, origin + 500 - Date.now())));
+    await paced(25, 20, (i) => sendMarker(s, tracks, i, 1));
+    await new Promise((r) => setTimeout(r, Math.max(0, origin + 1000 - Date.now())));
+    const r = await post(`${g.http}/v1/calls/${s.callSid}/resume`);
+    t.equal(r.status, 200);
+    // the gateway's clock starts when frames arrive, a network hop after `origin`: the pause must
+    // end after the last frame still in flight starts (980 ms), not on the test's clock
+    t.ok(r.body.streams[0].atMs > 980, `the pause ends at the call time spoken when resume was asked (${r.body.streams[0].atMs} ms)`);
+    await sendMarker(s, tracks, 45, 5); // 900..1000 ms, arriving late
+    await s.frames(50, 25); // after the resume
+    await s.end();
+    const [rec] = await waitForRecordings(g.http, s.callSid, 1);
+    t.same(rec.pausedIntervals, [{ from: 500, to: r.body.streams[0].atMs }], 'the sidecar says what the resume answered');
+    const audio = Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]!);
+    t.notOk(audio.includes(MARKER.subarray(0, 16)), 'no paused audio in the recording');
+    t.same((await filesContaining(g.dir, MARKER)).hits, [], 'nor in any file');
+    t.ok(audio.subarray(0, 500 * 8).equals(trackAudio(33, 'inbound', 25)), 'the audio before the pause is kept bit-exact');
   };
-  const origin = Date.now();
-  await paced(0, 25, (i) => s.frames(i, 1)); // 0..500 ms of audio, at the caller's pace
-  await seen(g, s, 500);
-  t.equal((await post(`${g.http}/v1/calls/${s.callSid}/pause`)).status, 200);
-  // the card number is spoken from 500 to 1000 ms; its last 100 ms are still on the network when
-  // the agent resumes (sent only after the resume was answered), stamped with their real times
-  await new Promise((r) => setTimeout(r, Math.max(0, origin + 500 - Date.now())));
-  await paced(25, 20, (i) => sendMarker(s, tracks, i, 1));
-  await new Promise((r) => setTimeout(r, Math.max(0, origin + 1000 - Date.now())));
-  const r = await post(`${g.http}/v1/calls/${s.callSid}/resume`);
-  t.equal(r.status, 200);
-  // the gateway's clock starts when the first frame arrives, a network hop after `origin`: the
-  // pause must end after the last frame still in flight starts (980 ms), not on the test's clock
-  t.ok(r.body.streams[0].atMs > 980, `the pause ends at the call time spoken when resume was asked (${r.body.streams[0].atMs} ms)`);
-  await sendMarker(s, tracks, 45, 5); // 900..1000 ms, arriving late
-  await s.frames(50, 25); // after the resume
-  await s.end();
-  const [rec] = await waitForRecordings(g.http, s.callSid, 1);
-  const audio = Buffer.from(decodeWav(await fetchAudio(g.http, rec.recordingId)).channel[0]!);
-  t.notOk(audio.includes(MARKER.subarray(0, 16)), 'no paused audio in the recording');
-  t.same((await filesContaining(g.dir, MARKER)).hits, [], 'nor in any file');
-  t.ok(audio.subarray(0, 500 * 8).equals(trackAudio(33, 'inbound', 25)), 'the audio before the pause is kept bit-exact');
-});
+}
+
+t.test('a real-time stream: paused frames still in flight when resume is asked are not kept', realTimeResume(0));
+t.test('the same with the first frame read 80 ms late (a loaded node): still not kept', realTimeResume(80));

@@ -1,11 +1,11 @@
 // StreamSession as a unit, on a clock the test moves: activity for idle detection, and PCI
 // pause/resume whose instants depend on the call time being spoken now (arrival clock − the
-// first frame's origin). Real files: the published WAV is decoded and compared sample by sample.
+// stream clock's origin: the least-delayed frame's, within MAX_ORIGIN_CORRECTION_MS of the first). Real files: the published WAV is decoded and compared sample by sample.
 import t, { type Test } from 'tap';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { StreamSession, type StreamSessionOptions } from '../recorder/stream-session.js';
+import { StreamSession, MAX_ORIGIN_CORRECTION_MS, type StreamSessionOptions } from '../recorder/stream-session.js';
 import type { PlaceResult } from '../recorder/timeline.js';
 import { frameFor, trackAudio, MULAW_SILENCE } from '../loadtest/audio-fixtures.js';
 import { audioPathOnDisk, decodeWav } from './fixtures/harness.js';
@@ -121,4 +121,43 @@ t.test('a call paused before the stream started drops from frame 0 until resumed
   t.match(rec, { framesReceived: 1, framesPaused: 2, pausedIntervals: [{ from: 0, to: 40 }] });
   const got = Buffer.from(decodeWav(await readFile(audioPathOnDisk(dir, rec!))).channel[0]!);
   t.ok(got.equals(Buffer.concat([Buffer.alloc(2 * FRAME, MULAW_SILENCE), frame(2)])), 'silence, then the kept frame bit-exact');
+});
+
+t.test('a first frame read late does not end a pause early: the least-delayed frame sets the clock', async (t) => {
+  const { s, clock } = await session(t);
+  // frame 0 is spoken at 1000 but read at 1150 (a busy loop); frames 1..7 were due meanwhile and
+  // are read with it; frames 8..9 on time. The origin must come out 1000, not 1150.
+  clock.now = 1150;
+  for (let i = 0; i < 8; i++) put(s, i);
+  for (let i = 8; i < 10; i++) {
+    clock.now = 1000 + i * 20;
+    put(s, i);
+  }
+  t.equal(s.pause(), 200);
+  for (let i = 10; i < 19; i++) {
+    clock.now = 1000 + i * 20 + 120; // paused frames, 120 ms on the network
+    t.equal(put(s, i), 'paused');
+  }
+  // resume asked while call time 500 is spoken: frames 19..24 are still on the network
+  clock.now = 1500;
+  t.equal(s.resume(), 500, 'ends at the call time spoken now on the corrected clock (the first frame alone says 350)');
+  for (let i = 19; i < 25; i++) {
+    clock.now = 1000 + i * 20 + 120;
+    t.equal(put(s, i), 'paused', `frame ${i}, spoken before the resume, read after it: dropped`);
+  }
+  for (let i = 25; i < 28; i++) {
+    clock.now = 1000 + i * 20 + 120;
+    t.equal(put(s, i), 'placed', `frame ${i}, spoken after the resume: kept`);
+  }
+  t.same(s.pausedIntervals, [{ from: 200, to: 500 }]);
+});
+
+t.test('a client sending ahead of real time moves a resume by MAX_ORIGIN_CORRECTION_MS at most', async (t) => {
+  const { s, clock } = await session(t);
+  clock.now = 1000;
+  for (let i = 0; i < 100; i++) put(s, i); // 2 s of audio at one instant
+  s.pause(); // at 2000 ms
+  clock.now = 3000; // 2 s later: the first frame's clock says call time 2000 is spoken now
+  t.equal(s.resume(), 2000 + MAX_ORIGIN_CORRECTION_MS, 'the origin was pulled back by the bound, not by 1980 ms');
+  t.equal(put(s, 100 + MAX_ORIGIN_CORRECTION_MS / 20), 'placed', 'the first frame after the bound is kept');
 });
