@@ -71,6 +71,7 @@ import { ARCHIVE_FORMATS, type ArchiveFormatSetting } from '../recorder/archive/
 import {
   parseKinesisLayer, parseKinesisObject, redactKinesis, resolveKinesis, type Fail, type KinesisLayer,
 } from './kinesis/kinesis-config.js';
+import { isObject } from './untyped.js';
 
 export const REDACTED = '<redacted>';
 
@@ -458,8 +459,6 @@ interface FileConfig {
   kinesis?: KinesisLayer | null;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Parse a layer of values (environment or file top level). null/undefined = not set here. */
 function parseLayer(raw: Record<string, unknown>, where: Where): Partial<Values> {

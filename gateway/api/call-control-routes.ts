@@ -14,6 +14,7 @@ import { accessOf, type ApiAccess } from './api-auth.js';
 import { ApiError } from './errors.js';
 import { eventTime } from '../../recorder/ingest-limits.js';
 import type { ApiInstance } from './v1-scope.js';
+import { fieldOf, stringFieldOf } from '../untyped.js';
 
 export interface CallControlRoutesDeps {
   control: CallControl;
@@ -79,13 +80,13 @@ export function callTargetOf(control: CallControl, sources: readonly string[], r
   let t: CallTarget | null = null;
   const url = req.routeOptions.url ?? '';
   if (req.method === 'POST' && url.startsWith('/v1/calls/:callSid/')) {
-    const callSid = (req.params as { callSid?: unknown }).callSid;
-    const given = (req.query as { accountSid?: string } | undefined)?.accountSid;
-    if (typeof callSid === 'string') t = { callSid, scope: resolveScope(control, sources, accessOf(req), given, callSid) };
+    const callSid = stringFieldOf(req.params, 'callSid');
+    const given = stringFieldOf(req.query, 'accountSid');
+    if (callSid !== undefined) t = { callSid, scope: resolveScope(control, sources, accessOf(req), given, callSid) };
   } else if (req.method === 'POST' && url === '/v1/cti/events') {
-    const body = req.body as { callSid?: unknown; accountSid?: string } | null;
-    if (typeof body?.callSid === 'string') {
-      t = { callSid: body.callSid, scope: resolveScope(control, sources, accessOf(req), body.accountSid, body.callSid) };
+    const callSid = stringFieldOf(req.body, 'callSid');
+    if (callSid !== undefined) {
+      t = { callSid, scope: resolveScope(control, sources, accessOf(req), stringFieldOf(req.body, 'accountSid'), callSid) };
     }
   }
   targets.set(req.raw, t);
@@ -131,7 +132,7 @@ export function registerCallControlRoutes(app: ApiInstance, deps: CallControlRou
     schema: { body: CtiEventBody },
     // before the cluster router (a preHandler) forwards or queues the event: a time far from now is
     // refused here. Before validation the body is whatever was sent (its type is not the schema's yet).
-    preValidation: async (req) => checkEventTime((req.body as { at?: unknown } | null)?.at, control),
+    preValidation: async (req) => checkEventTime(fieldOf(req.body, 'at'), control),
   }, async (req) => {
     const t = target(req);
     const ev: CtiEvent = { ...req.body, accountSid: t.scope === '' ? undefined : t.scope };

@@ -44,11 +44,13 @@ export interface TaskRouterDeps {
   dispatch?: (ev: CtiEvent, actor: string) => Promise<void>;
 }
 
-/** A parsed form: every value of every field, in a map (no prototype keys). */
-interface ParsedForm {
-  all: Map<string, string[]>;
-  /** first value per field, for the mapping */
-  fields: FormFields;
+/** A parsed form: every value of every field, in a map (no prototype keys). A class so the route can tell its body was made here. */
+class ParsedForm {
+  constructor(
+    readonly all: Map<string, string[]>,
+    /** first value per field, for the mapping */
+    readonly fields: FormFields,
+  ) {}
 }
 
 function parseForm(body: string): ParsedForm {
@@ -63,7 +65,7 @@ function parseForm(body: string): ParsedForm {
   }
   const fields = new Map<string, string>();
   for (const [k, v] of all) fields.set(k, v[0]!); // each list starts with one value
-  return { all, fields };
+  return new ParsedForm(all, fields);
 }
 
 /**
@@ -110,7 +112,7 @@ export function registerTaskRouterRoute(app: FastifyInstance, deps: TaskRouterDe
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser(FORM, { parseAs: 'string', bodyLimit: TASKROUTER_BODY_LIMIT }, (_req, body, done) => {
       try {
-        done(null, parseForm(body as string));
+        done(null, parseForm(typeof body === 'string' ? body : body.toString('utf8')));
       } catch (err) {
         done(err as Error, undefined);
       }
@@ -126,15 +128,16 @@ export function registerTaskRouterRoute(app: FastifyInstance, deps: TaskRouterDe
       if (type !== FORM) refuse(req, 415, 'unsupported_media_type', `TaskRouter events are ${FORM}, not ${JSON.stringify(type.slice(0, 60) || 'none')}`);
     });
     scope.post(TASKROUTER_EVENTS_PATH, { bodyLimit: TASKROUTER_BODY_LIMIT }, async (req, reply) => {
-      const form = req.body as ParsedForm | undefined;
-      if (form === undefined || !(form.fields instanceof Map)) refuse(req, 400, 'bad_request', 'expected a form-encoded TaskRouter event');
-      const { fields } = form as ParsedForm;
+      // the scope's only parser made the body; anything else (none at all) is refused
+      const form = req.body;
+      if (!(form instanceof ParsedForm)) return refuse(req, 400, 'bad_request', 'expected a form-encoded TaskRouter event');
+      const { fields } = form;
       const accountSid = fields.get('AccountSid');
       let actor = 'loopback';
       if (tokens.length > 0) {
         const urls = candidateUrls(publicEventsUrl(config, req.headers));
         const header = req.headers['x-twilio-signature'];
-        const i = signedBy(tokens, typeof header === 'string' ? header : undefined, urls, form as ParsedForm);
+        const i = signedBy(tokens, typeof header === 'string' ? header : undefined, urls, form);
         if (i < 0) refuse(req, 403, 'forbidden', `X-Twilio-Signature is missing or does not match ${urls[0]} and the form fields for any configured account`);
         // i >= 0 indexes `tokens`, which is `signed` mapped
         if (accountSid !== signed[i]!.accountSid) refuse(req, 403, 'forbidden', 'AccountSid is not the account whose token signed the request');

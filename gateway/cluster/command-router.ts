@@ -26,6 +26,7 @@ import type { ClusterView } from './cluster-view.js';
 import type { PendingCti } from './pending-cti.js';
 import { INTERNAL_ACTOR_HEADER, INTERNAL_SCOPE_HEADER, accessOf } from '../api/api-auth.js';
 import { CALL_KEY_TTL_MS } from './keys.js';
+import { isObject } from '../untyped.js';
 
 export const FORWARDED_HEADER = 'x-gateway-forwarded-by';
 /**
@@ -166,7 +167,7 @@ export class CommandRouter {
     try {
       if (kind === 'cti') {
         holders = await this.o.pendingCti.pushUnlessOwned(scope, callSid, {
-          event: { ...(req.body as Record<string, unknown>), ...(scope === '' ? {} : { accountSid: scope }) },
+          event: { ...(isObject(req.body) ? req.body : {}), ...(scope === '' ? {} : { accountSid: scope }) },
           receivedBy: this.o.nodeId,
           receivedAt: new Date().toISOString(),
           actor: accessOf(req).actor,

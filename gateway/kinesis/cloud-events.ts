@@ -5,6 +5,7 @@
 import { BadTaskRouterEvent, mapTaskRouterEvent, TASKROUTER_TO_CTI } from '../twilio/taskrouter-mapping.js';
 import type { CtiEvent } from '../../recorder/call-states.js';
 import { ACCOUNT_SID_RE } from '../../recorder/storage-layout.js';
+import { isObject } from '../untyped.js';
 
 export const TASKROUTER_TYPE_PREFIX = 'com.twilio.taskrouter.';
 
@@ -20,7 +21,6 @@ export type Decoded =
   | { kind: 'skip'; result: 'unknown_type' | 'invalid'; reason: string; id?: string };
 
 const MAX_ID = 256;
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** task_attributes -> TaskAttributes, eventtype -> EventType */
 function pascal(key: string): string {
