@@ -7,12 +7,14 @@
 //       seeds $RECORDINGS_DIR ($ARCHIVE_BACKLOG_CALLS calls, default 300, of 5 min) and runs the
 //       gateway on it: the `npm start` of a stand-in project for perf-ratio.mjs, so the media
 //       path is measured while the archive pool works through the backlog (BENCHMARKS.md).
+//       With ARCHIVE_BACKLOG_REPORT=<file>: a line is appended there when the gateway exits, with
+//       the number of archives made meanwhile (the pool was busy during the measurement).
 //
 // The WAVs are hard links of one file (same bytes, one disk copy). framesReceived is 0 in the
 // seeded sidecars, so perf-ratio's frame count covers only the streams it sent.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { appendFile, link, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,9 +75,23 @@ async function startMode(): Promise<void> {
   const format = (process.env.ARCHIVE_FORMAT && process.env.ARCHIVE_FORMAT !== 'none' ? process.env.ARCHIVE_FORMAT : 'opus') as ArchiveFormat;
   const nodeId = process.env.NODE_ID ?? 'bench';
   await seedBacklog(dir, { calls: Number(process.env.ARCHIVE_BACKLOG_CALLS ?? 300), wav: await conversationWav(seconds), seconds, nodeId, format });
+  const started = Date.now();
   const gw = spawnGateway({ ...process.env, NODE_ID: nodeId });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => gw.kill(sig));
-  gw.on('exit', (code) => process.exit(code ?? 1));
+  gw.on('exit', (code) => {
+    // proof that the pool worked during the measurement: archives made while the gateway ran
+    const report = process.env.ARCHIVE_BACKLOG_REPORT;
+    const done = report ? countArchives(dir) : Promise.resolve(0);
+    const line = (n: number) => `${new Date().toISOString()} ARCHIVE_FORMAT=${process.env.ARCHIVE_FORMAT ?? 'none'}: ${n} archives made in ${((Date.now() - started) / 1000).toFixed(0)} s of gateway\n`;
+    void done.then(async (n) => { if (report) await appendFile(report, line(n)); }).finally(() => process.exit(code ?? 1));
+  });
+}
+
+/** archive files (not temporaries) under `dir` */
+async function countArchives(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await readdir(dir, { recursive: true })) if (/\.(opus|flac|mp3)$/.test(e) && !path.basename(e).startsWith('.')) n++;
+  return n;
 }
 
 if (process.argv[2] === 'start') {

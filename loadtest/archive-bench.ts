@@ -12,7 +12,9 @@
 //    5 minutes), seeded with their durable jobs (loadtest/archive-backlog.ts); a real gateway
 //    (its own `node` process) with ARCHIVE_CONCURRENCY=1 starts on the folder; the time until
 //    gateway_archive_recordings_total reaches --calls is the drain time. It keeps up when that is
-//    within the calls' length (the next 300 calls end 5 minutes later).
+//    within the calls' length (the next 300 calls end 5 minutes later). Also: how long the pool's
+//    ffmpeg processes waited for a CPU (/proc/<pid>/schedstat): on a shared machine the drain less
+//    that wait is what a CPU of the pool's own would have taken.
 import { once } from 'node:events';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -85,6 +87,46 @@ async function metrics(port: number): Promise<Map<string, number> | null> {
   }
 }
 
+/**
+ * Run and run-queue wait time of the gateway's child processes (the pool's ffmpeg), from
+ * /proc/<child>/schedstat, sampled every 50 ms (each child's last sample counts: at most ~50 ms of
+ * an exiting job is missed). `wait` is time ffmpeg was ready to run but other processes had the
+ * CPU: on this shared machine, what the drain lost to them.
+ */
+function watchChildren(pid: number): { stop(): { runS: number; waitS: number; children: number } } {
+  const seen = new Map<number, { run: number; wait: number }>();
+  const timer = setInterval(() => {
+    void (async () => {
+      let kids: string;
+      try {
+        kids = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8');
+      } catch {
+        return;
+      }
+      for (const c of kids.trim().split(' ').filter((k) => k !== '')) {
+        try {
+          const [run, wait] = (await readFile(`/proc/${c}/schedstat`, 'utf8')).split(' ').map(Number) as [number, number];
+          seen.set(Number(c), { run, wait });
+        } catch {
+          // exited meanwhile
+        }
+      }
+    })();
+  }, 50);
+  return {
+    stop() {
+      clearInterval(timer);
+      let run = 0;
+      let wait = 0;
+      for (const v of seen.values()) {
+        run += v.run;
+        wait += v.wait;
+      }
+      return { runS: run / 1e9, waitS: wait / 1e9, children: seen.size };
+    },
+  };
+}
+
 async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number, keepWav: boolean): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'archive-keepup-'));
   try {
@@ -102,6 +144,8 @@ async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number,
     let m: Map<string, number> | null = null;
     let cpu = { own: 0, kids: 0 };
     let cpu0 = { own: 0, kids: 0 }; // the gateway's own start-up (tsx compiling) is not archiving
+    const sched = watchChildren(gw.pid!);
+    let waited = { runS: 0, waitS: 0, children: 0 };
     try {
       for (;;) {
         await new Promise((r) => setTimeout(r, 5000)); // each scrape costs the gateway CPU: Prometheus-like spacing
@@ -121,13 +165,14 @@ async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number,
       const end = await procCpuS(gw.pid!);
       cpu = { own: end.own - cpu0.own, kids: end.kids - cpu0.kids };
     } finally {
+      waited = sched.stop();
       gw.kill('SIGTERM');
       await exited;
     }
     const drainS = (drained - listening) / 1000;
     const audioH = (calls * seconds) / 3600;
     const cpuS = cpu.own + cpu.kids;
-    console.log(`| ${format} | ${calls} x ${callMinutes} min (${audioH.toFixed(1)} audio h), WAV ${keepWav ? 'kept' : 'removed'} | ${((listening - t0) / 1000).toFixed(1)} | ${drainS.toFixed(0)} | ${(drainS / audioH).toFixed(1)} | ${cpuS.toFixed(0)} (${cpu.kids.toFixed(0)} + ${cpu.own.toFixed(0)}) | ${(cpuS / audioH).toFixed(1)} | ${drainS <= seconds ? 'yes' : 'no'} (${((100 * drainS) / seconds).toFixed(0)} % of ${seconds} s) |`);
+    console.log(`| ${format} | ${calls} x ${callMinutes} min (${audioH.toFixed(1)} audio h), WAV ${keepWav ? 'kept' : 'removed'} | ${((listening - t0) / 1000).toFixed(1)} | ${drainS.toFixed(0)} | ${(drainS / audioH).toFixed(1)} | ${cpuS.toFixed(0)} (${cpu.kids.toFixed(0)} + ${cpu.own.toFixed(0)}) | ${(cpuS / audioH).toFixed(1)} | ${drainS <= seconds ? 'yes' : 'no'} (${((100 * drainS) / seconds).toFixed(0)} % of ${seconds} s) | ${waited.waitS.toFixed(0)} s (${waited.children} ffmpeg, ${waited.runS.toFixed(0)} s on a CPU) | ${(drainS - waited.waitS).toFixed(0)} |`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -151,8 +196,8 @@ async function main(): Promise<void> {
   }
   if (formats.length === 0) return;
   console.log(`\n# keep-up: ${calls} calls of ${callMinutes} min ending together, one gateway, ARCHIVE_CONCURRENCY=1`);
-  console.log('| format | backlog | gateway start s | drain s (wall) | wall s per audio h | CPU s (ffmpeg + node) | CPU s per audio h | drained before the next calls end |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| format | backlog | gateway start s | drain s (wall) | wall s per audio h | CPU s (ffmpeg + node) | CPU s per audio h | drained before the next calls end | ffmpeg waited for a CPU | drain less that wait s |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const f of formats) await keepUp(f as ArchiveFormat, calls, callMinutes, keepWav);
 }
 

@@ -161,7 +161,7 @@ export async function playableWav(rec: IndexedRecording): Promise<{ path: string
     if (!isGone(err)) throw err;
   }
   const tmp = path.join(path.dirname(rec.sidecarPath), `.${rec.sidecar.recordingId}.${randomBytes(4).toString('hex')}.playback-tmp`);
-  const [run] = admit(() => decodeWav(archive));
+  const [run] = admit(() => decodeWav(archive, 'low'));
   try {
     await Promise.all([pipeline(run.output, createWriteStream(tmp)), run.done]);
   } catch (err) {

@@ -1,6 +1,9 @@
 // The archive pool: after a recording is published (and kept), a compressed copy is made beside
-// it by at most ARCHIVE_CONCURRENCY ffmpeg processes at a time, at a lower CPU priority, off the
-// media path (ffmpeg does the work in its own process; this side only feeds it). Jobs are
+// it by at most ARCHIVE_CONCURRENCY ffmpeg processes at a time, at the lowest CPU priority
+// (SCHED_IDLE, nice 19, off a pinned media core: ffmpeg.ts), off the media path (ffmpeg does the
+// work in its own process; this side only starts it and does file bookkeeping). A job holds its
+// ffmpeg slot only while ffmpeg runs (encode, verify): its fsyncs, sidecar rewrite and webhook go
+// on beside the next job's encode, so the encoder is never idle waiting for the disk. Jobs are
 // durable (archive-queue.ts). Per job: encode to a temporary name, verify, fsync, rename, then
 // the sidecar gains `archive`, the WAV is removed when ARCHIVE_KEEP_WAV=false, the webhook is
 // told (`archived`), and only then is the job file deleted — so a crash at any point redoes or
@@ -14,6 +17,7 @@ import type { IndexedRecording } from '../catalog/catalog.js';
 import type { RecordingSidecar } from '../sidecar.js';
 import { ArchiveQueue, type ArchiveJob } from './archive-queue.js';
 import { ARCHIVE_FORMATS, archiveFileName, type ArchiveFormatSetting } from './formats.js';
+import { fsyncFile } from './ffmpeg.js';
 import { makeArchive } from './make-archive.js';
 
 export interface ArchiverOptions {
@@ -48,7 +52,10 @@ export class Archiver {
   readonly #pending: ArchiveJob[] = [];
   /** ids pending or running (one job per recording) */
   readonly #queued = new Set<string>();
+  /** jobs started and not finished (running ffmpeg, or their bookkeeping after it) */
   readonly #running = new Map<string, AbortController>();
+  /** jobs holding an ffmpeg slot (at most ARCHIVE_CONCURRENCY) */
+  #encoding = 0;
   readonly #workers = new Set<Promise<void>>();
   #started = false;
   #stopped = false;
@@ -110,11 +117,21 @@ export class Archiver {
 
   #pump(): void {
     if (!this.#started || this.#stopped) return;
-    while (this.#running.size < this.#o.concurrency && this.#pending.length > 0) {
+    // a slot per ffmpeg; jobs past their ffmpeg (disk bookkeeping) bounded too, by as many again
+    while (this.#encoding < this.#o.concurrency && this.#running.size < 2 * this.#o.concurrency && this.#pending.length > 0) {
       const job = this.#pending.shift()!;
       const ac = new AbortController();
       this.#running.set(job.recordingId, ac);
-      const worker: Promise<void> = this.#run(job, ac.signal).finally(() => {
+      this.#encoding++;
+      let slot = true;
+      const release = (): void => {
+        if (!slot) return;
+        slot = false;
+        this.#encoding--;
+        this.#pump();
+      };
+      const worker: Promise<void> = this.#run(job, ac.signal, release).finally(() => {
+        release();
         this.#running.delete(job.recordingId);
         this.#queued.delete(job.recordingId);
         this.#workers.delete(worker);
@@ -124,7 +141,8 @@ export class Archiver {
     }
   }
 
-  async #run(job: ArchiveJob, signal: AbortSignal): Promise<void> {
+  /** One job; `release` frees its ffmpeg slot (called once ffmpeg is done, else when the job ends). */
+  async #run(job: ArchiveJob, signal: AbortSignal, release: () => void): Promise<void> {
     const id = job.recordingId;
     try {
       const rec = await this.#o.lookup(id);
@@ -146,6 +164,8 @@ export class Archiver {
         try {
           // while the WAV is kept a cheaper check may do (make-archive.ts, ArchiveVerify)
           made = await makeArchive(rec.audioPath, job.format, tmp, { verify: this.#o.keepWav ? 'packets' : 'decode', signal });
+          release(); // ffmpeg is done: the next job's encode starts while this one's disk work goes on
+          await fsyncFile(tmp);
           await rename(tmp, final);
         } catch (err) {
           await unlink(tmp).catch(() => undefined); // best effort (may not exist): the error that counts is rethrown

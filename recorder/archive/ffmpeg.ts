@@ -5,6 +5,8 @@
 // delay and FLAC would not know its length. The transform's readable side then carries
 // ffmpeg's `-progress` lines. Playback conversions stream through the pipe both ways.
 import prism from 'prism-media';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,8 +17,121 @@ export class FfmpegUnavailableError extends Error {
 }
 
 const RATE = '8000';
-const FFMPEG_NICE = 10;
+// One thread: 8 kHz audio needs no parallelism, and ffmpeg 5.1 otherwise starts a filter-graph
+// thread per CPU for the (trivial) format conversion (three threads per encode here, one with it).
+// -threads before the first input (its decoder) and after the last (the encoder): see runFfmpeg.
+const ONE_THREAD = ['-filter_threads', '1', '-threads', '1'];
 let found: { output: string } | null | undefined;
+
+/**
+ * How an ffmpeg process is scheduled beside the media path (the gateway's own thread):
+ * - `idle`: archive jobs (encode, verify). Nobody waits for them; they must take only CPU time
+ *   the gateway leaves: SCHED_IDLE (`chrt -i 0`: runs only when no normal task wants the CPU) and
+ *   nice 19 (what is left where SCHED_IDLE cannot be had).
+ * - `low`: playback conversions a client is waiting for: nice 10, normal policy.
+ * Both are kept off the CPUs the gateway is pinned to when it is pinned to some of the machine's
+ * CPUs only (perf-ratio pins it to CPU 0; an operator may pin it to a media core): a child
+ * inherits its parent's affinity, and an encoder on the media core, even one that yields, still
+ * evicts the gateway's caches and takes wake-ups on that core. Unpinned (the usual case) the
+ * affinity is left alone.
+ */
+export type FfmpegPriority = 'idle' | 'low';
+const NICE: Record<FfmpegPriority, number> = { idle: 19, low: 10 };
+
+/** What the launch of ffmpeg does here (decided once, at the first use: see ffmpegLaunch). */
+export interface FfmpegLaunch {
+  /** archive jobs run under SCHED_IDLE (`chrt` exists and the kernel allows it) */
+  schedIdle: boolean;
+  /** the CPU list ffmpeg is confined to (`taskset -c`), or null: the gateway's own affinity */
+  cpus: string | null;
+}
+
+/** "0-2,5" -> [0, 1, 2, 5] (the kernel's list format: /proc/self/status, /sys/devices/system/cpu/online) */
+export function parseCpuList(list: string): number[] {
+  const out: number[] = [];
+  for (const part of list.trim().split(',')) {
+    if (part === '') continue;
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) throw new Error(`not a CPU list: ${JSON.stringify(list)}`);
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    for (let c = a; c <= b; c++) out.push(c);
+  }
+  return out;
+}
+
+/**
+ * The CPUs ffmpeg may use given the gateway's affinity (`own`) and the machine's online CPUs:
+ * the online CPUs the gateway is not pinned to, when it is pinned to some of them only and others
+ * are left; otherwise null (inherit: unpinned, or nowhere else to go).
+ */
+export function cpusAwayFromPin(own: readonly number[], online: readonly number[]): string | null {
+  const mine = new Set(own);
+  const others = online.filter((c) => !mine.has(c));
+  if (others.length === 0 || others.length === online.length) return null;
+  return others.join(',');
+}
+
+function readList(file: string, field?: string): number[] | null {
+  try {
+    const text = readFileSync(file, 'utf8');
+    if (field === undefined) return parseCpuList(text);
+    const m = new RegExp(`^${field}:\\s*(\\S+)$`, 'm').exec(text);
+    return m ? parseCpuList(m[1]!) : null; // the group is mandatory in the pattern
+  } catch {
+    return null; // not Linux, or not readable: leave the affinity alone
+  }
+}
+
+/** true when `cmd args... true` runs and exits 0 here (the tool exists and the kernel allows it) */
+function works(cmd: string, args: string[]): boolean {
+  const r = spawnSync(cmd, [...args, 'true'], { stdio: 'ignore', timeout: 5000 });
+  return r.error === undefined && r.status === 0;
+}
+
+let launch: FfmpegLaunch | undefined;
+
+/**
+ * Decides once per process (synchronously, at start-up: two short probe processes) how ffmpeg is
+ * launched: whether `chrt -i 0` works (SCHED_IDLE needs no privilege on Linux, but a seccomp
+ * profile may refuse it) and which CPUs `taskset` confines it to (see FfmpegPriority).
+ */
+export function ffmpegLaunch(): FfmpegLaunch {
+  if (launch === undefined) {
+    const own = readList('/proc/self/status', 'Cpus_allowed_list');
+    const online = readList('/sys/devices/system/cpu/online');
+    const away = own && online ? cpusAwayFromPin(own, online) : null;
+    launch = {
+      schedIdle: works('chrt', ['-i', '0']),
+      // the kernel intersects the list with a cpuset cgroup's CPUs; refused (empty, no taskset): inherit
+      cpus: away !== null && works('taskset', ['-c', away]) ? away : null,
+    };
+  }
+  return launch;
+}
+
+/**
+ * prism-media spawns `getInfo().command` with the arguments it is given; the launchers (chrt,
+ * taskset) exec ffmpeg in the same process, so the pid, the pipes and a kill stay ffmpeg's. The
+ * command is swapped for the synchronous constructor only (prism reads it there and nowhere else).
+ */
+function spawnFfmpeg(args: string[], priority: FfmpegPriority): prism.FFmpeg {
+  const how = ffmpegLaunch();
+  const prefix = [
+    ...(priority === 'idle' && how.schedIdle ? ['chrt', '-i', '0'] : []),
+    ...(how.cpus !== null ? ['taskset', '-c', how.cpus] : []),
+  ];
+  if (prefix.length === 0) return new prism.FFmpeg({ args });
+  const info = prism.FFmpeg.getInfo();
+  const ffmpeg = info.command;
+  info.command = prefix[0]!; // prefix is not empty
+  try {
+    // every caller names its input (`-i`), so prism adds none (it looks for '-i' in the arguments)
+    return new prism.FFmpeg({ args: [...prefix.slice(1), ffmpeg, ...args] });
+  } finally {
+    info.command = ffmpeg;
+  }
+}
 
 /**
  * Finds ffmpeg once per process. prism-media runs `ffmpeg -h` synchronously (~0.1 s), so the
@@ -47,6 +162,8 @@ export function cannotEncode(format: ArchiveFormat): string | null {
 }
 
 export interface FfmpegRun {
+  /** ffmpeg's process id (after the launchers' exec: the same process) */
+  pid: number | undefined;
   /** ffmpeg's stdout */
   output: Readable;
   /** resolves when ffmpeg exited 0; rejects with the end of its error output otherwise */
@@ -55,15 +172,19 @@ export interface FfmpegRun {
   kill(): void;
 }
 
-/** Run ffmpeg with `input` piped into its stdin (null: it reads a file named in `args`). */
-export function runFfmpeg(args: string[], input: Readable | null): FfmpegRun {
+/**
+ * Run ffmpeg with `input` piped into its stdin (null: it reads a file named in `args`), scheduled
+ * as `priority` says (FfmpegPriority).
+ */
+export function runFfmpeg(args: string[], input: Readable | null, priority: FfmpegPriority): FfmpegRun {
   ffmpegInfo();
-  const ff = new prism.FFmpeg({ args: ['-hide_banner', '-nostats', '-v', 'error', ...(input ? [] : ['-nostdin']), ...args] });
+  const ff = spawnFfmpeg(['-hide_banner', '-nostats', '-v', 'error', ...ONE_THREAD, ...(input ? [] : ['-nostdin']), ...args], priority);
   const proc = ff.process;
-  // below the gateway's priority: encoding must never take CPU from live streams
+  // below the gateway's priority: encoding must never take CPU from live streams (nice is
+  // inherited through the launchers' exec, so setting it on the pid now is in time)
   if (proc.pid !== undefined) {
     try {
-      os.setPriority(proc.pid, FFMPEG_NICE);
+      os.setPriority(proc.pid, NICE[priority]);
     } catch {
       // not allowed here: runs at the default priority
     }
@@ -102,7 +223,7 @@ export function runFfmpeg(args: string[], input: Readable | null): FfmpegRun {
     });
   });
   done.catch(() => undefined); // callers that only read `output` see the error there
-  return { output, done, kill };
+  return { pid: proc.pid, output, done, kill };
 }
 
 /** `run.done`, killing ffmpeg when `signal` aborts. */
@@ -122,7 +243,8 @@ const pcmIn = (channels: number) => ['-f', 's16le', '-ar', RATE, '-ac', String(c
 const BITEXACT = ['-map_metadata', '-1', '-fflags', '+bitexact', '-flags:a', '+bitexact'];
 
 /**
- * Encode the WAV file `wavPath` into `outPath` and fsync it; `signal` stops ffmpeg (shutdown).
+ * Encode the WAV file `wavPath` into `outPath` (not fsynced: fsyncFile, once the ffmpeg slot is
+ * free); `signal` stops ffmpeg (shutdown). An archive job (priority `idle`).
  * ffmpeg reads the file itself: its G.711 tables are the ITU ones, like codecs/g711.ts (checked
  * sample for sample by the FLAC tests and, when the archive replaces the WAV, by
  * make-archive.ts), and the gateway's thread neither decodes nor pipes a byte of the audio.
@@ -131,10 +253,14 @@ export async function encodeWavFile(
   wavPath: string, channels: number, format: ArchiveFormat, outPath: string, signal?: AbortSignal,
 ): Promise<void> {
   const spec = formatSpec(format);
-  const run = runFfmpeg(['-i', wavPath, ...BITEXACT, ...spec.codec(channels), '-f', spec.muxer, '-y', outPath, '-progress'], null);
+  const run = runFfmpeg(['-i', wavPath, ...BITEXACT, ...spec.codec(channels), '-threads', '1', '-f', spec.muxer, '-y', outPath, '-progress'], null, 'idle');
   run.output.resume(); // progress lines: read and dropped, so ffmpeg never blocks on them
   await untilDone(run, signal);
-  const fh = await open(outPath, 'r+');
+}
+
+/** fsync a file's data (an archive before it is renamed into place). */
+export async function fsyncFile(file: string): Promise<void> {
+  const fh = await open(file, 'r+');
   try {
     await fh.sync();
   } finally {
@@ -142,19 +268,22 @@ export async function encodeWavFile(
   }
 }
 
-/** Encode PCM16 (8 kHz, interleaved) on the fly: the container comes out of `output`. */
+/** Encode PCM16 (8 kHz, interleaved) on the fly: the container comes out of `output`. Playback (`low`). */
 export function encodeStream(pcm: Readable, channels: number, format: ArchiveFormat): FfmpegRun {
   const spec = formatSpec(format);
-  return runFfmpeg([...pcmIn(channels), ...BITEXACT, ...spec.codec(channels), '-f', spec.muxer], pcm);
+  return runFfmpeg([...pcmIn(channels), ...BITEXACT, ...spec.codec(channels), '-threads', '1', '-f', spec.muxer], pcm, 'low');
 }
 
-/** Decode a compressed file to PCM16 at 8 kHz with `channels` channels, as raw samples. */
+/** Decode a compressed file to PCM16 at 8 kHz with `channels` channels, as raw samples. Playback (`low`). */
 export function decodePcm(file: string, channels: number): FfmpegRun {
-  return runFfmpeg(['-i', file, '-ar', RATE, '-ac', String(channels), '-c:a', 'pcm_s16le', '-f', 's16le'], null);
+  return runFfmpeg(['-i', file, '-ar', RATE, '-ac', String(channels), '-c:a', 'pcm_s16le', '-f', 's16le'], null, 'low');
 }
 
-/** Decode a compressed file to a PCM16 8 kHz WAV stream in its own channel count (44-byte header). */
-export function decodeWav(file: string): FfmpegRun {
-  return runFfmpeg(['-i', file, '-ar', RATE, '-c:a', 'pcm_s16le', '-fflags', '+bitexact', '-f', 'wav'], null);
+/**
+ * Decode a compressed file to a PCM16 8 kHz WAV stream in its own channel count (44-byte header):
+ * `idle` for an archive's verification, `low` for playback.
+ */
+export function decodeWav(file: string, priority: FfmpegPriority): FfmpegRun {
+  return runFfmpeg(['-i', file, '-ar', RATE, '-c:a', 'pcm_s16le', '-fflags', '+bitexact', '-f', 'wav'], null, priority);
 }
 

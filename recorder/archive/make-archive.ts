@@ -1,10 +1,11 @@
 // One archive: encode a WAV into a compressed file and prove the file good before anyone relies
 // on it (same channels, same duration within 20 ms; FLAC decoded: the very same samples).
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { parseWavHeader } from '../../codecs/wav.js';
 import { decodeWav, encodeWavFile, untilDone } from './ffmpeg.js';
-import { checkOggOpus, OggCheckError } from './ogg-opus-check.js';
+import { checkOggOpusBuffer, OggCheckError } from './ogg-opus-check.js';
 import { openWavPcm, wavLayout } from './pcm-source.js';
 import { formatSpec, type ArchiveFormat } from './formats.js';
 
@@ -36,7 +37,7 @@ export interface MadeArchive {
 
 /** Decodes `file` with ffmpeg (to 8 kHz PCM16 in its own channel count) and measures it. */
 export async function inspectArchive(file: string, o: { hash?: boolean; signal?: AbortSignal } = {}): Promise<DecodedArchive> {
-  const run = decodeWav(file);
+  const run = decodeWav(file, 'idle'); // an archive's check: nobody waits for it
   // hashing 115 MB per audio hour is only worth it where samples are compared (FLAC)
   const hash = o.hash === false ? null : createHash('sha256');
   let head: Buffer | null = Buffer.alloc(0);
@@ -89,11 +90,25 @@ export async function hashFile(file: string): Promise<{ bytes: number; sha256: s
  */
 export type ArchiveVerify = 'decode' | 'packets';
 
-/** frames at 8 kHz and channels of an Ogg Opus `file`, from its pages (no decode). */
-async function lengthFromPages(file: string, format: ArchiveFormat): Promise<{ channels: number; frames: number }> {
+/** size and sha256 of a file's bytes (the archive's, for the sidecar) */
+export interface FileHash {
+  bytes: number;
+  sha256: string;
+}
+
+/**
+ * frames at 8 kHz and channels of an Ogg Opus `file`, from its pages (no decode), and the file's
+ * sha256: one read of the file; the digest runs in libuv's thread pool (WebCrypto) while the
+ * pages are checked here, so the gateway's thread does no hashing for it.
+ */
+async function lengthFromPages(file: string, format: ArchiveFormat): Promise<{ channels: number; frames: number; file: FileHash }> {
+  const buf = await readFile(file);
+  const digest = webcrypto.subtle.digest('SHA-256', buf);
+  digest.catch(() => undefined); // awaited below unless the check throws first
   try {
-    const o = await checkOggOpus(file);
-    return { channels: o.channels, frames: Math.round(o.samples48k / 6) };
+    const o = await checkOggOpusBuffer(buf);
+    const sha256 = Buffer.from(await digest).toString('hex');
+    return { channels: o.channels, frames: Math.round(o.samples48k / 6), file: { bytes: buf.length, sha256 } };
   } catch (err) {
     if (err instanceof OggCheckError) throw new ArchiveVerifyError(`the ${format} archive failed verification: ${err.message}`);
     throw err;
@@ -114,13 +129,13 @@ async function wavPcmSha256(wavPath: string): Promise<string> {
  */
 export async function checkArchive(
   file: string, format: ArchiveFormat, wavPath: string, o: { verify: ArchiveVerify; signal?: AbortSignal },
-): Promise<{ channels: number; sourceFrames: number; frames: number }> {
+): Promise<{ channels: number; sourceFrames: number; frames: number; file: FileHash | null }> {
   const src = await wavLayout(wavPath);
   const byPackets = o.verify === 'packets' && formatSpec(format).packetsGiveLength;
   const lossless = format === 'flac';
   const got = byPackets
     ? { ...(await lengthFromPages(file, format)), pcmSha256: '' }
-    : await inspectArchive(file, { hash: lossless, signal: o.signal });
+    : { ...(await inspectArchive(file, { hash: lossless, signal: o.signal })), file: null };
   const problems: string[] = [];
   if (got.channels !== src.channels) problems.push(`${got.channels} channels instead of ${src.channels}`);
   const diffMs = (Math.abs(got.frames - src.frames) * 1000) / RATE;
@@ -129,12 +144,12 @@ export async function checkArchive(
     problems.push('its samples differ from the WAV (FLAC must be lossless)');
   }
   if (problems.length > 0) throw new ArchiveVerifyError(`the ${format} archive failed verification: ${problems.join('; ')}`);
-  return { channels: src.channels, sourceFrames: src.frames, frames: got.frames };
+  return { channels: src.channels, sourceFrames: src.frames, frames: got.frames, file: got.file };
 }
 
 /**
- * Encodes `wavPath` into `outPath` (fsynced), then checks it against the WAV (`verify`).
- * Throws ArchiveVerifyError when the archive does not hold the recording.
+ * Encodes `wavPath` into `outPath` (not fsynced: the caller does, see fsyncFile), then checks it
+ * against the WAV (`verify`). Throws ArchiveVerifyError when the archive does not hold the recording.
  */
 export async function makeArchive(
   wavPath: string, format: ArchiveFormat, outPath: string, o: { verify: ArchiveVerify; signal?: AbortSignal },
@@ -142,6 +157,7 @@ export async function makeArchive(
   const { channels } = await wavLayout(wavPath);
   await encodeWavFile(wavPath, channels, format, outPath, o.signal);
   const got = await checkArchive(outPath, format, wavPath, o);
-  const { bytes, sha256 } = await hashFile(outPath);
+  // the packets check read the file already and hashed it on the way
+  const { bytes, sha256 } = got.file ?? (await hashFile(outPath));
   return { channels: got.channels, sourceFrames: got.sourceFrames, durationMs: (got.frames * 1000) / RATE, bytes, sha256 };
 }

@@ -40,7 +40,11 @@ export interface OggOpusInfo {
 }
 
 export async function checkOggOpus(file: string): Promise<OggOpusInfo> {
-  const buf = await readFile(file);
+  return checkOggOpusBuffer(await readFile(file));
+}
+
+/** checkOggOpus on a file already read (the archiver hashes the same bytes: one read). */
+export async function checkOggOpusBuffer(buf: Buffer): Promise<OggOpusInfo> {
   let at = 0;
   let pages = 0;
   let serial: number | null = null;
