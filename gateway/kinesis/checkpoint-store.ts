@@ -46,7 +46,9 @@ interface FileDoc {
 /**
  * Single node. Writes are coalesced (one in flight, the newest state next, at most every
  * `minIntervalMs`): a crash re-reads at most that much, and those events are applied again
- * (at least once; CTI events are idempotent per call). flush() writes the latest state.
+ * (at least once; CTI events are idempotent per call). flush() writes the latest state. Each
+ * write carries the recent ids (10 000, ~350 KB of JSON): at 1000 events/s one write a second
+ * instead of five cut the reading thread's CPU per event by ~5 us (BENCHMARKS.md).
  */
 export class FileStore implements KinesisStore {
   private readonly shards = new Map<string, ShardCheckpoint>();
@@ -68,7 +70,7 @@ export class FileStore implements KinesisStore {
     readonly file: string,
     private readonly onError: (err: Error) => void,
     private readonly maxIds = DEFAULT_RECENT_IDS,
-    private readonly minIntervalMs = 200,
+    private readonly minIntervalMs = 1000,
   ) {}
 
   static fileFor(recordingsDir: string, key: string): string {
