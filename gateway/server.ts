@@ -47,7 +47,7 @@ import { isArchiveFormat } from '../recorder/archive/formats.js';
 import { ConfigError } from './config.js';
 import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
 import type { CtiEvent } from '../recorder/call-states.js';
-import { applyCtiEvent } from './api/call-control-routes.js';
+import { applyCtiEvent, applyCtiEventInBatch } from './api/call-control-routes.js';
 import { FdBudget } from './fd-budget.js';
 import type { StreamSession } from '../recorder/stream-session.js';
 
@@ -467,6 +467,13 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       sources: config.sources, nodeId: config.nodeId, recordingsDir: config.recordingsDir,
       log, registry: metrics.registry,
       dispatch: clusterDispatch ?? (async (ev) => { await applyCtiEvent(control, ev, `kinesis:${ev.accountSid ?? ''}`); }),
+      batch: clusterDispatch ? undefined : () => {
+        const b = control.newBatch();
+        return {
+          dispatch: (ev) => applyCtiEventInBatch(control, ev, `kinesis:${ev.accountSid ?? ''}`, b),
+          finish: () => control.finishBatch(b),
+        };
+      },
       // one alarm entry per source and stream (entries are keyed by account and subject)
       raiseUnreadable: (message, details) => alarms.raise('kinesis_unreadable', {
         message, details, accountSid: details.accountSid as string, subject: `kinesis:${String(details.stream)}`,

@@ -50,6 +50,11 @@ export interface PauseResult {
   streams: { streamSid: string; atMs: number }[];
 }
 
+/** Events applied together (CallControl.newBatch): the calls whose attribution they changed. */
+export interface CtiBatch {
+  readonly changed: Set<CallState>;
+}
+
 export class UnknownCallError extends Error {
   override name = 'UnknownCallError';
 }
@@ -133,6 +138,33 @@ export class CallControl {
    * validated shapes; `at` is parsed here), so a bad event changes nothing.
    */
   async applyEvent(ev: CtiEvent, actor = 'internal'): Promise<CallView> {
+    return this.view(await this.apply(ev, actor, null));
+  }
+
+  /**
+   * A batch of events in order (the Kinesis reader: one per GetRecords): each is applied as by
+   * applyEvent, except that the published recordings of the calls whose attribution changed are
+   * re-attributed once, by finishBatch, with one catalog query for all of them (not one per
+   * event). Their sidecars and catalog rows then carry each call's attribution after the batch,
+   * the same end state as one applyEvent after another. Deletions (not_responding) are not
+   * deferred. Call finishBatch before the batch counts as applied (checkpointed).
+   */
+  newBatch(): CtiBatch {
+    return { changed: new Set() };
+  }
+
+  async applyInBatch(ev: CtiEvent, actor: string, batch: CtiBatch): Promise<void> {
+    await this.apply(ev, actor, batch);
+  }
+
+  async finishBatch(batch: CtiBatch): Promise<void> {
+    // a call marked for deletion meanwhile had its recordings deleted: nothing to re-attribute
+    const states = [...batch.changed].filter((s) => !(s.discard && !s.kept));
+    batch.changed.clear();
+    await this.outcomes.reattributePublishedOf(states);
+  }
+
+  private async apply(ev: CtiEvent, actor: string, batch: CtiBatch | null): Promise<CallState> {
     const at = eventTime(ev.at, this.deps.wallNow().getTime());
 
     const scope = this.scopeOf(ev.accountSid);
@@ -175,8 +207,11 @@ export class CallControl {
 
     for (const session of this.streamsOf(scope, ev.callSid)) this.attribute(session, s);
     if (s.discard && !s.kept) await this.deletePublished(s, 'not_responding');
-    else if (attributionChanged) await this.outcomes.reattributePublished(s);
-    return this.view(s);
+    else if (attributionChanged) {
+      if (batch !== null) batch.changed.add(s);
+      else await this.outcomes.reattributePublished(s);
+    }
+    return s;
   }
 
   /** A hold ends (unhold, or the call ended on hold): alarm when it ran too long. */

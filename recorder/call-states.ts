@@ -15,6 +15,13 @@ export type CtiEventType = (typeof CTI_EVENT_TYPES)[number];
 export const MAX_CALL_STATES = 50_000;
 /** How far an eviction looks for a forgettable call before giving up (bounded work per event). */
 const EVICT_SCAN = 1000;
+/**
+ * A full table forgets this share of the cap at once (at least one call): each eviction walks
+ * the Map from its oldest entry, over the deleted entries the previous ones left until the next
+ * rehash, which cost ~40 us per new call at 1000 new calls/s (BENCHMARKS.md, Kinesis agent events);
+ * in bulk that walk is paid once per `max / EVICT_SHARE` new calls.
+ */
+const EVICT_SHARE = 100;
 
 export interface CtiEvent {
   type: CtiEventType;
@@ -74,7 +81,7 @@ export class CallStates {
     const key = callKey(accountSid, callSid);
     let s = this.states.get(key);
     if (!s) {
-      if (this.states.size >= this.max) this.evictOne(isLive);
+      if (this.states.size >= this.max) this.evict(isLive, Math.max(1, Math.floor(this.max / EVICT_SHARE)));
       s = {
         accountSid, callSid, ctiSessionId: null, employeeId: null, kept: false, discard: false,
         paused: false, holdSince: null, holdAlarmed: false, touchedAt: this.wallNow().getTime(),
@@ -84,19 +91,22 @@ export class CallStates {
     return s;
   }
 
-  private evictOne(isLive: (s: CallState) => boolean): void {
-    let scanned = 0;
+  /** Forget up to `n` of the least recently touched calls that have no live stream and no pause. */
+  private evict(isLive: (s: CallState) => boolean, n: number): void {
+    let skippedCount = 0;
+    let evicted = 0;
     const skipped: [string, CallState][] = [];
     try {
       for (const [key, s] of this.states) {
-        if (scanned++ >= EVICT_SCAN) break;
         if (s.paused || isLive(s)) {
+          if (skippedCount++ >= EVICT_SCAN) break;
           skipped.push([key, s]);
           continue;
         }
         this.states.delete(key);
-        return;
+        if (++evicted >= n) return;
       }
+      if (evicted > 0) return;
     } finally {
       // move what must stay to the back, so the next eviction does not scan it again
       for (const [key, s] of skipped) {

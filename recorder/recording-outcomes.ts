@@ -137,6 +137,21 @@ export class RecordingOutcomes {
   }
 
   /**
+   * The same for several calls with one catalog query (a batch of Kinesis events): each
+   * published sidecar takes its call's attribution as it stands now, i.e. after the batch.
+   */
+  async reattributePublishedOf(states: readonly CallState[]): Promise<void> {
+    if (states.length === 0) return;
+    const byKey = new Map<string, CallState>();
+    for (const s of states) byKey.set(`${s.accountSid}:${s.callSid}`, s);
+    const calls = [...new Set(states.map((s) => s.callSid))];
+    for (const listed of await this.deps.index.byCalls(calls)) {
+      const s = byKey.get(`${this.deps.scopeOf(listed.accountSid)}:${listed.callSid}`);
+      if (s !== undefined) await this.rewriteSidecar(listed.recordingId, (old) => attributed(old, s));
+    }
+  }
+
+  /**
    * A segment not indexed yet (its outcome is being decided): the sidecar takes the events since
    * it was written. Same lock as rewriteSidecar. null: nothing to change, or deleted meanwhile.
    */

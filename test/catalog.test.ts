@@ -242,6 +242,11 @@ export function catalogSuite(label: string, make: Make): void {
 
     t.same((await index.byCtiSession('cti-A')).map((s) => s.recordingId), [recId(1), recId(2), recId(1, 1)]);
     t.same(await index.byCtiSession('unknown'), []);
+    // every recording of any of the calls, in one query (a batch of CTI events); order not promised
+    t.same(ids(await index.byCalls([callSid(1), callSid(4), callSid(999)])).sort(), [recId(1), recId(1, 1), recId(5), recId(4)].sort());
+    t.same(ids(await index.byCalls([callSid(2), callSid(2)])), [recId(2)], 'a call named twice: its recordings once');
+    t.same(await index.byCalls([]), []);
+    t.same(await index.byCalls(['CA\' OR 1=1 --']), [], 'a call SID is a value, never SQL');
     await t.rejects(() => index.query({ limit: 0 }), RangeError);
     await t.rejects(() => index.query({ limit: 1.5 }), RangeError);
   });

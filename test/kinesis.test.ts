@@ -1,12 +1,13 @@
 // Agent events from Amazon Kinesis (contract section 9) against a real Kinesis API (kinesalite),
 // with a real gateway, real Twilio streams and recordings on disk.
 import t from 'tap';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runStream } from '../loadtest/stream-runner.js';
 import { randomSid } from '../loadtest/sids.js';
 import type { Gateway, GatewayOptions } from '../gateway/server.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
+import { sidecarPathOf } from '../recorder/storage-layout.js';
 import { startTestGateway, getJson, waitForRecordings, type TestGateway } from './fixtures/harness.js';
 import { until } from './fixtures/calls.js';
 import { freePort } from './fixtures/cluster-procs.js';
@@ -223,4 +224,43 @@ t.test('a Kinesis worker that throws is started again with back-off and raises a
   t.ok(order.filter((id) => id === first.id).length >= 1, 'the event read before the crash was applied (at least once)');
   t.equal(order.filter((id) => id === second.id).length, 1, 'the new one once');
   t.equal(g.gw.kinesis?.starts, 2, 'one restart');
+});
+
+t.test('one batch: recordings published before a restart take each call\'s last attribution, on the sidecar and in the catalog', async (t) => {
+  const k = await startKinesalite(t);
+  await k.createStream('batch', 1);
+  const dir = await tempDir(t, 'gw-kinesis-');
+  const env = { ...envFor(k, 'batch'), RECORDINGS_DIR: dir };
+  const [moved, other, dropped, none] = [randomSid('CA'), randomSid('CA'), randomSid('CA'), randomSid('CA')];
+  // recorded without any CTI event yet: published unattributed, then the node restarts (its
+  // memory of the calls is gone; the catalog and the sidecars stay)
+  const g1 = await startTestGateway(t, env, FAST);
+  for (const [i, c] of [moved, other, dropped].entries()) await record(g1, c, 10 + i);
+  for (const c of [moved, other, dropped]) t.match((await waitForRecordings(g1.http, c, 1))[0], { ctiSessionId: null, employeeId: null });
+  await g1.gw.close();
+
+  // put while no node reads: the next one gets them in one GetRecords, i.e. one batch
+  const ev = (eventType: string, callSid: string, employeeId: string, ctiSessionId?: string) =>
+    ({ data: cloudEvent({ eventType, accountSid: ACCOUNT, callSid, employeeId, ctiSessionId }), partitionKey: 'one-shard' });
+  await k.putMany('batch', [
+    ev('reservation.created', moved, 'E-1', 'contact-1'),
+    ev('reservation.created', other, 'E-9', 'contact-9'),
+    ev('reservation.accepted', moved, 'E-2', 'contact-2'), // a second change of the same call: the last one wins
+    ev('reservation.created', dropped, 'E-5'),
+    ev('reservation.timeout', dropped, 'E-5'), // then not_responding: its audio is deleted, not re-attributed
+    ev('reservation.created', none, 'E-7'), // a call with no recording
+  ]);
+  const g2 = await startTestGateway(t, env, FAST);
+  await until(async () => (await counts(g2.gw)).applied === 6, 'the batch applied');
+
+  await until(async () => (await recordingsOf(g2, dropped)).length === 0, 'the not_responding call deleted');
+  for (const [c, ctiSessionId, employeeId] of [[moved, 'contact-2', 'E-2'], [other, 'contact-9', 'E-9']] as const) {
+    const [row] = await recordingsOf(g2, c);
+    t.match(row, { ctiSessionId, employeeId }, `${c}: the catalog row has the call's last attribution`);
+    const onDisk = JSON.parse(await readFile(sidecarPathOf(dir, row!), 'utf8')) as RecordingSidecar;
+    t.match(onDisk, { ctiSessionId, employeeId }, `${c}: so has its sidecar`);
+  }
+  t.same((await getJson<{ items: RecordingSidecar[] }>(`${g2.http}/v1/recordings?ctiSessionId=contact-1`)).body.items, [],
+    'the intermediate attribution is nowhere');
+  t.same(await counts(g2.gw), { applied: 6 });
 });

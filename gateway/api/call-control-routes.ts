@@ -6,7 +6,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import {
-  PauseDisabledError, UnknownCallError, type CallControl, type PauseResult,
+  PauseDisabledError, UnknownCallError, type CallControl, type CtiBatch, type PauseResult,
 } from '../../recorder/call-control.js';
 import { CTI_EVENT_TYPES, TooManyCallsError, type CtiEvent } from '../../recorder/call-states.js';
 import { ACCOUNT_SID_RE, CALL_SID_RE } from '../../recorder/storage-layout.js';
@@ -97,10 +97,23 @@ export async function applyCtiEvent(control: CallControl, ev: CtiEvent, actor?: 
   try {
     return await control.applyEvent(ev, actor);
   } catch (err) {
-    if (err instanceof RangeError) throw new ApiError(400, 'bad_request', err.message);
-    if (err instanceof TooManyCallsError) throw new ApiError(503, 'too_many_calls', err.message);
-    throw err;
+    throw apiErrorOf(err);
   }
+}
+
+/** The same inside a batch (CallControl.applyInBatch: the Kinesis reader on a single node). */
+export async function applyCtiEventInBatch(control: CallControl, ev: CtiEvent, actor: string, batch: CtiBatch): Promise<void> {
+  try {
+    await control.applyInBatch(ev, actor, batch);
+  } catch (err) {
+    throw apiErrorOf(err);
+  }
+}
+
+function apiErrorOf(err: unknown): unknown {
+  if (err instanceof RangeError) return new ApiError(400, 'bad_request', err.message);
+  if (err instanceof TooManyCallsError) return new ApiError(503, 'too_many_calls', err.message);
+  return err;
 }
 
 function checkEventTime(at: unknown, control: CallControl): void {

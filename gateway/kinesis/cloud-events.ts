@@ -17,15 +17,27 @@ export const EVENT_RESULTS: readonly EventResult[] = [
 ];
 
 export type Decoded =
-  | { kind: 'event'; id: string; accountSid: string; eventType: string; fields: Record<string, string> }
+  | { kind: 'event'; id: string; accountSid: string; eventType: string; fields: Map<string, string> }
   | { kind: 'skip'; result: 'unknown_type' | 'invalid'; reason: string; id?: string };
 
 const MAX_ID = 256;
 
 /** task_attributes -> TaskAttributes, eventtype -> EventType */
-function pascal(key: string): string {
+function toPascal(key: string): string {
   if (key === 'eventtype') return 'EventType';
   return key.split('_').map((p) => (p === '' ? '' : p[0]!.toUpperCase() + p.slice(1))).join('');
+}
+
+/** every event has the same few dozen keys: each is converted once (bounded: keys are input) */
+const PASCAL = new Map<string, string>();
+const MAX_PASCAL = 1000;
+function pascal(key: string): string {
+  let p = PASCAL.get(key);
+  if (p === undefined) {
+    p = toPascal(key);
+    if (PASCAL.size < MAX_PASCAL) PASCAL.set(key, p);
+  }
+  return p;
 }
 
 /** null: the bytes are not JSON (the whole record is skipped). */
@@ -66,16 +78,19 @@ export function decodeEvent(e: unknown): Decoded {
   if (payload.account_sid !== undefined && payload.account_sid !== accountSid) {
     return { kind: 'skip', result: 'invalid', reason: 'data.payload.account_sid is not data.account_sid', id };
   }
-  const fields: Record<string, string> = {};
-  for (const [k, val] of Object.entries(payload)) {
+  // the form fields of the webhook, as the table reads them (a Map: no prototype keys)
+  const fields = new Map<string, string>();
+  for (const k in payload) {
+    if (!Object.hasOwn(payload, k)) continue;
+    const val = payload[k];
     if (val === null || val === undefined) continue;
     // attributes usually come as JSON text (as in the webhook); an object is taken as well
     // eslint-disable-next-line @typescript-eslint/no-base-to-string -- what is left after string and object are JSON primitives
-    fields[pascal(k)] = typeof val === 'string' ? val : typeof val === 'object' ? JSON.stringify(val) : String(val);
+    fields.set(pascal(k), typeof val === 'string' ? val : typeof val === 'object' ? JSON.stringify(val) : String(val));
   }
-  fields.EventType = eventType;
-  fields.AccountSid = accountSid;
-  if (fields.Timestamp === undefined && typeof e.time === 'string') fields.Timestamp = e.time;
+  fields.set('EventType', eventType);
+  fields.set('AccountSid', accountSid);
+  if (!fields.has('Timestamp') && typeof e.time === 'string') fields.set('Timestamp', e.time);
   return { kind: 'event', id, accountSid, eventType, fields };
 }
 

@@ -12,7 +12,7 @@ import type { DataSource } from '../config-types.js';
 import type { CtiEvent } from '../../recorder/call-states.js';
 import { LEASE_TTL_MS } from './redis-store.js';
 import { createKinesisMetrics, type KinesisMetrics } from './kinesis-metrics.js';
-import { EventApplier, RefusedEvent, RetryLater } from './event-applier.js';
+import { EventApplier, RefusedEvent, RetryLater, type DispatchBatch } from './event-applier.js';
 import { ApiError } from '../api/errors.js';
 import { DEFAULT_TIMING, type SourceTiming } from './kinesis-source.js';
 import type { KinesisSettings } from './kinesis-config.js';
@@ -36,6 +36,12 @@ export interface KinesisDeps {
   registry: Registry;
   /** the CTI entry point (the same as POST /v1/cti/events) */
   dispatch: (ev: CtiEvent) => Promise<void>;
+  /**
+   * single node: the same for a batch of events (CallControl.applyInBatch), completed by
+   * `finish` (one catalog query for the published recordings it re-attributes); absent in
+   * cluster mode, where each event goes to its call's owner
+   */
+  batch?: () => DispatchBatch;
   raiseUnreadable: (message: string, details: Record<string, unknown>) => void;
   /** cluster mode: Redis (the worker opens its own connection) and the key prefix; null on a single node */
   redis: { url: string; prefix: string } | null;
@@ -95,8 +101,12 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
   const timing: SourceTiming = { ...DEFAULT_TIMING };
   for (const k of Object.keys(DEFAULT_TIMING) as (keyof SourceTiming)[]) if (opts[k] !== undefined) timing[k] = opts[k];
   const log = deps.log.child({ component: 'kinesis' });
+  const batch = deps.batch && ((): DispatchBatch => {
+    const b = deps.batch!();
+    return { dispatch: classified(b.dispatch), finish: b.finish };
+  });
   const appliers = configured.map((src) => new EventApplier({
-    accountSid: src.accountSid, dispatch, metrics, onApplied: opts.onApplied,
+    accountSid: src.accountSid, dispatch, batch, metrics, onApplied: opts.onApplied,
     log: deps.log.child({ component: 'kinesis', accountSid: src.accountSid, stream: src.kinesis.streamName }),
   }));
   for (const src of configured) {
@@ -151,7 +161,7 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
   function onMessage(m: FromWorker, post: (m: ToWorker) => void): void {
     switch (m.t) {
       case 'batch':
-        void appliers[m.source]!.apply(m.events).then(
+        void appliers[m.source]!.apply(m.batch).then(
           (ack) => post({ t: 'ack', id: m.id, done: ack.done, applied: ack.applied }),
           // apply() catches what dispatch throws: this is a bug; the batch is read again later
           (err: unknown) => {

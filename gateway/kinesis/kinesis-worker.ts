@@ -15,7 +15,7 @@ import { KinesisSource } from './kinesis-source.js';
 import { RecordMapper, type BatchAck } from './record-mapper.js';
 import type { KinesisMetrics } from './kinesis-metrics.js';
 import type { EventResult } from './cloud-events.js';
-import type { FromWorker, GaugeOp, MappedEvent, ToWorker, WorkerInit } from './worker-protocol.js';
+import type { FromWorker, GaugeOp, MappedBatch, ToWorker, WorkerInit } from './worker-protocol.js';
 
 const port = parentPort;
 if (port === null) throw new Error('kinesis-worker.ts runs as a worker thread');
@@ -66,11 +66,11 @@ const metrics = new MetricsRelay();
 let nextBatch = 0;
 const pending = new Map<number, (ack: BatchAck) => void>();
 let acks = 0;
-function send(source: number, events: MappedEvent[]): Promise<BatchAck> {
+function send(source: number, batch: MappedBatch): Promise<BatchAck> {
   const id = nextBatch++;
   return new Promise((resolve) => {
     pending.set(id, resolve);
-    post({ t: 'batch', id, source, events });
+    post({ t: 'batch', id, source, batch });
   });
 }
 
@@ -96,7 +96,7 @@ const sources = init.sources.map((src, i) => {
   const store: KinesisStore = init.redis !== null && redis !== null
     ? new RedisStore(redis, init.redis.prefix, src.key, init.nodeId, init.leaseTtlMs)
     : new FileStore(FileStore.fileFor(init.recordingsDir, src.key), (err) => slog.error({ err }, 'Kinesis checkpoint file not written'));
-  const applier = new RecordMapper({ accountSid: src.accountSid, store, metrics, log: slog, send: (events) => send(i, events) });
+  const applier = new RecordMapper({ accountSid: src.accountSid, store, metrics, log: slog, send: (batch) => send(i, batch) });
   const source = new KinesisSource({
     accountSid: src.accountSid, settings: src.settings, api: createKinesisApi(src.settings, init.nodeId), store, applier, metrics,
     log: slog, timing: init.timing,

@@ -7,7 +7,7 @@ import { decodeRecord, mapCloudEvent, type Decoded } from './cloud-events.js';
 import type { KinesisRecord } from './kinesis-api.js';
 import type { KinesisStore } from './checkpoint-store.js';
 import type { KinesisMetrics } from './kinesis-metrics.js';
-import type { MappedEvent } from './worker-protocol.js';
+import { emptyBatch, type MappedBatch } from './worker-protocol.js';
 
 export interface Applied {
   /** ids of the events applied (to remember with the checkpoint) */
@@ -35,7 +35,7 @@ export interface MapperDeps {
   metrics: KinesisMetrics;
   log: Logger;
   /** the mapped events to the main thread; resolves with its answer */
-  send: (events: MappedEvent[]) => Promise<BatchAck>;
+  send: (batch: MappedBatch) => Promise<BatchAck>;
   now?: () => number;
 }
 
@@ -81,7 +81,7 @@ export class RecordMapper implements BatchApplier {
     }
     const seen = await this.d.store.seen(ids);
     const before = new Set(ids.filter((_, i) => seen[i]));
-    const out: MappedEvent[] = [];
+    const out = emptyBatch();
     /** per record: how many mapped events precede its end */
     const ends: number[] = [];
     for (const rec of decoded) {
@@ -97,10 +97,16 @@ export class RecordMapper implements BatchApplier {
           this.d.log.debug({ id: ev.id, eventType: ev.eventType, reason: mapped.reason }, 'Kinesis event not applied');
           continue;
         }
-        out.push({
-          id: ev.id, arrival: rec.arrival,
-          events: mapped.events.map(({ type, callSid, ctiSessionId, employeeId, at }) => ({ type, callSid, ctiSessionId, employeeId, at })),
-        });
+        out.ids.push(ev.id);
+        out.arrivals.push(rec.arrival);
+        out.counts.push(mapped.events.length);
+        for (const e of mapped.events) {
+          out.types.push(e.type);
+          out.callSids.push(e.callSid);
+          out.ctiSessionIds.push(e.ctiSessionId);
+          out.employeeIds.push(e.employeeId);
+          out.at.push(e.at);
+        }
         // remembered when mapped, not when applied: the next event of this batch may need it
         if (mapped.workerSid !== null && ev.eventType !== 'worker.activity.update') {
           this.lastCall.delete(mapped.workerSid);
@@ -108,13 +114,13 @@ export class RecordMapper implements BatchApplier {
           if (this.lastCall.size > MAX_WORKERS) this.lastCall.delete(this.lastCall.keys().next().value as string);
         }
       }
-      ends.push(out.length);
+      ends.push(out.ids.length);
     }
     const last = decoded.at(-1)?.seq ?? null;
-    if (out.length === 0) return { ids: [], lastSeq: last, retry: false };
+    if (out.ids.length === 0) return { ids: [], lastSeq: last, retry: false };
     const ack = await this.d.send(out);
     let lastSeq: string | null = null;
     for (let i = 0; i < decoded.length && ends[i]! <= ack.done; i++) lastSeq = decoded[i]!.seq;
-    return { ids: ack.applied.map((i) => out[i]!.id), lastSeq, retry: ack.done < out.length };
+    return { ids: ack.applied.map((i) => out.ids[i]!), lastSeq, retry: ack.done < out.ids.length };
   }
 }

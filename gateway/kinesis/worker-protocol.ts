@@ -3,17 +3,32 @@
 // (kinesis-consumer.ts: applies the mapped CTI events to the calls, owns metrics, logs and
 // alarms). One `batch` per GetRecords that has something to apply, answered by one `ack`; the
 // worker checkpoints a batch only after its ack (contract section 9: checkpoint after apply).
-import type { CtiEvent } from '../../recorder/call-states.js';
+import type { CtiEventType } from '../../recorder/call-states.js';
 import type { EventResult } from './cloud-events.js';
 import type { KinesisSettings } from './kinesis-config.js';
 import type { SourceTiming } from './kinesis-source.js';
 
-/** One CloudEvent mapped: its CTI events, in order (the source's account is set on main). */
-export interface MappedEvent {
-  id: string;
+/**
+ * One GetRecords' mapped CloudEvents, column by column: CloudEvent i (ids[i], arrivals[i]) has
+ * counts[i] CTI events, in order, the next ones in the per-CTI-event columns (the source's
+ * account is set on main). Flat arrays of strings and numbers: their structured clone (the copy
+ * into the main thread, paid on both threads) costs about a quarter of one of an object per
+ * event (BENCHMARKS.md, Kinesis agent events).
+ */
+export interface MappedBatch {
+  ids: string[];
   /** the record's ApproximateArrivalTimestamp, ms (NaN when absent) */
-  arrival: number;
-  events: Omit<CtiEvent, 'accountSid'>[];
+  arrivals: number[];
+  counts: number[];
+  types: CtiEventType[];
+  callSids: string[];
+  ctiSessionIds: (string | undefined)[];
+  employeeIds: (string | undefined)[];
+  at: (string | undefined)[];
+}
+
+export function emptyBatch(): MappedBatch {
+  return { ids: [], arrivals: [], counts: [], types: [], callSids: [], ctiSessionIds: [], employeeIds: [], at: [] };
 }
 
 export interface WorkerSource {
@@ -45,7 +60,7 @@ export type GaugeOp =
   | ['done', string, string];
 
 export type FromWorker =
-  | { t: 'batch'; id: number; source: number; events: MappedEvent[] }
+  | { t: 'batch'; id: number; source: number; batch: MappedBatch }
   /** what the worker decided since the last one (per account: events by result; gauges in order) */
   | { t: 'metrics'; results: [string, EventResult, number][]; gauges: GaugeOp[] }
   | { t: 'log'; line: string }

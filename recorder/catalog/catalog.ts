@@ -72,6 +72,11 @@ export interface Catalog {
   get(recordingId: string): Promise<IndexedRecording | undefined>;
   /** All recordings of a CTI session, in time order. */
   byCtiSession(ctiSessionId: string): Promise<RecordingSidecar[]>;
+  /**
+   * All recordings of any of these calls (every account), in one query: a batch of CTI events
+   * re-attributes the published recordings of the calls it changed with this (call-control.ts).
+   */
+  byCalls(callSids: readonly string[]): Promise<RecordingSidecar[]>;
   /** Throws InvalidCursorError for a cursor this catalog cannot have produced. */
   query(q: RecordingQuery): Promise<RecordingPage>;
   /** Recordings listed. */

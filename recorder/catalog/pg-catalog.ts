@@ -118,6 +118,12 @@ export class PgCatalog implements Catalog {
     return res.rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar);
   }
 
+  async byCalls(callSids: readonly string[]): Promise<RecordingSidecar[]> {
+    if (callSids.length === 0) return [];
+    const res = await this.pool.query<{ sidecar: string }>('SELECT sidecar FROM recordings WHERE call_sid = ANY($1::text[])', [callSids]);
+    return res.rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar);
+  }
+
   async query(q: RecordingQuery): Promise<RecordingPage> {
     checkLimit(q.limit);
     const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);

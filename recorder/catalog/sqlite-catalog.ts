@@ -153,6 +153,15 @@ export class SqliteCatalog implements Catalog {
     return rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar);
   }
 
+  async byCalls(callSids: readonly string[]): Promise<RecordingSidecar[]> {
+    if (callSids.length === 0) return [];
+    // one statement whatever the number of calls: the list as one JSON parameter (the
+    // recordings_call index is searched once per call)
+    const rows = this.#stmt('SELECT sidecar FROM recordings WHERE call_sid IN (SELECT value FROM json_each(?))')
+      .all(JSON.stringify(callSids)) as { sidecar: string }[];
+    return rows.map((r) => JSON.parse(r.sidecar) as RecordingSidecar);
+  }
+
   async query(q: RecordingQuery): Promise<RecordingPage> {
     checkLimit(q.limit);
     const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
