@@ -14,6 +14,8 @@ import { cpusAwayFromPin, parseCpuList } from '../recorder/archive/ffmpeg.js';
 import { ffmpegScheds, SCHED_IDLE, SCHED_OTHER, type FfmpegScheds } from './fixtures/ffmpeg-sched.js';
 
 const run = promisify(execFile);
+/** the nice this test process runs at; the gateway (this process or its child) inherits it */
+const BASE_NICE = os.getPriority();
 const PROBE = fileURLToPath(new URL('./fixtures/ffmpeg-sched.ts', import.meta.url));
 
 async function tmp(t: { teardown(fn: () => unknown): void }): Promise<string> {
@@ -45,10 +47,11 @@ function checkClasses(t: Test, got: FfmpegScheds, cpus: number[]): void {
   t.same(parseCpuList(got.archive.cpus), cpus, `archive encode: CPUs ${cpus.join(',')}`);
   t.ok(got.archiveBytes > 0, 'the archive encode ran to the end');
   t.equal(got.playback.comm, 'ffmpeg');
-  t.equal(got.playback.nice, 10, 'playback decode: nice 10');
+  // relative to the nice this test runs at (CI may run the suite under `nice`): never above it
+  t.equal(got.playback.nice, Math.max(10, BASE_NICE), 'playback decode: nice 10 (or the gateway\'s own, if lower)');
   t.equal(got.playback.policy, SCHED_OTHER, 'playback decode: the normal policy (a client waits for it)');
   t.same(parseCpuList(got.playback.cpus), cpus, `playback decode: CPUs ${cpus.join(',')}`);
-  t.equal(got.self.nice, 0, 'the gateway itself keeps its priority');
+  t.equal(got.self.nice, BASE_NICE, 'the gateway itself keeps its priority');
   t.equal(got.self.policy, SCHED_OTHER, 'and its policy');
 }
 

@@ -184,7 +184,8 @@ export function runFfmpeg(args: string[], input: Readable | null, priority: Ffmp
   // inherited through the launchers' exec, so setting it on the pid now is in time)
   if (proc.pid !== undefined) {
     try {
-      os.setPriority(proc.pid, NICE[priority]);
+      // never above the gateway's own (a gateway started at nice 15 keeps its ffmpeg at 15 or lower)
+      os.setPriority(proc.pid, Math.max(NICE[priority], os.getPriority()));
     } catch {
       // not allowed here: runs at the default priority
     }
