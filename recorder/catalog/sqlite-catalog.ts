@@ -79,6 +79,8 @@ export class SqliteCatalog implements Catalog {
   #stmts = new Map<string, Statement>();
   /** rowids the running import found on disk (markSeen, insertBatch); the others are unlisted */
   #seen = new BitSet();
+  /** how long the import holds the event loop at most (about: a slice ends after the row that passes it) */
+  sliceMs = 10;
 
   constructor(recordingsDir: string, file?: string) {
     this.recordingsDir = path.resolve(recordingsDir);
@@ -196,30 +198,50 @@ export class SqliteCatalog implements Catalog {
   async markSeen(ids: readonly string[], _mark: number): Promise<Set<string>> {
     const rowid = this.#stmt('SELECT rowid FROM recordings WHERE recording_id = ?').pluck();
     const present = new Set<string>();
+    let slice = performance.now() + this.sliceMs;
     for (const id of ids) {
       const r = rowid.get(id) as number | undefined;
-      if (r === undefined) continue;
-      this.#seen.add(r);
-      present.add(id);
+      if (r !== undefined) {
+        this.#seen.add(r);
+        present.add(id);
+      }
+      if (performance.now() > slice) {
+        await new Promise((res) => setImmediate(res));
+        slice = performance.now() + this.sliceMs;
+      }
     }
     return present;
   }
 
   async insertBatch(rows: readonly CatalogRow[], mark: number): Promise<number> {
+    return this.insertRows(rows.map((r) => rowFields(this.recordingsDir, r.sidecar, r.sidecarPath)), mark);
+  }
+
+  /**
+   * In transactions of about `sliceMs` each, the event loop free between them: a 2 000-row
+   * transaction held the loop 100 ms and more (a live node importing in the background paid that
+   * on its media path). A row inserted is in the catalog whatever happens to the rest.
+   */
+  async insertRows(rows: readonly RowFields[], mark: number): Promise<number> {
     const ins = this.#stmt(UPSERT_CHANGED).pluck();
     const rowid = this.#stmt('SELECT rowid FROM recordings WHERE recording_id = ?').pluck();
-    return this.db.transaction(() => {
-      let n = 0;
-      for (const r of rows) {
-        const f = rowFields(this.recordingsDir, r.sidecar, r.sidecarPath);
+    let i = 0;
+    let n = 0;
+    const slice = this.db.transaction((until: number) => {
+      do {
+        const f = rows[i++]!; // i < rows.length
         // no rowid back: listed already as it is (looked up), or deleted (tombstoned: not listed)
         const at = (ins.get(...upsertParams(f, mark)) ?? rowid.get(f.id)) as number | undefined;
         if (at === undefined) continue;
         this.#seen.add(at);
         n++;
-      }
-      return n;
-    })();
+      } while (i < rows.length && performance.now() < until);
+    });
+    while (i < rows.length) {
+      slice(performance.now() + this.sliceMs);
+      if (i < rows.length) await new Promise((res) => setImmediate(res));
+    }
+    return n;
   }
 
   async removeUnseen(mark: number): Promise<number> {
