@@ -43,8 +43,8 @@ const UPSERT_CHANGED = `${UPSERT}
   WHERE recordings.sidecar IS NOT excluded.sidecar OR recordings.rel_path IS NOT excluded.rel_path
   RETURNING rowid`;
 
-/** rows per slice of the reconcile's removal */
-const REMOVE_SLICE = 20_000;
+/** rows per slice of the reconcile's removal (a few ms of the event loop each) */
+const REMOVE_SLICE = 5_000;
 
 function upsertParams(r: RowFields, mark: number): unknown[] {
   return [r.id, r.accountSid, r.callSid, r.ctiSessionId, r.employeeId, r.closeReason, r.startedMs, r.durationMs, r.relPath, r.json, mark, r.id];
