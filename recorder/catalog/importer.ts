@@ -4,7 +4,7 @@
 // sidecar is gone from disk is unlisted at the end. Memory stays flat: the walk (walk.ts) feeds a
 // bounded queue; batches of sidecars are read and parsed on reader worker threads (reader-pool.ts,
 // sidecar-reader.ts) while the main thread writes the batches read before (the SQLite catalog in
-// transactions of ~10 ms, so the event loop is never held long).
+// transactions of ~5 ms, so the event loop is never held long).
 import os from 'node:os';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
