@@ -3,12 +3,14 @@
 // recordings whose sidecar is gone are unlisted. Same settings as the node (RECORDINGS_DIR,
 // DATABASE_URL; in a cluster without DATABASE_URL, NODE_ID + REDIS_URL name the node's own file).
 // Safe while nodes run; progress on stderr, a summary line on stdout. Exit 78 on a bad setting.
+// `--readers N`: reader worker threads (default: one per core but one, at least one; the main
+// thread writes the catalog).
 // A process entry point, so it lives at the edge beside main.ts (it reads the gateway's config).
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfigOrExit } from './config.js';
 import { openCatalog } from '../recorder/catalog/open-catalog.js';
-import { importSidecars, type ImportProgress } from '../recorder/catalog/importer.js';
+import { defaultReaders, importSidecars, type ImportProgress } from '../recorder/catalog/importer.js';
 import { Deletions } from '../recorder/deletions.js';
 
 /** Sidecars under `root` (the importer's walk without reading them), for the bar's 100 %. */
@@ -40,7 +42,19 @@ export function progressBar(p: Readonly<ImportProgress>, total: number, elapsedS
   return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(1).padStart(5)}% ${p.done}/${total} sidecars, ${rate}/s, ${p.bad} bad`;
 }
 
+function readersArg(argv: readonly string[]): number {
+  const i = argv.indexOf('--readers');
+  if (i < 0) return defaultReaders();
+  const n = Number(argv[i + 1]);
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    process.stderr.write(`catalog:rebuild: --readers wants a whole number from 1 to 64, got ${JSON.stringify(argv[i + 1] ?? '')}\n`);
+    process.exit(78);
+  }
+  return n;
+}
+
 async function main(): Promise<void> {
+  const readers = readersArg(process.argv.slice(2));
   const config = loadConfigOrExit(process.env);
   const catalog = await openCatalog({
     recordingsDir: config.recordingsDir,
@@ -64,7 +78,7 @@ async function main(): Promise<void> {
     process.stderr.write(tty ? `\r${line}` : `${line}\n`);
   };
   const r = await importSidecars({
-    catalog, recordingsDir: config.recordingsDir, reread: true,
+    catalog, recordingsDir: config.recordingsDir, reread: true, readers,
     pendingDeletions: () => deletions.pendingIds(),
     onBadFile: (file, err) => process.stderr.write(`${tty ? '\n' : ''}skipped ${file}: ${err.message}\n`),
     onProgress: (p) => draw(p),
@@ -73,7 +87,7 @@ async function main(): Promise<void> {
   if (tty) process.stderr.write('\n');
   const seconds = r.elapsedMs / 1000;
   process.stdout.write(`${JSON.stringify({
-    backend: catalog.backend, found: r.found, imported: r.imported, removed: r.removed, bad: r.bad,
+    backend: catalog.backend, readers, found: r.found, imported: r.imported, removed: r.removed, bad: r.bad,
     seconds: +seconds.toFixed(2), perSecond: Math.round(r.found / Math.max(seconds, 0.001)),
   })}\n`);
   await catalog.close();

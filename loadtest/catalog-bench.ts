@@ -33,7 +33,10 @@ import { syntheticSidecar, writeSyntheticRecordings, type SyntheticOptions } fro
 import { freePort } from './free-port.js';
 
 const run = promisify(execFile);
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** `--project DIR`: the checkout whose compiled node and rebuild are measured (before/after in one session) */
+const ROOT = process.argv.includes('--project')
+  ? path.resolve(process.argv[process.argv.indexOf('--project') + 1] ?? '.')
+  : fileURLToPath(new URL('..', import.meta.url));
 const MAIN = path.join(ROOT, 'dist/gateway/main.js');
 const REBUILD = path.join(ROOT, 'dist/gateway/catalog-rebuild-cli.js');
 
@@ -116,18 +119,45 @@ const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+
  * Waits for the import, printing its progress; returns ms from spawn to ready and the slowest
  * /healthz answer meanwhile (polled every 100 ms: a blocked event loop shows here).
  */
-async function waitImported(n: Node, total: number): Promise<{ readyMs: number; healthzMaxMs: number }> {
+/**
+ * The node's event-loop delay, from its /metrics (prom-client's monitorEventLoopDelay, 10 ms
+ * resolution, reset at every scrape): scraped every second, the first window (start-up) left out.
+ * p99: the highest of the windows' p99s; max: the highest delay seen. Both include the 10 ms timer
+ * period (an idle loop shows about 10 ms).
+ */
+class LoopLag {
+  p99 = 0;
+  max = 0;
+  windows = 0;
+  #last = 0;
+  async sample(n: Node): Promise<string> {
+    if (performance.now() - this.#last < 1000) return '';
+    this.#last = performance.now();
+    const m = await fetch(`${n.http}/metrics`).then((r) => r.text(), () => '');
+    if (this.windows++ > 0) {
+      this.p99 = Math.max(this.p99, metric(m, 'nodejs_eventloop_lag_p99_seconds') * 1000);
+      this.max = Math.max(this.max, metric(m, 'nodejs_eventloop_lag_max_seconds') * 1000);
+    }
+    return m;
+  }
+  describe(): string {
+    return `event-loop delay (10 ms timer) p99 ${this.p99.toFixed(1)} ms, max ${this.max.toFixed(1)} ms over ${this.windows - 1} one-second windows`;
+  }
+}
+
+async function waitImported(n: Node, total: number): Promise<{ readyMs: number; healthzMaxMs: number; lag: LoopLag }> {
   let last = 0;
   let healthzMaxMs = 0;
+  const lag = new LoopLag();
   for (;;) {
     const t0 = performance.now();
     await fetch(`${n.http}/healthz`).then((r) => r.arrayBuffer(), () => undefined);
     healthzMaxMs = Math.max(healthzMaxMs, performance.now() - t0);
     const ready = await fetch(`${n.http}/readyz`).then((r) => r.status === 200, () => false);
-    if (ready) return { readyMs: performance.now() - n.spawnedAt, healthzMaxMs };
-    if (performance.now() - last > 5000) {
+    if (ready) return { readyMs: performance.now() - n.spawnedAt, healthzMaxMs, lag };
+    const m = await lag.sample(n);
+    if (m !== '' && performance.now() - last > 5000) {
       last = performance.now();
-      const m = await fetch(`${n.http}/metrics`).then((r) => r.text(), () => '');
       const done = metric(m, 'gateway_catalog_import_done');
       say(`    import: ${done}/${total} sidecars after ${((performance.now() - n.spawnedAt) / 1000).toFixed(1)} s`);
     }
@@ -144,15 +174,17 @@ function reconciled(n: Node): { found: number; seconds: number } | null {
 const rate = (d: { found: number; seconds: number } | null) => (d ? Math.round(d.found / d.seconds) : '?');
 
 /** Polls /healthz until the reconcile's summary is logged; returns the slowest /healthz answer. */
-async function waitReconciled(n: Node): Promise<number> {
+async function waitReconciled(n: Node): Promise<{ slowest: number; lag: LoopLag }> {
   let slowest = 0;
+  const lag = new LoopLag();
   while (reconciled(n) === null) {
     const t0 = performance.now();
     await fetch(`${n.http}/healthz`).then((r) => r.arrayBuffer(), () => undefined);
     slowest = Math.max(slowest, performance.now() - t0);
+    await lag.sample(n);
     await new Promise((r) => setTimeout(r, 100));
   }
-  return slowest;
+  return { slowest, lag };
 }
 
 /** RSS (and its peak) from /proc, the JS heap and external memory from the node's /metrics. */
@@ -259,7 +291,7 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
     const imp = await waitImported(n1, count);
     const done = reconciled(n1);
     const mem1 = await memory(n1);
-    say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${rate(done)} sidecars/s; ready after ${(imp.readyMs / 1000).toFixed(1)} s; slowest /healthz during the import ${imp.healthzMaxMs.toFixed(0)} ms; ${mem1}`);
+    say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${rate(done)} sidecars/s; ready after ${(imp.readyMs / 1000).toFixed(1)} s; slowest /healthz during the import ${imp.healthzMaxMs.toFixed(0)} ms; ${imp.lag.describe()}; ${mem1}`);
     const q = await queryFigures(n1.http, synth);
     say(`  SQLite, list/search over HTTP (${QUERIES} requests per filter, one at a time):`);
     printQueries(q);
@@ -274,7 +306,7 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
     const d2 = reconciled(n2);
     const mem2 = await memory(n2);
     await queryFigures(n2.http, { ...synth }).then(() => undefined);
-    say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms; reconcile of ${d2?.found} sidecars in ${d2?.seconds} s, slowest /healthz meanwhile ${rec.toFixed(0)} ms; ${mem2}; after queries: ${await memory(n2)}`);
+    say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms; reconcile of ${d2?.found} sidecars in ${d2?.seconds} s, slowest /healthz meanwhile ${rec.slowest.toFixed(0)} ms, ${rec.lag.describe()}; ${mem2}; after queries: ${await memory(n2)}`);
     await stopNode(n2);
 
     // npm run catalog:rebuild: every sidecar read again
@@ -295,7 +327,7 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
         const healthz3 = (await untilOk(`${n3.http}/healthz`, 60_000)) - n3.spawnedAt;
         const imp3 = await waitImported(n3, count);
         const d3 = reconciled(n3);
-        say(`  PostgreSQL: /healthz after ${healthz3.toFixed(0)} ms; import ${d3?.found} sidecars in ${d3?.seconds} s = ${rate(d3)} sidecars/s; slowest /healthz during the import ${imp3.healthzMaxMs.toFixed(0)} ms; ${await memory(n3)}`);
+        say(`  PostgreSQL: /healthz after ${healthz3.toFixed(0)} ms; import ${d3?.found} sidecars in ${d3?.seconds} s = ${rate(d3)} sidecars/s; slowest /healthz during the import ${imp3.healthzMaxMs.toFixed(0)} ms; ${imp3.lag.describe()}; ${await memory(n3)}`);
         const qp = await queryFigures(n3.http, synth);
         say(`  PostgreSQL, list/search over HTTP:`);
         printQueries(qp);
@@ -316,7 +348,7 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
 }
 
 async function main(): Promise<void> {
-  say(`catalog bench: counts ${COUNTS.join(', ')}; ${os.cpus().length} cores; node ${process.version}`);
+  say(`catalog bench: counts ${COUNTS.join(', ')}; ${os.cpus().length} cores; node ${process.version}; project ${ROOT} (${(await run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])).stdout.trim()})`);
   say(`uptime before: ${(await run('uptime')).stdout.trim()}`);
   // the processes run the compiled code, as `npm start` and `npm run catalog:rebuild` do
   await run(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-b', path.join(ROOT, 'tsconfig.build.json')]);

@@ -73,11 +73,11 @@ t.test('a node on a full RECORDINGS_DIR listens at once, imports in the backgrou
   }
   await writeSyntheticRecordings({ ...synth, count: 5, first: N });
 
-  const rebuild = await run(process.execPath, ['--import', 'tsx', 'gateway/catalog-rebuild-cli.ts'], {
+  const rebuild = await run(process.execPath, ['--import', 'tsx', 'gateway/catalog-rebuild-cli.ts', '--readers', '2'], {
     cwd: root, env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir, ...NO_CHILD_COVERAGE },
   });
   const summary = JSON.parse(rebuild.stdout.trim()) as Record<string, number | string>;
-  t.match(summary, { backend: 'sqlite', found: N - 10 + 5, imported: N - 10 + 5, removed: 10, bad: 0 });
+  t.match(summary, { backend: 'sqlite', readers: 2, found: N - 10 + 5, imported: N - 10 + 5, removed: 10, bad: 0 });
   t.match(rebuild.stderr, /\[#{30}\] 100\.0% 3995\/3995 sidecars/, 'a progress bar that ends at 100 %');
 
   // the removed ones stay removed after a restart; one more added by hand is noticed by the reconcile at start
@@ -96,4 +96,9 @@ t.test('a node on a full RECORDINGS_DIR listens at once, imports in the backgrou
   }).then(() => null, (e: { code: number; stderr: string }) => e);
   t.equal(bad?.code, 78, 'a bad setting stops the command like the node');
   t.match(bad?.stderr, /^config error: DATABASE_URL="mysql:\/\/x" is not valid/);
+  const badReaders = await run(process.execPath, ['--import', 'tsx', 'gateway/catalog-rebuild-cli.ts', '--readers', '0'], {
+    cwd: root, env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir, ...NO_CHILD_COVERAGE },
+  }).then(() => null, (e: { code: number; stderr: string }) => e);
+  t.equal(badReaders?.code, 78, '--readers 0 is refused');
+  t.match(badReaders?.stderr, /--readers wants a whole number from 1 to 64, got "0"/);
 });

@@ -92,6 +92,8 @@ export interface Catalog {
    * `mark`; tombstoned ids are skipped. Returns the rows now listed as given (all but those).
    */
   insertBatch(rows: readonly CatalogRow[], mark: number): Promise<number>;
+  /** insertBatch of rows whose columns are made already (the importer's reader workers make them). */
+  insertRows(rows: readonly RowFields[], mark: number): Promise<number>;
   /** Unlist rows not seen since `mark` (their sidecar left the disk); returns how many. */
   removeUnseen(mark: number): Promise<number>;
   /** Refresh the query planner's statistics (after an import changed many rows). */

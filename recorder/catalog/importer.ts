@@ -2,11 +2,16 @@
 // source of truth. A sidecar the catalog does not list yet is read and inserted; one it lists is
 // only marked seen (not read again, unless `reread`: catalog:rebuild); a listed recording whose
 // sidecar is gone from disk is unlisted at the end. Memory stays flat: the walk (walk.ts) feeds a
-// bounded queue, sidecars are read `concurrency` at a time and written in one transaction per batch.
-import { readFile } from 'node:fs/promises';
+// bounded queue; batches of sidecars are read and parsed on reader worker threads (reader-pool.ts,
+// sidecar-reader.ts) while the main thread writes the batches read before (the SQLite catalog in
+// transactions of ~5 ms, so the event loop is never held long).
+import os from 'node:os';
 import path from 'node:path';
-import type { Catalog, CatalogRow } from './catalog.js';
-import { InvalidSidecarError, parseSidecar } from './parse-sidecar.js';
+import type { Worker } from 'node:worker_threads';
+import type { Catalog, RowFields } from './catalog.js';
+import { InvalidSidecarError } from './parse-sidecar.js';
+import { ReaderPool } from './reader-pool.js';
+import { errorOf, fieldsAt, ROW_WIDTH, type ReadRequest, type ReadResult } from './sidecar-reader.js';
 import { walkDirectories } from './walk.js';
 
 export interface ImportProgress {
@@ -28,8 +33,13 @@ export interface ImportProgress {
 export interface ImportOptions {
   catalog: Catalog;
   recordingsDir: string;
-  /** sidecars read at once */
-  concurrency?: number;
+  /**
+   * reader worker threads (reading and parsing the sidecars off the main thread); default
+   * `defaultReaders()`: one core is left to the main thread (the catalog writes, the media path)
+   */
+  readers?: number;
+  /** each reader worker started (tests end one to show that a worker's death is survived) */
+  onReader?: (w: Worker) => void;
   /** rows per transaction */
   batchSize?: number;
   /** read and rewrite every sidecar, also those listed already (catalog:rebuild) */
@@ -50,7 +60,10 @@ export interface ImportResult extends ImportProgress {
   elapsedMs: number;
 }
 
-const DEFAULT_CONCURRENCY = 64;
+/** Reader workers: the cores but one (the main thread writes the catalog), at least one, at most four. */
+export function defaultReaders(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism() - 1));
+}
 const DEFAULT_BATCH = 2000;
 /** directories listed at once by the walk */
 const WALK_CONCURRENCY = 16;
@@ -99,18 +112,22 @@ class Channel<T> {
   }
 }
 
-/** Runs `fn` over `items`, `n` at a time, results in order. */
-async function mapLimit<T, R>(items: readonly T[], n: number, fn: (x: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!); // i < items.length
+/** The batch of candidates as a reader worker takes it: each directory and its file names once. */
+function requestOf(base: string, cands: readonly Candidate[]): ReadRequest {
+  const req: ReadRequest = { base, dirs: [], files: [], dirOf: [], names: [] };
+  const index = new Map<string, number>();
+  for (const c of cands) {
+    let d = index.get(c.dir);
+    if (d === undefined) {
+      d = req.dirs.length;
+      index.set(c.dir, d);
+      req.dirs.push(c.dir);
+      req.files.push([...c.files]);
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  return out;
+    req.dirOf.push(d);
+    req.names.push(c.name);
+  }
+  return req;
 }
 
 /**
@@ -121,7 +138,7 @@ async function mapLimit<T, R>(items: readonly T[], n: number, fn: (x: T) => Prom
 export async function importSidecars(o: ImportOptions): Promise<ImportResult> {
   const { catalog } = o;
   const root = path.resolve(o.recordingsDir);
-  const concurrency = o.concurrency ?? DEFAULT_CONCURRENCY;
+  const readers = Math.max(1, o.readers ?? defaultReaders());
   const batchSize = o.batchSize ?? DEFAULT_BATCH;
   const started = performance.now();
   const asked = await catalog.clock();
@@ -163,49 +180,65 @@ export async function importSidecars(o: ImportOptions): Promise<ImportResult> {
       queue.close();
     });
 
-    const readOne = async (c: Candidate): Promise<CatalogRow | null> => {
-      const sidecarPath = path.join(c.dir, c.name);
-      try {
-        const sidecar = parseSidecar(await readFile(sidecarPath, 'utf8'), c.name);
-        // with ARCHIVE_KEEP_WAV=false the archive stands in for the removed WAV
-        if (!c.files.has(sidecar.audioFile) && !(sidecar.archive && c.files.has(sidecar.archive.file))) {
-          throw new InvalidSidecarError(`audio file ${sidecar.audioFile} is missing beside the sidecar`);
+    // reading and parsing runs on the reader workers, up to `readers + 1` batches ahead of the
+    // writes: while the main thread writes one batch, the next ones are being read
+    const pool = new ReaderPool(readers, o.onReader);
+    const reads: { read: Promise<ReadResult | Error>; size: number; req: ReadRequest }[] = [];
+    let readFailed = false as boolean; // set by write()
+    const write = async (): Promise<void> => {
+      const head = reads.shift()!; // called with reads pending
+      const r = await head.read;
+      if (r instanceof Error) {
+        // two workers died on it: its sidecars are reported, and the run removes nothing
+        readFailed = true;
+        for (let i = 0; i < head.req.names.length; i++) report(path.join(head.req.dirs[head.req.dirOf[i]!]!, head.req.names[i]!), r);
+      } else {
+        for (let i = 0; i < r.bad.length; i += 4) report(r.bad[i]!, errorOf(r.bad[i + 1]!, r.bad[i + 2]!, r.bad[i + 3]!));
+        // two sidecars claiming one recordingId: the first found stays, the other is reported
+        const ids = new Set<string>();
+        const rows: RowFields[] = [];
+        for (let i = 0; i * ROW_WIDTH < r.rows.length; i++) {
+          const f = fieldsAt(r.rows, i);
+          if (ids.has(f.id)) {
+            report(path.join(catalog.recordingsDir, f.relPath), new InvalidSidecarError(`recordingId ${f.id} is already catalogued from another sidecar`));
+            continue;
+          }
+          ids.add(f.id);
+          rows.push(f);
         }
-        return { sidecar, sidecarPath };
-      } catch (err) {
-        report(sidecarPath, err as Error);
-        return null;
+        if (rows.length > 0) progress.imported += await catalog.insertRows(rows, mark);
       }
+      progress.done += head.size;
+      o.onProgress?.(progress);
     };
 
-    for (;;) {
-      const batch = await queue.take(batchSize);
-      if (batch === null) break;
-      if (o.signal?.aborted) {
-        // let the walk finish quickly: drain what it still pushes, read nothing more
-        walkFailed = true;
-        continue;
-      }
-      const wanted = batch.filter((c) => !pending.has(c.name.slice(0, -5)));
-      const listed = o.reread ? new Set<string>() : await catalog.markSeen(wanted.map((c) => c.name.slice(0, -5)), mark);
-      const toRead = wanted.filter((c) => !listed.has(c.name.slice(0, -5)));
-      const rows = (await mapLimit(toRead, concurrency, readOne)).filter((r): r is CatalogRow => r !== null);
-      // two sidecars claiming one recordingId: the first found stays, the other is reported
-      const ids = new Set<string>();
-      const unique = rows.filter((r) => {
-        if (ids.has(r.sidecar.recordingId)) {
-          report(r.sidecarPath, new InvalidSidecarError(`recordingId ${r.sidecar.recordingId} is already catalogued from another sidecar`));
-          return false;
+    try {
+      for (;;) {
+        const batch = await queue.take(batchSize);
+        if (batch === null) break;
+        if (o.signal?.aborted) {
+          // let the walk finish quickly: drain what it still pushes, read nothing more
+          walkFailed = true;
+          continue;
         }
-        ids.add(r.sidecar.recordingId);
-        return true;
-      });
-      if (unique.length > 0) progress.imported += await catalog.insertBatch(unique, mark);
-      progress.done += batch.length;
-      o.onProgress?.(progress);
+        const wanted = batch.filter((c) => !pending.has(c.name.slice(0, -5)));
+        const listed = o.reread ? new Set<string>() : await catalog.markSeen(wanted.map((c) => c.name.slice(0, -5)), mark);
+        const toRead = wanted.filter((c) => !listed.has(c.name.slice(0, -5)));
+        if (toRead.length === 0 && reads.length === 0) {
+          progress.done += batch.length;
+          o.onProgress?.(progress);
+          continue;
+        }
+        const req = requestOf(catalog.recordingsDir, toRead);
+        reads.push({ read: toRead.length === 0 ? Promise.resolve({ rows: [], bad: [] }) : pool.read(req).catch((e: Error) => e), size: batch.length, req });
+        while (reads.length > readers) await write();
+      }
+      while (reads.length > 0) await write();
+    } finally {
+      await pool.close();
     }
     await walking;
-    if (!walkFailed) {
+    if (!walkFailed && !readFailed) {
       progress.removed = await catalog.removeUnseen(mark);
       await catalog.setMeta(RECONCILED_AT, String(mark));
       // a catalog that changed by a tenth or more: fresh statistics for the query planner

@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { RecordingSidecar } from '../sidecar.js';
 import {
   checkLimit, decodeCursor, indexedOf, pageOf, rowFields, whereOf,
-  type Catalog, type CatalogRow, type IndexedRecording, type RecordingPage, type RecordingQuery,
+  type Catalog, type CatalogRow, type IndexedRecording, type RecordingPage, type RecordingQuery, type RowFields,
 } from './catalog.js';
 import { PG_MIGRATIONS } from './pg-migrations.js';
 import type { Migration } from './sqlite-migrations.js';
@@ -169,9 +169,12 @@ export class PgCatalog implements Catalog {
   }
 
   async insertBatch(rows: readonly CatalogRow[], mark: number): Promise<number> {
+    return this.insertRows(rows.map((r) => rowFields(this.recordingsDir, r.sidecar, r.sidecarPath)), mark);
+  }
+
+  async insertRows(rows: readonly RowFields[], mark: number): Promise<number> {
     const cols: unknown[][] = Array.from({ length: 10 }, () => []);
-    for (const row of rows) {
-      const r = rowFields(this.recordingsDir, row.sidecar, row.sidecarPath);
+    for (const r of rows) {
       const v = [r.id, r.accountSid, r.callSid, r.ctiSessionId, r.employeeId, r.closeReason, r.startedMs, r.durationMs, r.relPath, r.json];
       for (let i = 0; i < v.length; i++) cols[i]!.push(v[i]); // cols has one array per column of v
     }

@@ -1,0 +1,178 @@
+// The importer's reader workers (reader-pool.ts, sidecar-reader.ts): sidecars are read and parsed
+// on worker threads, the catalog written on the main thread in short transactions. A real SQLite
+// file, real files, real worker threads.
+import t, { type Test } from 'tap';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { InvalidSidecarError, rowFields } from '../recorder/catalog/catalog.js';
+import { importSidecars, RECONCILED_AT } from '../recorder/catalog/importer.js';
+import { ReaderPoolError } from '../recorder/catalog/reader-pool.js';
+import { SqliteCatalog } from '../recorder/catalog/sqlite-catalog.js';
+import type { RecordingSidecar } from '../recorder/sidecar.js';
+import { segmentPaths } from '../recorder/storage-layout.js';
+
+const ACCOUNT = 'AC' + '0'.repeat(31) + '2';
+const hex32 = (n: number) => n.toString(16).padStart(32, '0');
+const recId = (n: number) => `MZ${hex32(n)}-0000`;
+
+function sidecarOf(n: number, extra: Record<string, unknown> = {}): RecordingSidecar {
+  const id = recId(n);
+  const startedAt = new Date(Date.UTC(2024, 2, 1 + (n % 5), 0, 0, n)).toISOString();
+  return {
+    recordingId: id, accountSid: ACCOUNT, callSid: `CA${hex32(n)}`, streamSid: `MZ${hex32(n)}`,
+    ctiSessionId: `cti-${n}`, employeeId: `emp-${n % 3}`, segmentIndex: 0, tracks: ['inbound'], channels: 1,
+    encoding: 'mulaw', sampleRate: 8000, startedAt, endedAt: new Date(Date.parse(startedAt) + 1000).toISOString(),
+    durationMs: 1000, offsetMs: 0, framesReceived: 50, framesMissing: 0, framesDuplicate: 0, framesLate: 0,
+    framesTooLate: 0, frames: { inbound: { received: 50, missing: 0, duplicate: 0, late: 0, tooLate: 0 } },
+    pausedIntervals: [], closeReason: 'stop', customParameters: {}, audioFile: `${id}.wav`, audioBytes: 66,
+    sha256: 'ab'.repeat(32), nodeId: 'test-node', ...extra,
+  };
+}
+
+async function writeRecording(dir: string, sc: RecordingSidecar, text = JSON.stringify(sc)): Promise<string> {
+  const p = segmentPaths(dir, sc.accountSid, sc.callSid, new Date(sc.startedAt), sc.recordingId);
+  await mkdir(path.dirname(p.audio), { recursive: true });
+  await writeFile(p.audio, Buffer.alloc(66));
+  await writeFile(p.sidecar, text);
+  return p.sidecar;
+}
+
+async function setup(t: Test): Promise<{ dir: string; catalog: SqliteCatalog }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'catalog-readers-'));
+  const catalog = new SqliteCatalog(dir);
+  await catalog.open();
+  t.teardown(async () => {
+    await catalog.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { dir, catalog };
+}
+
+const listed = async (c: SqliteCatalog) => (await c.query({ limit: 1000 })).items.map((s) => s.recordingId).sort();
+
+t.test('a sidecar that is not JSON, or not a sidecar, is counted and skipped; the others are imported', async (t) => {
+  const { dir, catalog } = await setup(t);
+  const good = Array.from({ length: 12 }, (_, i) => sidecarOf(i + 1));
+  for (const s of good) await writeRecording(dir, s);
+  const notJson = await writeRecording(dir, sidecarOf(50), '{"recordingId": "MZ');
+  const empty = await writeRecording(dir, sidecarOf(51), '');
+  const array = await writeRecording(dir, sidecarOf(52), '[]');
+  const noCall = await writeRecording(dir, sidecarOf(53), JSON.stringify({ ...sidecarOf(53), callSid: 7 }));
+  const bad: [string, Error][] = [];
+  const r = await importSidecars({ catalog, recordingsDir: dir, batchSize: 5, readers: 2, onBadFile: (p, e) => bad.push([p, e]) });
+  t.match(r, { ran: true, found: 16, done: 16, imported: 12, bad: 4, removed: 0, walked: true });
+  t.same(bad.map(([p]) => p).sort(), [notJson, empty, array, noCall].sort());
+  for (const [, e] of bad) t.type(e, InvalidSidecarError);
+  const why = (p: string) => bad.find(([q]) => q === p)![1].message;
+  t.match(why(notJson), /not JSON/);
+  t.match(why(empty), /not JSON/);
+  t.match(why(array), /not a JSON object/);
+  t.match(why(noCall), /callSid/);
+  t.same(await listed(catalog), good.map((s) => s.recordingId).sort());
+  t.same((await catalog.get(recId(3)))!.sidecar, good[2], 'the row holds the sidecar as read');
+  t.not(await catalog.getMeta(RECONCILED_AT), null);
+});
+
+t.test('a sidecar larger than the reader buffer (64 KB) is read whole', async (t) => {
+  const { dir, catalog } = await setup(t);
+  const big = sidecarOf(1, { customParameters: { note: 'x'.repeat(300_000), more: 'é'.repeat(1000) } });
+  const p = await writeRecording(dir, big, JSON.stringify(big, null, 2));
+  const small = sidecarOf(2);
+  await writeRecording(dir, small);
+  t.match(await importSidecars({ catalog, recordingsDir: dir }), { imported: 2, bad: 0 });
+  t.same((await catalog.get(big.recordingId))!.sidecar, big);
+  t.equal((await catalog.get(big.recordingId))!.sidecarPath, p);
+  t.same((await catalog.get(small.recordingId))!.sidecar, small, 'the buffer grown for the big one reads the next one right');
+});
+
+t.test('a reader worker that dies mid-import is replaced and its batch read again: counts stay right', async (t) => {
+  const { dir, catalog } = await setup(t);
+  const all = Array.from({ length: 30 }, (_, i) => sidecarOf(i + 1));
+  for (const s of all) await writeRecording(dir, s);
+  let started = 0;
+  const bad: string[] = [];
+  const r = await importSidecars({
+    catalog, recordingsDir: dir, batchSize: 4, readers: 2, onBadFile: (p) => bad.push(p),
+    // the first worker is ended with its first batch in hand
+    onReader: (w) => { if (started++ === 0) void w.terminate(); },
+  });
+  t.ok(started >= 3, `a replacement worker was started (${started} in all)`);
+  t.same(bad, []);
+  t.match(r, { found: 30, done: 30, imported: 30, bad: 0, removed: 0 });
+  t.same(await listed(catalog), all.map((s) => s.recordingId).sort());
+});
+
+t.test('a batch that kills every worker: its sidecars are reported, nothing is removed, the next run finishes the job', async (t) => {
+  const { dir, catalog } = await setup(t);
+  const all = Array.from({ length: 6 }, (_, i) => sidecarOf(i + 1));
+  const paths: string[] = [];
+  for (const s of all) paths.push(await writeRecording(dir, s));
+  t.match(await importSidecars({ catalog, recordingsDir: dir }), { imported: 6 });
+  const reconciledAt = await catalog.getMeta(RECONCILED_AT);
+  // one sidecar leaves the disk by hand, two are added
+  await rm(paths[0]!);
+  const added = [sidecarOf(7), sidecarOf(8)];
+  const addedPaths: string[] = [];
+  for (const s of added) addedPaths.push(await writeRecording(dir, s));
+  const bad: [string, Error][] = [];
+  let started = 0;
+  const r = await importSidecars({
+    catalog, recordingsDir: dir, readers: 1, onBadFile: (p, e) => bad.push([p, e]),
+    onReader: (w) => { started++; void w.terminate(); },
+  });
+  t.equal(started, 2, 'a batch is tried on two workers, then given up');
+  t.match(r, { ran: true, found: 7, done: 7, imported: 0, bad: 2, removed: 0 });
+  t.same(bad.map(([p]) => p).sort(), addedPaths.sort());
+  for (const [, e] of bad) {
+    t.type(e, ReaderPoolError);
+    t.match(e.message, /died 2 times/);
+  }
+  t.equal(await catalog.count(), 6, 'a run that could not read everything removes nothing');
+  t.equal(await catalog.getMeta(RECONCILED_AT), reconciledAt, 'and does not count as a reconcile');
+  t.match(await importSidecars({ catalog, recordingsDir: dir }), { found: 7, imported: 2, removed: 1, bad: 0 });
+  t.same(await listed(catalog), [...all.slice(1), ...added].map((s) => s.recordingId).sort());
+});
+
+t.test('two sidecars claiming one recordingId in one batch: the first stays, the other is reported', async (t) => {
+  const { dir, catalog } = await setup(t);
+  const s = sidecarOf(1);
+  const first = await writeRecording(dir, s);
+  // the same id under another call directory
+  const other = segmentPaths(dir, ACCOUNT, `CA${hex32(99)}`, new Date(s.startedAt), s.recordingId);
+  await mkdir(path.dirname(other.sidecar), { recursive: true });
+  await writeFile(other.audio, Buffer.alloc(66));
+  await writeFile(other.sidecar, JSON.stringify({ ...s, callSid: `CA${hex32(99)}` }));
+  const bad: [string, Error][] = [];
+  const r = await importSidecars({ catalog, recordingsDir: dir, onBadFile: (p, e) => bad.push([p, e]) });
+  t.match(r, { found: 2, imported: 1, bad: 1 });
+  t.equal(bad.length, 1);
+  t.match(bad[0]![1].message, /already catalogued/);
+  const kept = (await catalog.get(s.recordingId))!;
+  t.equal([first, other.sidecar].includes(kept.sidecarPath), true);
+  t.equal(bad[0]![0] === kept.sidecarPath, false, 'the one reported is not the one listed');
+});
+
+t.test('insertRows writes in short transactions with the event loop free between them', async (t) => {
+  const { dir, catalog } = await setup(t);
+  const rows = Array.from({ length: 200 }, (_, i) => {
+    const s = sidecarOf(i + 1);
+    return rowFields(dir, s, segmentPaths(dir, ACCOUNT, s.callSid, new Date(s.startedAt), s.recordingId).sidecar);
+  });
+  catalog.sliceMs = 0; // every row its own transaction
+  let ticks = 0;
+  let on = true;
+  const tick = () => { ticks++; if (on) setImmediate(tick); };
+  setImmediate(tick);
+  t.equal(await catalog.insertRows(rows, Date.now()), 200);
+  on = false;
+  t.ok(ticks >= 100, `the loop turned between the transactions (${ticks} turns for 200 rows)`);
+  t.equal(await catalog.count(), 200);
+  catalog.sliceMs = 10_000; // one transaction: the loop does not turn
+  ticks = 0;
+  on = true;
+  setImmediate(tick);
+  t.equal(await catalog.insertRows(rows, Date.now()), 200, 'unchanged rows count as listed');
+  on = false;
+  t.ok(ticks <= 2, `one transaction: a turn before it, none in between (${ticks})`);
+});
