@@ -16,11 +16,19 @@
 //     audio written after the checkpoint (≤ 2 s + one write), the 20 ms blocks that are not all
 //     gap-fill silence (derived from the audio: a frame of pure digital silence there is not
 //     counted);
-//   - framesMissing = holes between the first and last covered sample as of the checkpoint;
+//   - framesMissing = holes between the first and last covered sample as of the checkpoint,
+//     less the paused silence in them (silence mode), as the live publish counts it;
 //   - duplicate / late / tooLate = the checkpoint's counters (they may run up to one jitter
 //     window ahead of the audio on disk).
 // Without a checkpoint (a crash in the first 2 s) everything comes from the audio, read in
 // bounded pieces (never the whole data range at once).
+//
+// Pauses come from the stream's pause record (pause-record.ts: `<base>.pause`, rewritten
+// atomically at each pause and resume before the API answered 200), not from the checkpoint,
+// which may be 2 s old: pausedIntervals exactly as answered and placed as the live publish places
+// them (skip: at the cut's file position), paused silence not missing, a pause open at the crash
+// ending at the end of what was recorded, framesPaused as of the record or the checkpoint. The
+// record goes once none of its stream's segments is left here (in a cluster, only this node's).
 //
 // Every step of publication is recoverable. A segment's meta stays in .inprogress until its
 // outcome (rules, index, webhook) is done, so at start each meta is in one of these states:
