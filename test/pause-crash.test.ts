@@ -179,7 +179,9 @@ for (const behavior of ['silence', 'skip'] as const) {
     t.equal(rec.durationMs, want.end / SAMPLES_PER_MS);
     TRACKS.forEach((tr, c) => {
       t.ok(tracks[c]!.equals(want.tracks[c]!), `${tr}: sample by sample what was sent, the paused spans ${skip ? 'cut out' : 'silent'} (${firstDiff(tracks[c]!, want.tracks[c]!)})`);
-      t.ok(Math.abs(rec.frames[tr]!.received - want.kept) <= 1, `${tr}: framesReceived ${rec.frames[tr]!.received} ≈ ${want.kept} frames kept`);
+      // the audio after the checkpoint is counted in 20 ms blocks of the file (recovery.ts); a
+      // run of frames off that grid (after each resume here) touches one block more
+      t.ok(Math.abs(rec.frames[tr]!.received - want.kept) <= 2, `${tr}: framesReceived ${rec.frames[tr]!.received} ≈ ${want.kept} frames kept`);
       t.equal(rec.frames[tr]!.missing, 0, `${tr}: paused ${skip ? 'audio cut out' : 'silence'} is not missing audio`);
     });
     t.equal(rec.framesMissing, 0);
