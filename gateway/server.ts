@@ -307,6 +307,15 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       message: `${err.code === 'ENOSPC' ? 'disk full' : 'disk write failed'} for ${recordingId}: ${err.message}; audio after this point is not kept`,
       recordingId, accountSid: session.id.accountSid, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: err.code ?? null },
     }),
+    // The pause holds (paused audio is dropped either way); only a crash before the next good
+    // write would recover the stream's pauses as of its last checkpoint.
+    onPauseRecordError: (session, err) => {
+      const code = (err as NodeJS.ErrnoException).code;
+      alarms.raise(code === 'ENOSPC' ? 'disk_full' : 'disk_write_failed', {
+        message: `the pause record of stream ${session.id.streamSid} could not be written: ${err.message}; the pause holds, but a crash before the next write would recover its pauses only as of the last checkpoint`,
+        accountSid: session.id.accountSid, callSid: session.id.callSid, streamSid: session.id.streamSid, details: { code: code ?? null, what: 'pause_record' },
+      });
+    },
   });
   const rec: Recorder = recorder;
 

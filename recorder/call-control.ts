@@ -256,11 +256,11 @@ export class CallControl {
    * `knownElsewhere`: cluster mode found the call in Redis (a stream, queued CTI events or a
    * stored pause) though this node has nothing of it: the pause is remembered here too.
    */
-  pause(scope: string, callSid: string, knownElsewhere = false): PauseResult {
+  pause(scope: string, callSid: string, knownElsewhere = false): Promise<PauseResult> {
     return this.setPaused(scope, callSid, true, knownElsewhere);
   }
 
-  resume(scope: string, callSid: string, knownElsewhere = false): PauseResult {
+  resume(scope: string, callSid: string, knownElsewhere = false): Promise<PauseResult> {
     return this.setPaused(scope, callSid, false, knownElsewhere);
   }
 
@@ -269,7 +269,7 @@ export class CallControl {
     return this.settingsForCall(scope, callSid).enablePauseResume;
   }
 
-  private setPaused(scope: string, callSid: string, paused: boolean, knownElsewhere: boolean): PauseResult {
+  private async setPaused(scope: string, callSid: string, paused: boolean, knownElsewhere: boolean): Promise<PauseResult> {
     const live = this.streamsOf(scope, callSid);
     if (live.length === 0 && this.deps.states.get(scope, callSid) === undefined && !knownElsewhere) {
       throw new UnknownCallError(`call ${callSid} is not known: no live stream and no CTI event for it`);
@@ -285,6 +285,11 @@ export class CallControl {
       this.recorder.streamChanged(session); // cluster mode: GET /v1/calls shows `paused` everywhere
       return { streamSid: session.id.streamSid, atMs };
     });
+    // The pause or resume took effect above (frames are dropped or kept from `atMs` on); what
+    // the answer declares is made durable before it is sent (each stream's pause record), so
+    // that a crash right after the 200 still recovers these intervals. A failed write raises an
+    // alarm (StreamSession's onPauseRecordError) but the answer stays 200: the pause holds.
+    await Promise.all(live.map((session) => session.persistPauses()));
     return { ...(scope === '' ? {} : { accountSid: scope }), callSid, paused, streams };
   }
 
@@ -310,6 +315,7 @@ export class CallControl {
       if (session.paused === paused) continue;
       if (paused) session.pause();
       else session.resume();
+      void session.persistPauses(); // nothing answers here; a failure is reported by the session
       this.recorder.streamChanged(session);
     }
   }

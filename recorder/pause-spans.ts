@@ -89,14 +89,32 @@ export class PauseSpans {
    * With skip, a pause sits at one file position (where it was cut out).
    */
   ofSegment(offsetMs: number, durationMs: number, skip: boolean): PausedInterval[] {
-    const out: PausedInterval[] = [];
-    let cutMs = 0;
-    for (const p of this.intervals) {
-      const at = skip ? p.from - cutMs : p.from;
-      const end = skip ? at : p.to;
-      if (end >= offsetMs && at <= offsetMs + durationMs) out.push({ ...p });
-      cutMs += p.to - p.from;
-    }
-    return out;
+    return pausesOfSegment(this.intervals, offsetMs, durationMs, skip);
   }
+}
+
+/**
+ * The pauses (call-time ms, in order) that touch a segment spanning file time
+ * [offsetMs, +durationMs): with silence a pause covers its call-time span of the file; with skip
+ * it sits at one file position (where it was cut out: its start less every cut before it). The
+ * live publish (PauseSpans.ofSegment) and crash recovery (pause-record.ts) both place pauses so.
+ */
+export function pausesOfSegment(intervals: readonly PausedInterval[], offsetMs: number, durationMs: number, skip: boolean): PausedInterval[] {
+  const out: PausedInterval[] = [];
+  let cutMs = 0;
+  for (const p of intervals) {
+    const at = skip ? p.from - cutMs : p.from;
+    const end = skip ? at : p.to;
+    if (end >= offsetMs && at <= offsetMs + durationMs) out.push({ ...p });
+    cutMs += p.to - p.from;
+  }
+  return out;
+}
+
+/** Paused samples inside file samples [a, b) (silence mode: file position = call time), as PauseSpans.pausedWithin. */
+export function pausedSamplesWithin(intervals: readonly PausedInterval[], a: number, b: number): number {
+  if (a < 0) return 0;
+  let n = 0;
+  for (const p of intervals) n += Math.max(0, Math.min(b, p.to * SAMPLES_PER_MS) - Math.max(a, p.from * SAMPLES_PER_MS));
+  return n;
 }

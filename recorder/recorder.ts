@@ -65,6 +65,8 @@ export interface RecorderOptions {
   gatePauseState?: boolean;
   /** a segment writer's first disk error (alarm) */
   onWriteError?: (session: StreamSession, recordingId: string, err: NodeJS.ErrnoException) => void;
+  /** a stream's pause record could not be written (alarm): its pauses hold, a crash would recover them as of the last checkpoint */
+  onPauseRecordError?: (session: StreamSession, err: Error) => void;
   /** per segment writer, audio bytes that may wait for the disk */
   maxQueueBytes?: number;
   /** audio of a stream dropped because the disk fell behind (20 ms units; per write, not per frame) */
@@ -210,6 +212,7 @@ export class Recorder {
       startPaused: this.opts.isCallPaused?.(id.callSid, id.accountSid) ?? false,
       gatePauseState: this.opts.gatePauseState,
       onWriteError: (rid, err) => this.opts.onWriteError?.(session, rid, err),
+      onPauseRecordError: (err) => this.opts.onPauseRecordError?.(session, err),
       maxQueueBytes: this.opts.maxQueueBytes,
       onDropped: (frames) => {
         this.counters.framesDroppedBackpressure += frames;

@@ -16,11 +16,19 @@
 //     audio written after the checkpoint (≤ 2 s + one write), the 20 ms blocks that are not all
 //     gap-fill silence (derived from the audio: a frame of pure digital silence there is not
 //     counted);
-//   - framesMissing = holes between the first and last covered sample as of the checkpoint;
+//   - framesMissing = holes between the first and last covered sample as of the checkpoint,
+//     less the paused silence in them (silence mode), as the live publish counts it;
 //   - duplicate / late / tooLate = the checkpoint's counters (they may run up to one jitter
 //     window ahead of the audio on disk).
 // Without a checkpoint (a crash in the first 2 s) everything comes from the audio, read in
 // bounded pieces (never the whole data range at once).
+//
+// Pauses come from the stream's pause record (pause-record.ts: `<base>.pause`, rewritten
+// atomically at each pause and resume before the API answered 200), not from the checkpoint,
+// which may be 2 s old: pausedIntervals exactly as answered and placed as the live publish places
+// them (skip: at the cut's file position), paused silence not missing, a pause open at the crash
+// ending at the end of what was recorded, framesPaused as of the record or the checkpoint. The
+// record goes once none of its stream's segments is left here (in a cluster, only this node's).
 //
 // Every step of publication is recoverable. A segment's meta stays in .inprogress until its
 // outcome (rules, index, webhook) is done, so at start each meta is in one of these states:
@@ -42,12 +50,15 @@ import path from 'node:path';
 import { buildWavHeader, parseWavHeader, wavHeaderLength, type WavInfo } from '../codecs/wav.js';
 import { publishFile, writeFileAtomic } from './atomic-file.js';
 import { hashFile } from './segment-writer.js';
-import { CHECKPOINT_EXT, IN_PROGRESS_DIR, RECORDING_ID_RE, segmentPaths, type SegmentPaths } from './storage-layout.js';
+import {
+  CHECKPOINT_EXT, IN_PROGRESS_DIR, PAUSE_RECORD_EXT, RECORDING_ID_RE, baseOfRecordingId, segmentPaths, type SegmentPaths,
+} from './storage-layout.js';
 import { DELETIONS_DIR } from './deletions.js';
 import { crashPoint } from './crash-points.js';
 import type { RecordingSidecar, TrackFrameStats, Encoding } from './sidecar.js';
 import { NOMINAL_FRAME_SAMPLES as FRAME_SAMPLES, missingFrames, type SegmentCheckpoint } from './segment-accounting.js';
 import { buildSidecar, type SegmentMeta as Meta } from './sidecar-builder.js';
+import { readPauseRecord, recoveredPauses, type PauseRecord } from './pause-record.js';
 import type { AlarmInput, AlarmKind } from './alarms.js';
 import { leftoverJournalFiles } from './journal.js';
 import { replayJournal } from './journal-replay.js';
@@ -77,8 +88,16 @@ export interface RecoveryResult {
   failed: number;
 }
 
-/** the segment's stats checkpoint (segment-accounting.ts) and the audio bytes it describes */
-type Checkpoint = SegmentCheckpoint & { dataBytes: number };
+/** the segment's stats checkpoint (segment-accounting.ts), the audio bytes it describes and the bytes dropped for backpressure */
+type Checkpoint = SegmentCheckpoint & { dataBytes: number; droppedBytes?: number };
+
+/** What recovery knows of a segment's stream's pauses. */
+interface StreamPauses {
+  /** the stream's pause record (pause-record.ts); null: never paused, or no usable record */
+  record: PauseRecord | null;
+  /** the segment is its stream's last one in .inprogress (a pause open at the crash belongs to it) */
+  last: boolean;
+}
 
 export async function recoverPartials(deps: RecoveryDeps): Promise<RecoveryResult> {
   const dir = path.join(deps.recordingsDir, IN_PROGRESS_DIR);
@@ -108,6 +127,27 @@ async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResul
   } catch {
     return result;
   }
+  // per stream (its reserved name): the highest segment index left, and its pause record
+  const lastIndex = new Map<string, number>();
+  for (const n of names) {
+    const id = n.endsWith('.wav') ? n.slice(0, -4) : n.endsWith('.json') ? n.slice(0, -5) : null;
+    if (id === null || !RECORDING_ID_RE.test(id)) continue;
+    const base = baseOfRecordingId(id);
+    lastIndex.set(base, Math.max(lastIndex.get(base) ?? -1, Number(id.slice(-4))));
+  }
+  const records = new Map<string, Promise<PauseRecord | null>>();
+  const pausesOf = async (meta: Meta): Promise<StreamPauses> => {
+    const base = baseOfRecordingId(meta.recordingId);
+    let rec = records.get(base);
+    if (rec === undefined) {
+      rec = readPauseRecord(path.join(dir, base + PAUSE_RECORD_EXT)).then(({ record, problem }) => {
+        if (problem !== null) deps.log.warn({ base, problem }, 'pause record unusable: the recovered sidecars take their pauses from the checkpoint');
+        return record;
+      });
+      records.set(base, rec);
+    }
+    return { record: await rec, last: meta.segmentIndex >= (lastIndex.get(base) ?? -1) };
+  };
   const wavs = names.filter((n) => n.endsWith('.wav'));
   for (const name of wavs) {
     const id = name.slice(0, -4);
@@ -126,7 +166,7 @@ async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResul
         result.unattributed++;
         continue;
       }
-      const sidecar = await recoverOne(deps, partial, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT)));
+      const sidecar = await recoverOne(deps, partial, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT)), await pausesOf(meta));
       result.recovered++;
       deps.log.info({ recordingId: id, durationMs: sidecar.durationMs, framesReceived: sidecar.framesReceived }, 'recovered a partial recording');
     } catch (err) {
@@ -146,7 +186,8 @@ async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResul
     const meta = await readJson<Meta>(path.join(dir, n));
     if (meta !== null && deps.onlyOwn && meta.nodeId !== deps.nodeId) continue;
     try {
-      if (meta !== null && RECORDING_ID_RE.test(id) && meta.recordingId === id && (await finishPublished(deps, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT))))) {
+      if (meta !== null && RECORDING_ID_RE.test(id) && meta.recordingId === id
+        && (await finishPublished(deps, meta, await readJson<Checkpoint>(path.join(dir, id + CHECKPOINT_EXT)), () => pausesOf(meta)))) {
         result.recovered++;
       }
       // left: the next start finds the outcome done again (at least once); ENOENT: no checkpoint
@@ -167,6 +208,18 @@ async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResul
     if ((await exists(path.join(dir, `${id}.wav`))) || (await exists(path.join(dir, `${id}.json`)))) continue;
     await unlink(path.join(dir, n)).catch(() => undefined); // left: removed at the next start
   }
+  // Pause records of streams with nothing left here: every segment is published. Only records
+  // that were here when recovery began (a stream of this process may be paused before its first
+  // partial exists) and, in a cluster, only this node's (another node's live stream has one).
+  const leftBases = new Set((await readdir(dir).catch(() => [] as string[]))
+    .map((x) => x.replace(/\.(wav|json)$/, '')).filter((id) => RECORDING_ID_RE.test(id)).map(baseOfRecordingId));
+  for (const n of names) {
+    if (!n.endsWith(PAUSE_RECORD_EXT) || n.startsWith('.')) continue;
+    const base = n.slice(0, -PAUSE_RECORD_EXT.length);
+    if (leftBases.has(base)) continue;
+    if (deps.onlyOwn && (await readPauseRecord(path.join(dir, n))).record?.nodeId !== deps.nodeId) continue;
+    await unlink(path.join(dir, n)).catch(() => undefined); // left: removed at the next start
+  }
   return result;
 }
 
@@ -179,14 +232,14 @@ function pathsOf(deps: RecoveryDeps, meta: Meta): SegmentPaths {
  * A segment whose audio was published but whose meta is still there: finish what the crash
  * interrupted. Returns false when there was nothing to finish.
  */
-async function finishPublished(deps: RecoveryDeps, meta: Meta, ckpt: Checkpoint | null): Promise<boolean> {
+async function finishPublished(deps: RecoveryDeps, meta: Meta, ckpt: Checkpoint | null, pauses: () => Promise<StreamPauses>): Promise<boolean> {
   if (await exists(path.join(deps.recordingsDir, DELETIONS_DIR, `${meta.recordingId}.json`))) return false;
   const paths = pathsOf(deps, meta);
   if (!(await exists(paths.audio))) return false; // never published: nothing was written
   let sidecar = await readJson<RecordingSidecar>(paths.sidecar);
   if (sidecar === null || sidecar.recordingId !== meta.recordingId) {
     // died between the audio's rename and its sidecar: build the sidecar from the final file
-    sidecar = await sidecarFromAudio(paths.audio, meta, ckpt);
+    sidecar = await sidecarFromAudio(paths.audio, meta, ckpt, await pauses());
     await writeFileAtomic(paths.sidecar, JSON.stringify(sidecar, null, 2) + '\n');
     crashPoint('recovery:sidecar-written');
   }
@@ -195,9 +248,9 @@ async function finishPublished(deps: RecoveryDeps, meta: Meta, ckpt: Checkpoint 
   return true;
 }
 
-async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt: Checkpoint | null): Promise<RecordingSidecar> {
+async function recoverOne(deps: RecoveryDeps, partial: string, meta: Meta, ckpt: Checkpoint | null, pauses: StreamPauses): Promise<RecordingSidecar> {
   const paths = pathsOf(deps, meta);
-  const sidecar = await sidecarFromAudio(partial, meta, ckpt);
+  const sidecar = await sidecarFromAudio(partial, meta, ckpt, pauses);
   // Same order as a normal publish: audio under its final name, then the sidecar, then the
   // outcome, then the partial's meta goes. A crash in between leaves the meta, and the next
   // start finishes the rest (finishPublished).
@@ -217,12 +270,17 @@ function ckptFits(ckpt: Checkpoint, channels: number): boolean {
   return [ckpt.stats, ckpt.covered, ckpt.firstCovered, ckpt.lastCoveredEnd].every((a) => Array.isArray(a) && a.length >= channels);
 }
 
-async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | null): Promise<RecordingSidecar> {
+async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | null, pauses: StreamPauses): Promise<RecordingSidecar> {
   const partial = file;
   const { info, dataBytes } = await sealPartial(partial, meta.encoding);
   const bps = info.blockAlign;
   const channels = info.channels;
   const samples = dataBytes / bps;
+  const durationMs = samples / SAMPLES_PER_MS;
+  // The pauses as the live publish would place them: from the stream's pause record (written at
+  // each pause and resume, before the API answered), with the pause behaviour, so paused silence
+  // is not missing audio and a skip cut sits where it was made.
+  const recovered = pauses.record === null ? null : recoveredPauses(pauses.record, meta.offsetMs, durationMs, pauses.last);
 
   // Frame counts: checkpoint for what it covers, the audio itself for the tail after it.
   // A checkpoint is only used if it has an entry per channel (it comes from disk; the `!`s below rely on it).
@@ -232,31 +290,35 @@ async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | nul
   for (let c = 0; c < channels; c++) {
     const useCkpt = ckptBytes > 0 && ckpt !== null;
     const span = useCkpt && ckpt.firstCovered[c]! >= 0 ? ckpt.lastCoveredEnd[c]! - ckpt.firstCovered[c]! : 0;
+    // silence mode: a paused span inside the covered one is silence on purpose, not missing
+    // audio (as settleMissing in the live publish); with skip it is not in the file at all
+    const paused = useCkpt && recovered?.pausedWithin ? recovered.pausedWithin(ckpt.firstCovered[c]!, ckpt.lastCoveredEnd[c]!) : 0;
     stats.push({
       received: (useCkpt ? Math.round(ckpt.covered[c]! / FRAME_SAMPLES) : 0) + tail[c]!,
-      // paused silence is not subtracted here (the live publish does, in silence mode): the
-      // partial does not say whether its pauses were kept as silence or cut out (skip)
-      missing: useCkpt ? missingFrames(span, ckpt.covered[c]!, 0) : 0,
+      missing: useCkpt ? missingFrames(span, ckpt.covered[c]!, paused) : 0,
       duplicate: useCkpt ? ckpt.stats[c]!.duplicate : 0,
       late: useCkpt ? ckpt.stats[c]!.late : 0,
       tooLate: useCkpt ? ckpt.stats[c]!.tooLate : 0,
     });
   }
-  const durationMs = samples / SAMPLES_PER_MS;
   const sha256 = await hashFile(partial);
+  const counted = (x: unknown): number => (typeof x === 'number' && Number.isSafeInteger(x) && x > 0 ? x : 0);
   return buildSidecar(meta, {
     stats,
     durationMs,
-    // call-time overlap with the segment's file time (the checkpoint's pauses as of its write):
-    // without the pause behaviour a skip cut cannot be placed, and framesPaused is not checkpointed
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- meta is JSON from disk, not validated
-    pausedIntervals: (ckpt?.pausedIntervals ?? meta.pausedIntervals ?? [])
-      .filter((p) => p.to > meta.offsetMs && p.from < meta.offsetMs + durationMs),
-    framesPaused: 0,
+    pausedIntervals: recovered !== null ? recovered.pausedIntervals
+      // no pause record (never paused, or a partial of an older version): the checkpoint's
+      // pauses as of its write, by call-time overlap (without the behaviour a cut cannot be placed)
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- meta is JSON from disk, not validated
+      : (ckpt?.pausedIntervals ?? meta.pausedIntervals ?? []).filter((p) => p.to > meta.offsetMs && p.from < meta.offsetMs + durationMs),
+    // the stream's frames dropped as paused, as of its last pause record or checkpoint (those
+    // dropped after both, in the last seconds before the crash, were counted nowhere durable)
+    framesPaused: Math.max(counted(pauses.record?.framesPaused), counted(ckpt?.framesPaused)),
     closeReason: 'recovered',
     audioBytes: info.dataOffset + dataBytes + (dataBytes % 2),
     sha256,
-    droppedSamples: 0,
+    // audio the disk was too slow for, as of the checkpoint (written as silence, counted as in the live sidecar)
+    droppedSamples: ckptBytes > 0 ? counted(ckpt?.droppedBytes) / (meta.encoding === 'pcm16' ? 2 : 1) : 0,
   });
 }
 

@@ -32,6 +32,8 @@ export type SegmentCheckpoint = {
   firstCovered: number[];
   lastCoveredEnd: number[];
   pausedIntervals: PausedInterval[];
+  /** frames of the stream dropped as paused so far (absent in checkpoints of older versions) */
+  framesPaused?: number;
 };
 
 function newTrackStats(): TrackFrameStats {
@@ -76,13 +78,14 @@ export function addCoverage(seg: SegmentState, cov: RegionCoverage, channels: nu
  * What crash recovery needs for the sidecar's frame counts, as of the audio accepted so far
  * (see recorder/recovery.ts): coverage of the emitted audio and the per-track counters.
  */
-export function checkpointOf(seg: SegmentState, pausedIntervals: PausedInterval[]): SegmentCheckpoint {
+export function checkpointOf(seg: SegmentState, pausedIntervals: PausedInterval[], framesPaused = 0): SegmentCheckpoint {
   return {
     stats: seg.stats,
     covered: seg.covered,
     firstCovered: seg.firstCovered,
     lastCoveredEnd: seg.lastCoveredEnd,
     pausedIntervals,
+    framesPaused,
   };
 }
 

@@ -258,7 +258,8 @@ export class SegmentWriter {
    */
   checkpoint(stats: Record<string, unknown>): void {
     if (this.opts.checkpointPath === undefined || this.error) return;
-    this.checkpointData = JSON.stringify({ ...stats, dataBytes: this.dataBytes });
+    // droppedBytes: audio not kept for disk backpressure, for the recovered sidecar's count
+    this.checkpointData = JSON.stringify({ ...stats, dataBytes: this.dataBytes, droppedBytes: this.droppedBytes });
     this.checkpointAt = this.dataBytes;
   }
 

@@ -54,6 +54,22 @@ export interface SegmentPaths {
 /** extension of the stats checkpoint beside a partial (not `.json`: it is no meta file) */
 export const CHECKPOINT_EXT = '.ckpt';
 
+/**
+ * extension of a stream's pause record (pause-record.ts): `.inprogress/<base><ext>`, one per
+ * stream that was ever paused, beside its partials (not `.json`: it is no meta file)
+ */
+export const PAUSE_RECORD_EXT = '.pause';
+
+/** The pause record of the stream whose reserved name is `base`. */
+export function pauseRecordPath(recordingsDir: string, base: string): string {
+  return path.join(recordingsDir, IN_PROGRESS_DIR, `${base}${PAUSE_RECORD_EXT}`);
+}
+
+/** The stream's reserved name (`base`) of one of its recordings: the id without `-<segment>`. */
+export function baseOfRecordingId(recordingId: string): string {
+  return recordingId.replace(/-\d{4}$/, '');
+}
+
 export function segmentPaths(
   recordingsDir: string, accountSid: string, callSid: string, streamStartedAt: Date, recordingId: string,
 ): SegmentPaths {

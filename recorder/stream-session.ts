@@ -5,7 +5,7 @@
 // It knows nothing of WebSockets or JSON: the gateway drives it through plain method calls.
 import { Timeline, type PlaceResult, type RegionCoverage, type TimelineSink } from './timeline.js';
 import { SegmentWriter } from './segment-writer.js';
-import { recordingIdFor, segmentPaths, type SegmentPaths } from './storage-layout.js';
+import { pauseRecordPath, recordingIdFor, segmentPaths, type SegmentPaths } from './storage-layout.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { crashPoint } from './crash-points.js';
 import { unreservedBase } from './recording-ids.js';
@@ -13,6 +13,7 @@ import { unlink } from 'node:fs/promises';
 import type { Journal, JournalClient } from './journal.js';
 import type { CloseReason, Encoding, PausedInterval, RecordingSidecar, Track } from './sidecar.js';
 import { PauseSpans } from './pause-spans.js';
+import { writePauseRecord } from './pause-record.js';
 import {
   NOMINAL_FRAME_SAMPLES, addCoverage, checkpointOf, countFrame, newSegment, settleMissing, type SegmentState,
 } from './segment-accounting.js';
@@ -63,6 +64,8 @@ export interface StreamSessionOptions {
   gatePauseState?: boolean;
   /** the disk refused a write of this stream (first error of a segment) */
   onWriteError?: (recordingId: string, err: NodeJS.ErrnoException) => void;
+  /** the stream's pause record (pause-record.ts) could not be written: a crash now would recover its pauses only as of the last checkpoint */
+  onPauseRecordError?: (err: Error) => void;
   /** cap of audio waiting for the disk, per segment writer */
   maxQueueBytes?: number;
   /** 20 ms units of audio a published segment lost to disk backpressure */
@@ -212,6 +215,59 @@ export class StreamSession implements TimelineSink, JournalClient {
         if (!this.closed) this.journalOpen();
       });
     }
+    // paused from its first frame: durable like any pause (not awaited: nothing answers a start)
+    if (opts.startPaused === true) void this.persistPauses();
+  }
+
+  /** the pause record's writes, in order; each writes the state as it is when it runs */
+  private pauseWrites: Promise<boolean> = Promise.resolve(true);
+  /** a pause record was written (or is queued): removed once every segment is published */
+  private pauseRecorded = false;
+  /** the pause record is gone (the stream is published): later writes would only leave it behind */
+  private pauseRecordRemoved = false;
+
+  /**
+   * Make the stream's pause state durable: its pause record beside the partials (pause-record.ts),
+   * from which crash recovery gives each segment the pausedIntervals, paused silence and cuts
+   * the live sidecar would have had. Called after pause() and resume() (the API awaits it
+   * before its 200) and at a paused start; one small atomic write each, never on the media path.
+   * Resolves once a write that began after this call is done: true, or false when it failed
+   * (reported through onPauseRecordError: the pause itself holds regardless).
+   */
+  persistPauses(): Promise<boolean> {
+    if (!this.pauseRecorded && !this.pauses.paused && !this.pauses.any) return Promise.resolve(true); // never paused
+    this.pauseRecorded = true;
+    const write = async (): Promise<boolean> => {
+      await this.named.catch(() => undefined); // the record is named after the stream's reserved name
+      if (this.pauseRecordRemoved || this.base === null) return true;
+      const open = this.pauses.openFrom;
+      try {
+        await writePauseRecord(pauseRecordPath(this.opts.recordingsDir, this.base), {
+          v: 1,
+          nodeId: this.opts.nodeId,
+          behavior: this.skip ? 'skip' : 'silence',
+          intervals: this.pauses.intervals,
+          openFrom: open === null ? null : open / SAMPLES_PER_MS,
+          framesPaused: this.framesPaused,
+        });
+        return true;
+      } catch (err) {
+        this.opts.onPauseRecordError?.(err as Error);
+        return false;
+      }
+    };
+    this.pauseWrites = this.pauseWrites.then(write);
+    return this.pauseWrites;
+  }
+
+  /** Every segment is published (sidecars written): the pause record has nothing left to tell. */
+  private removePauseRecord(): Promise<boolean> {
+    this.pauseWrites = this.pauseWrites.then(async () => {
+      this.pauseRecordRemoved = true;
+      if (this.base !== null) await unlink(pauseRecordPath(this.opts.recordingsDir, this.base)).catch(() => undefined); // left: removed by the next start's recovery
+      return true;
+    });
+    return this.pauseWrites;
   }
 
   /** Frames are journaled once replay can find the stream's files (its name is known). */
@@ -420,7 +476,7 @@ export class StreamSession implements TimelineSink, JournalClient {
     const silent = addCoverage(seg, cov, this.channels);
     if (!seg.writer) seg.writer = this.openWriter(seg);
     seg.writer.append(planes, offset, samples, silent, cov.oldestArrival);
-    if (seg.writer.checkpointDue(this.opts.now())) seg.writer.checkpoint(checkpointOf(seg, this.pauses.intervals));
+    if (seg.writer.checkpointDue(this.opts.now())) seg.writer.checkpoint(checkpointOf(seg, this.pauses.intervals, this.framesPaused));
   }
 
   /** audio bytes of this stream waiting for the disk (for the write-queue gauge) */
@@ -545,9 +601,12 @@ export class StreamSession implements TimelineSink, JournalClient {
       if (seg.writer) this.finishSegment(seg, reason);
     }
     this.segments.clear();
-    return Promise.all(this.finalizing).then((all) => {
+    return Promise.all(this.finalizing).then(async (all) => {
       this.ended = true;
       this.opts.journal?.unregister(this);
+      // a segment that could not be published stays in .inprogress for the next start's
+      // recovery, which still needs the record (and removes it then)
+      if (this.pauseRecorded && all.every((s) => s !== null)) await this.removePauseRecord();
       return all.filter((s): s is RecordingSidecar => s !== null);
     });
   }

@@ -184,10 +184,10 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
     }
   }
   /**
-   * Where the gateway said a stream's pause began and ended (`atMs` of the 200 answers). A
-   * recovered recording's sidecar knows its pauses only as of its last checkpoint (at most 2 s
-   * old), so a frame the resume cut (it ends at the call time being spoken, which can be a few ms
-   * past the frame the client sent last) is excused by the gateway's own answer instead.
+   * Where the gateway said a stream's pause began and ended (`atMs` of the 200 answers; `to`
+   * Infinity while no resume answered 200). Every sidecar must list these exactly, a recovered
+   * one too (the stream's pause record is durable before each 200), so the loss check below
+   * relies on the sidecars' pausedIntervals alone.
    */
   const declared = new Map<string, { from: number; to: number }[]>();
   function declarePauses(body: unknown, end: 'from' | 'to'): void {
@@ -427,6 +427,25 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
   t.same(show(findings.pausedNotSilent), [], 'every paused interval is silence');
   t.same(show(findings.attribution), [], 'recordings carry only their own call\'s CTI attribution');
 
+  // every pause a 200 declared is in its stream's sidecars as declared: a closed one exactly, one
+  // never resumed with a 200 from its start on (it ended with the stream, or at the end of what
+  // a crash left recorded)
+  const pausesVsAnswers: string[] = [];
+  for (const [streamSid, spans] of declared) {
+    const recs = listed.filter((r) => r.streamSid === streamSid);
+    if (recs.length === 0) continue; // nothing recorded (or deleted by a rule): nothing to describe
+    const intervals = recs.flatMap((r) => r.pausedIntervals);
+    for (const d of spans) {
+      const ok = d.to === Infinity ? intervals.some((p) => p.from === d.from && p.to >= d.from) : intervals.some((p) => p.from === d.from && p.to === d.to);
+      if (!ok) {
+        pausesVsAnswers.push(`${streamSid} (${recs.map((r) => `${r.recordingId} ${r.closeReason}`).join(', ')}): answered ${d.from}..${d.to} ms, sidecars say ${JSON.stringify(intervals)}`);
+        const st = bySid.get(streamSid);
+        if (st !== undefined) suspects.add(st.callIndex);
+      }
+    }
+  }
+  t.same(show(pausesVsAnswers), [], 'every sidecar (recovered ones too) lists its stream\'s pauses as the 200 answers declared them');
+
   // nothing sent outside a pause is missing; a crash of the stream's node may cost its tail only
   // (what the node held in its 1 s window and had not read yet), never a hole before it
   const lost: string[] = [];
@@ -435,10 +454,7 @@ t.test('50 calls through 3 nodes under SIGKILL chaos, CTI events and pauses: not
   let pausedEarly = 0;
   for (const st of streams) {
     const crashed = !st.clean || killLog.some((k) => k.id === st.nodeId && k.at >= st.openedAt && k.at <= st.closedAt + 10_000);
-    const paused = [
-      ...listed.filter((r) => r.streamSid === st.streamSid).flatMap((r) => r.pausedIntervals),
-      ...(declared.get(st.streamSid) ?? []).filter((x) => x.to !== Infinity),
-    ];
+    const paused = listed.filter((r) => r.streamSid === st.streamSid).flatMap((r) => r.pausedIntervals);
     for (let k = 0; k < st.sent; k++) {
       if (st.kinds[k] !== FRAME_MARKER && st.maySilence[k] === 0 && paused.some((p) => k * 20 >= p.from && k * 20 < p.to)) pausedEarly++;
     }

@@ -2,7 +2,7 @@
 // any file (the disk scan below), the pause instant is the stream's newest call time, frames in
 // flight from before it are kept, `silence` keeps the file aligned and `skip` cuts the span out.
 import t, { type Test } from 'tap';
-import { readdir, open } from 'node:fs/promises';
+import { readdir, readFile, open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -74,6 +74,11 @@ async function filesContaining(root: string, needle: Buffer): Promise<{ scanned:
   return { scanned, hits };
 }
 
+/** The stream's pause record as it is on disk now (read once, right after a 200: never polled). */
+async function pauseRecordOf(g: TestGateway, s: OpenStream): Promise<unknown> {
+  return JSON.parse(await readFile(path.join(g.dir, '.inprogress', `${s.streamSid}.pause`), 'utf8'));
+}
+
 async function pausedCall(t: Test, env: Record<string, string>, scanTmp: boolean) {
   const g = await startTestGateway(t, { ...ENABLED, ...env });
   const tracks: Track[] = ['inbound', 'outbound'];
@@ -84,6 +89,9 @@ async function pausedCall(t: Test, env: Record<string, string>, scanTmp: boolean
   const p1 = await post(`${g.http}/v1/calls/${s.callSid}/pause`);
   t.equal(p1.status, 200);
   t.same(p1.body, { callSid: s.callSid, paused: true, streams: [{ streamSid: s.streamSid, atMs: 1000 }] }, 'paused from the newest call time');
+  const behavior = env.PAUSE_BEHAVIOR ?? 'silence';
+  t.same(await pauseRecordOf(g, s), { v: 1, nodeId: g.gw.config.nodeId, behavior, intervals: [], openFrom: 1000, framesPaused: 0 },
+    'the pause is durable in the stream\'s pause record before the 200');
   const p2 = await post(`${g.http}/v1/calls/${s.callSid}/pause`);
   t.same(p2.body, p1.body, 'pausing twice is fine and changes nothing');
   const calls = await getJson<{ items: { callSid: string; paused: boolean; nodeId: string; startedAt: string }[] }>(`${g.http}/v1/calls`);
@@ -93,6 +101,8 @@ async function pausedCall(t: Test, env: Record<string, string>, scanTmp: boolean
   await seen(g, s, 2000);
   const r = await post(`${g.http}/v1/calls/${s.callSid}/resume`);
   t.same(r.body, { callSid: s.callSid, paused: false, streams: [{ streamSid: s.streamSid, atMs: 2000 }] });
+  t.match(await pauseRecordOf(g, s), { behavior, intervals: [{ from: 1000, to: 2000 }], openFrom: null, framesPaused: 100 },
+    'and so is the resume: the interval as answered, the paused frames counted');
   t.equal((await post(`${g.http}/v1/calls/${s.callSid}/resume`)).status, 200, 'resuming twice is fine');
   await sendMarker(s, tracks, 60, 5); // a paused frame arriving after resume: still dropped
   await s.frames(100, 50); // 2000..3000 ms
@@ -100,6 +110,9 @@ async function pausedCall(t: Test, env: Record<string, string>, scanTmp: boolean
   const [rec] = await waitForRecordings(g.http, s.callSid, 1);
   t.same(rec.pausedIntervals, [{ from: 1000, to: 2000 }]);
   t.equal(rec.framesMissing, 0, 'a pause is not missing audio');
+  // removed once every segment is published; the outcome (index) may list the recording a moment before
+  await until(async () => (await readdir(path.join(g.dir, '.inprogress'))).length === 0, 'the pause record removed with the stream\'s partial marks');
+  t.pass('nothing left in .inprogress: the pause record went once every segment was published');
   // the temp dir is scanned once; RECORDINGS_DIR every time
   const scan = [await filesContaining(g.dir, MARKER), scanTmp ? await filesContaining(os.tmpdir(), MARKER) : { scanned: 0, hits: [] }];
   t.ok(scan[0]!.scanned >= 2, `scanned RECORDINGS_DIR (${scan[0]!.scanned} files) and ${os.tmpdir()} (${scan[1]!.scanned} files)`);

@@ -37,7 +37,8 @@ t.test('coverage, checkpoint and missing audio', async (t) => {
   t.same(seg.firstCovered, [100, 900], 'the first region that covered the track');
   t.same(seg.lastCoveredEnd, [1060, 1060]);
   const pauses = [{ from: 10, to: 20 }];
-  t.same(checkpointOf(seg, pauses), { stats: seg.stats, covered: [480, 160], firstCovered: [100, 900], lastCoveredEnd: [1060, 1060], pausedIntervals: pauses });
+  t.same(checkpointOf(seg, pauses), { stats: seg.stats, covered: [480, 160], firstCovered: [100, 900], lastCoveredEnd: [1060, 1060], pausedIntervals: pauses, framesPaused: 0 });
+  t.equal(checkpointOf(seg, pauses, 42).framesPaused, 42, 'the stream\'s paused frames so far, for a recovered sidecar');
   // left: span 960, covered 480 -> 3 frames missing; right: span 160, covered 160 -> none
   t.same(settleMissing(seg, 2, null).map((s) => s.missing), [3, 0]);
   // 320 of the left track's hole was paused (silence on purpose): 1 frame missing

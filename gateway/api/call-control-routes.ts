@@ -125,9 +125,9 @@ function checkEventTime(at: unknown, control: CallControl): void {
   }
 }
 
-function pauseCall(control: CallControl, t: CallTarget, paused: boolean, knownElsewhere: boolean): PauseResult {
+async function pauseCall(control: CallControl, t: CallTarget, paused: boolean, knownElsewhere: boolean): Promise<PauseResult> {
   try {
-    return paused ? control.pause(t.scope, t.callSid, knownElsewhere) : control.resume(t.scope, t.callSid, knownElsewhere);
+    return await (paused ? control.pause(t.scope, t.callSid, knownElsewhere) : control.resume(t.scope, t.callSid, knownElsewhere));
   } catch (err) {
     if (err instanceof UnknownCallError) throw new ApiError(404, 'not_found', err.message);
     if (err instanceof PauseDisabledError) throw new ApiError(409, 'pause_disabled', err.message);
