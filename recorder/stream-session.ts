@@ -593,7 +593,9 @@ export class StreamSession implements TimelineSink, JournalClient {
   }
 
   private closeNamed(reason: CloseReason): Promise<RecordingSidecar[]> {
-    this.resume(); // an open pause ends with the stream
+    // an open pause ends with the stream: at the newest call time seen (the end of the file), not
+    // at "spoken now", which may run past it; a resume asked after this answers the same instant
+    if (this.pauses.paused) this.pauses.resume(this.seen);
     this.timeline.flushAll();
     // silence: a pause running to the end of the call stays in the file as silence
     if (!this.skip && this.pauses.any) this.timeline.emitUpTo(this.seen);

@@ -161,3 +161,20 @@ t.test('a client sending ahead of real time moves a resume by MAX_ORIGIN_CORRECT
   t.equal(s.resume(), 2000 + MAX_ORIGIN_CORRECTION_MS, 'the origin was pulled back by the bound, not by 1980 ms');
   t.equal(put(s, 100 + MAX_ORIGIN_CORRECTION_MS / 20), 'placed', 'the first frame after the bound is kept');
 });
+
+t.test('a stream closed while paused: the pause ends at the end of the file, and a later resume says so', async (t) => {
+  const { s, clock } = await session(t);
+  for (let i = 0; i < 10; i++) {
+    clock.now = 1000 + i * 20;
+    put(s, i);
+  }
+  t.equal(s.pause(), 200);
+  for (let i = 10; i < 15; i++) {
+    clock.now = 1000 + i * 20;
+    t.equal(put(s, i), 'paused');
+  }
+  clock.now = 1600; // the stop comes 300 ms after the last frame: call time 600 is "spoken now"
+  const [rec] = await s.close('stop');
+  t.match(rec, { durationMs: 300, pausedIntervals: [{ from: 200, to: 300 }] }, 'not to 600: nothing after 300 ms exists');
+  t.equal(s.resume(), 300, 'a resume answered after the close declares the same end as the sidecar');
+});
