@@ -327,14 +327,15 @@ export class Recorder {
   /** End every stream that sent nothing for the idle timeout (called by a periodic sweep). */
   sweepIdle(): number {
     const cutoff = this.opts.now() - this.opts.idleTimeoutMs;
-    let n = 0;
-    for (const { session, owner } of [...this.live.values()]) {
-      if (session.lastActivity <= cutoff) {
-        owner.endByServer('idle');
-        n++;
-      }
+    // Once a second over every live stream: no copy of the map unless something is idle (ending
+    // a stream removes it from the map, so those are collected first).
+    let idle: StreamOwner[] | null = null;
+    for (const { session, owner } of this.live.values()) {
+      if (session.lastActivity <= cutoff) (idle ??= []).push(owner);
     }
-    return n;
+    if (idle === null) return 0;
+    for (const owner of idle) owner.endByServer('idle');
+    return idle.length;
   }
 
   /** Ask every owner to end its stream with `reason`, then wait for all publishing. */

@@ -46,6 +46,13 @@ export interface SegmentWriterOptions {
    * write as soon as anything is queued.
    */
   batchBytes?: number;
+  /**
+   * The first batch goes out at this much instead of batchBytes (default batchBytes). Streams
+   * that start together would otherwise write (and checkpoint) together every batch, a burst of
+   * thread-pool work in one tick; a per-stream first batch (see writePhaseBytes) spreads them
+   * over the batch period for the rest of the segment.
+   */
+  firstBatchBytes?: number;
   /** batch only while this holds (the journal still writes); otherwise write at once */
   batchWhile?: () => boolean;
 }
@@ -96,7 +103,13 @@ export class SegmentWriter {
   /** audio bytes not kept because the disk was too slow (written as silence instead) */
   droppedBytes = 0;
   private readonly maxQueueBytes: number;
-  private readonly batchBytes: number;
+  private batchBytes: number;
+  /** the batch size after the first write (batchBytes holds the first one until then) */
+  private readonly laterBatchBytes: number;
+  /** queue entries and writev lists reused: a write allocates no arrays, an append no entry */
+  private readonly freeEntries: Pending[] = [];
+  private readonly bufs: Buffer[] = [];
+  private readonly batch: Pending[] = [];
   /** latest stats checkpoint not yet written, and the data size it describes */
   private checkpointData: string | null = null;
   private checkpointAt = 0;
@@ -107,7 +120,8 @@ export class SegmentWriter {
     this.headerLength = wavHeaderLength(opts.encoding);
     this.poolBufferBytes = opts.chunkSamples * opts.channels * (opts.encoding === 'pcm16' ? 2 : 1);
     this.maxQueueBytes = opts.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES;
-    this.batchBytes = Math.min(opts.batchBytes ?? 0, this.maxQueueBytes / 2);
+    this.laterBatchBytes = Math.min(opts.batchBytes ?? 0, this.maxQueueBytes / 2);
+    this.batchBytes = Math.min(opts.firstBatchBytes ?? this.laterBatchBytes, this.laterBatchBytes);
     this.opened = this.openFile();
     // An open failure surfaces through finalize(); keep it from being an unhandled rejection.
     this.opened.catch((err: Error) => this.fail(err));
@@ -160,7 +174,7 @@ export class SegmentWriter {
     if (pcm) interleavePcm16(planes, offset, n, buf);
     else interleaveMulaw(planes, offset, n, buf);
     this.dataBytes += buf.length;
-    this.queue.push({ buf, silence: 0, owner, arrival });
+    this.queue.push(this.entry(buf, 0, owner, arrival));
     this.queuedBytes += buf.length;
     if (!this.pumping && (this.queuedBytes >= this.batchBytes || this.opts.batchWhile?.() === false)) this.pumping = this.pump();
   }
@@ -169,8 +183,19 @@ export class SegmentWriter {
   private queueSilence(bytes: number): void {
     const last = this.queue.length > 0 ? this.queue[this.queue.length - 1]! : null;
     if (last !== null && last.buf === null) last.silence += bytes;
-    else this.queue.push({ buf: null, silence: bytes, owner: null, arrival: NaN });
+    else this.queue.push(this.entry(null, bytes, null, NaN));
     if (!this.pumping) this.pumping = this.pump();
+  }
+
+  /** A queue entry, reused from an earlier write when there is one. */
+  private entry(buf: Buffer | null, silence: number, owner: Buffer | null, arrival: number): Pending {
+    const e = this.freeEntries.pop();
+    if (e === undefined) return { buf, silence, owner, arrival };
+    e.buf = buf;
+    e.silence = silence;
+    e.owner = owner;
+    e.arrival = arrival;
+    return e;
   }
 
   /** A pool buffer (reused once its write is done) of at least `bytes`, or a new one. */
@@ -189,8 +214,8 @@ export class SegmentWriter {
       while (this.queue.length > 0 && !this.error) {
         // Everything queued, except that silence goes out at most MAX_SILENCE_PER_WRITE at a
         // time: the rest of a long run stays queued (as a count) for the next write.
-        const bufs: Buffer[] = [];
-        const batch: Pending[] = [];
+        const bufs = this.bufs;
+        const batch = this.batch;
         let total = 0;
         let queued = 0;
         let silenceLeft = MAX_SILENCE_PER_WRITE;
@@ -214,11 +239,11 @@ export class SegmentWriter {
             taken++;
           } else {
             p.silence -= n; // the run's remainder stays at the head of the queue
-            batch.push({ buf: null, silence: n, owner: null, arrival: NaN });
+            batch.push(this.entry(null, n, null, NaN));
             break;
           }
         }
-        this.queue.splice(0, taken);
+        dropHead(this.queue, taken);
         // Positional writes: the header went in with pwrite, which leaves the file offset alone.
         const at = this.headerLength + this.writtenBytes;
         let done = (await fh.writev(bufs, at)).bytesWritten;
@@ -229,11 +254,17 @@ export class SegmentWriter {
         }
         this.writtenBytes += total;
         this.queuedBytes -= queued;
+        this.batchBytes = this.laterBatchBytes;
         const now = this.opts.now();
         for (const p of batch) {
           this.opts.onWritten?.(p.buf === null ? p.silence : p.buf.length, Number.isNaN(p.arrival) ? NaN : now - p.arrival);
           if (p.owner !== null && p.owner.length === this.poolBufferBytes && this.pool.length < this.poolMax) this.pool.push(p.owner);
+          p.buf = null;
+          p.owner = null;
+          if (this.freeEntries.length < this.poolMax) this.freeEntries.push(p);
         }
+        bufs.length = 0;
+        batch.length = 0;
         await this.writeCheckpoint();
       }
     } catch (err) {
@@ -254,12 +285,16 @@ export class SegmentWriter {
   /**
    * Offer a stats checkpoint (a small JSON) describing the audio accepted so far. It is written
    * after the audio it describes has reached the file, by the write loop, at most once per
-   * CHECKPOINT_MS: crash recovery reads it for the frame counts of the sidecar.
+   * CHECKPOINT_MS: crash recovery reads it for the frame counts of the sidecar. `stats` is the
+   * caller's own fresh object: `dataBytes` is added to it (no copy).
    */
   checkpoint(stats: Record<string, unknown>): void {
     if (this.opts.checkpointPath === undefined || this.error) return;
-    // droppedBytes: audio not kept for disk backpressure, for the recovered sidecar's count
-    this.checkpointData = JSON.stringify({ ...stats, dataBytes: this.dataBytes, droppedBytes: this.droppedBytes });
+    // the caller's fresh object: no copy of it. droppedBytes: audio not kept for disk
+    // backpressure, for the recovered sidecar's count
+    stats.dataBytes = this.dataBytes;
+    stats.droppedBytes = this.droppedBytes;
+    this.checkpointData = JSON.stringify(stats);
     this.checkpointAt = this.dataBytes;
   }
 
@@ -281,9 +316,15 @@ export class SegmentWriter {
       this.checkpointFh ??= await open(this.opts.checkpointPath, 'w');
       // Fixed-size record written in one pwrite at offset 0 (padded with spaces, which JSON
       // ignores): a process killed at any moment leaves either the old or the new record.
-      const rec = Buffer.alloc(Math.max(CHECKPOINT_BYTES, Buffer.byteLength(data)), 0x20);
+      const size = Buffer.byteLength(data);
+      const rec = size <= CHECKPOINT_BYTES ? (checkpointBuffers.pop() ?? Buffer.allocUnsafeSlow(CHECKPOINT_BYTES)) : Buffer.allocUnsafe(size);
       rec.write(data);
-      await this.checkpointFh.write(rec, 0, rec.length, 0);
+      if (size < rec.length) rec.fill(0x20, size);
+      try {
+        await this.checkpointFh.write(rec, 0, rec.length, 0);
+      } finally {
+        if (rec.length === CHECKPOINT_BYTES && checkpointBuffers.length < 64) checkpointBuffers.push(rec);
+      }
     } catch {
       // Best effort: without a checkpoint recovery derives the counts from the audio.
     }
@@ -360,6 +401,29 @@ export class SegmentWriter {
 export const CHECKPOINT_MS = 2000;
 /** checkpoint records are padded to this size so one pwrite replaces the whole record */
 const CHECKPOINT_BYTES = 1024;
+/**
+ * Record buffers of checkpoint writes in flight, shared by every writer and reused: a node
+ * checkpoints every stream every 2 s, and a fresh buffer each time (external memory, kept
+ * alive across scavenges by the write in flight) was old-space growth that drove full GCs.
+ */
+const checkpointBuffers: Buffer[] = [];
+
+/** Remove the first `n` entries of `a` in place (no array of the removed ones, as splice makes). */
+function dropHead<T>(a: T[], n: number): void {
+  if (n === 0) return;
+  a.copyWithin(0, n);
+  a.length -= n;
+}
+
+/**
+ * The first write batch of a stream's segment, as a share of `batchBytes` by the stream's number
+ * `n` on the node: whole `chunkBytes` steps of 1 .. `batchBytes / chunkBytes` chunks in turn, so
+ * consecutive streams (a burst of starts) write in different ticks of the batch period.
+ */
+export function writePhaseBytes(n: number, batchBytes: number, chunkBytes: number): number {
+  const steps = Math.max(1, Math.floor(batchBytes / chunkBytes));
+  return (((n % steps) + steps) % steps + 1) * chunkBytes;
+}
 
 /** Dropped audio as views of the shared silence (no allocation per byte). */
 function pushSilence(bufs: Buffer[], bytes: number, silence: Buffer): void {
@@ -379,11 +443,23 @@ function interleaveMulaw(planes: readonly Buffer[], offset: number, n: number, o
   }
   const l = planes[0]!;
   const r = planes[1]!;
-  for (let i = 0, o = 0; i < n; i++, o += 2) {
+  let i = 0;
+  if (LITTLE_ENDIAN && (out.byteOffset & 3) === 0) {
+    // Two stereo samples (four bytes: L R L R) per 32-bit store: a quarter of the stores of the
+    // byte loop below, about 2.5 times faster (this runs on 4 000 samples per stream twice a second)
+    const words = new Uint32Array(out.buffer, out.byteOffset, n >> 1);
+    for (let w = 0, j = offset; w < words.length; w++, j += 2) {
+      words[w] = l[j]! | (r[j]! << 8) | (l[j + 1]! << 16) | (r[j + 1]! << 24);
+    }
+    i = words.length * 2;
+  }
+  for (let o = i * 2; i < n; i++, o += 2) {
     out[o] = l[offset + i]!;
     out[o + 1] = r[offset + i]!;
   }
 }
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 function interleavePcm16(planes: readonly Buffer[], offset: number, n: number, out: Buffer): void {
   const ch = planes.length;

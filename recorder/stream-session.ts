@@ -4,7 +4,7 @@
 // finished segment into a published WAV + sidecar (sidecar-builder.ts).
 // It knows nothing of WebSockets or JSON: the gateway drives it through plain method calls.
 import { Timeline, type PlaceResult, type RegionCoverage, type TimelineSink } from './timeline.js';
-import { SegmentWriter } from './segment-writer.js';
+import { SegmentWriter, writePhaseBytes } from './segment-writer.js';
 import { pauseRecordPath, recordingIdFor, segmentPaths, type SegmentPaths } from './storage-layout.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { crashPoint } from './crash-points.js';
@@ -125,6 +125,9 @@ export const MAX_ORIGIN_CORRECTION_MS = 250;
 
 interface GatedFrame { channel: number; start: number; payload: Buffer; length: number }
 
+/** streams started in this process: each stream's number sets its write phase */
+let streamsStarted = 0;
+
 export class StreamSession implements TimelineSink, JournalClient {
   readonly id: StreamIdentity;
   readonly attribution: Attribution;
@@ -177,6 +180,8 @@ export class StreamSession implements TimelineSink, JournalClient {
   private readonly publishing = new Set<SegmentState>();
   /** every segment is published (or failed): the journal holds nothing this stream needs */
   private ended = false;
+  /** this stream's number in the process (its segments' write phase: see writePhaseBytes) */
+  private readonly no = streamsStarted++;
 
   constructor(id: StreamIdentity, attribution: Attribution, opts: StreamSessionOptions) {
     this.id = id;
@@ -489,6 +494,8 @@ export class StreamSession implements TimelineSink, JournalClient {
   private openWriter(seg: SegmentState): SegmentWriter {
     const recordingId = this.recordingIdOf(seg.index);
     const paths = segmentPaths(this.opts.recordingsDir, this.id.accountSid, this.id.callSid, this.startedAt, recordingId);
+    const bytesPerSample = this.channels * (this.opts.encoding === 'pcm16' ? 2 : 1);
+    const batchBytes = this.opts.journal === undefined ? 0 : JOURNALED_WRITE_MS * SAMPLES_PER_MS * bytesPerSample;
     return new SegmentWriter({
       paths,
       encoding: this.opts.encoding,
@@ -503,8 +510,10 @@ export class StreamSession implements TimelineSink, JournalClient {
       maxQueueBytes: this.opts.maxQueueBytes,
       // with the journal the file is written in larger, fewer pieces (the journal is what a
       // crash is recovered from): 2 s of audio per write instead of 500 ms
-      batchBytes: this.opts.journal === undefined ? 0
-        : JOURNALED_WRITE_MS * SAMPLES_PER_MS * this.channels * (this.opts.encoding === 'pcm16' ? 2 : 1),
+      batchBytes,
+      // streams that start together (a burst) would write and checkpoint in the same ticks every
+      // batch: each stream's first batch is 1..4 emission chunks by its number, then full ones
+      firstBatchBytes: writePhaseBytes(this.no, batchBytes, this.opts.chunkMs * SAMPLES_PER_MS * bytesPerSample),
       batchWhile: this.opts.journal === undefined ? undefined : ((j) => () => j.ok)(this.opts.journal),
       // counted like received frames: per track, in 20 ms units
       onDropped: (bytes) => this.opts.onDropped?.(bytes / (this.opts.encoding === 'pcm16' ? 2 : 1) / NOMINAL_FRAME_SAMPLES),
