@@ -55,15 +55,23 @@ export class PauseSpans {
     return to;
   }
 
-  /** Is a frame starting at call-time sample `start` paused? */
+  /** Is a frame starting at call-time sample `start` paused (at least its start)? */
   isPaused(start: number): boolean {
-    if (this.pauseFrom !== null && start >= this.pauseFrom) return true;
+    return this.pausedUntil(start) > start;
+  }
+
+  /**
+   * Where the pause holding call-time sample `start` ends: Infinity for the open pause, `start`
+   * itself when no pause holds it. A frame is paused up to there (and whole when it ends before).
+   */
+  pausedUntil(start: number): number {
+    if (this.pauseFrom !== null && start >= this.pauseFrom) return Number.POSITIVE_INFINITY;
     for (let i = this.spans.length - 1; i >= 0; i--) {
       const p = this.spans[i]!;
-      if (start >= p.to) return false; // spans are ordered: nothing earlier can contain it
-      if (start >= p.from) return true;
+      if (start >= p.to) return start; // spans are ordered: nothing earlier can contain it
+      if (start >= p.from) return p.to;
     }
-    return false;
+    return start;
   }
 
   /** With `skip`, samples cut out before call-time sample `start`. */

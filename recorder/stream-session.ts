@@ -342,9 +342,15 @@ export class StreamSession implements TimelineSink, JournalClient {
     // Frames still in flight were spoken before the resume: the pause ends at the newest frame
     // read or at the call time being spoken now, whichever is later (a real-time stream's newest
     // frame lags the caller by the network delay; marker audio sent just before resume was seen).
+    // Past the newest frame, the end is rounded up to the frames' grid (frames follow one another
+    // from it): a frame is then paused whole, never kept from inside the audio it carries, and an
+    // estimate a few ms short of the truth still drops the frame being spoken (PCI, ≤ 20 ms more
+    // pause, declared in the answer and the sidecar).
     const spokenNow = Number.isFinite(this.clockOrigin)
       ? Math.floor(this.opts.now() - this.clockOrigin) * SAMPLES_PER_MS : 0;
-    return this.pauses.resume(Math.max(this.seen, spokenNow)) / SAMPLES_PER_MS;
+    const end = spokenNow <= this.seen ? this.seen
+      : this.seen + Math.ceil((spokenNow - this.seen) / NOMINAL_FRAME_SAMPLES) * NOMINAL_FRAME_SAMPLES;
+    return this.pauses.resume(end) / SAMPLES_PER_MS;
   }
 
   /** A lower origin seen: the first one fixes the bound; later ones correct it within the bound. */
@@ -409,9 +415,19 @@ export class StreamSession implements TimelineSink, JournalClient {
     }
     if (start + length > this.seen) this.seen = start + length;
     // PCI: paused audio never reaches the ring (nor anything the ring is written to).
-    if (this.pauses.isPaused(start)) {
-      this.framesPaused++;
-      return 'paused';
+    const pausedUntil = this.pauses.pausedUntil(start);
+    if (pausedUntil > start) {
+      if (pausedUntil >= start + length) {
+        this.framesPaused++;
+        return 'paused';
+      }
+      // The frame straddles a resume (its instant is the call time spoken then, not a frame
+      // edge): the part spoken before it is dropped, the rest is kept from the resume on, so the
+      // paused span is exactly what the resume answered and nothing after it goes missing.
+      const cut = pausedUntil - start;
+      offset += cut;
+      length -= cut;
+      start = pausedUntil;
     }
     if (this.skip && this.pauses.any) start -= this.pauses.cutBefore(start);
     const result = this.timeline.place(channel, start, payload, length, arrival, offset);

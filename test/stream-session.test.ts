@@ -158,8 +158,10 @@ t.test('a client sending ahead of real time moves a resume by MAX_ORIGIN_CORRECT
   for (let i = 0; i < 100; i++) put(s, i); // 2 s of audio at one instant
   s.pause(); // at 2000 ms
   clock.now = 3000; // 2 s later: the first frame's clock says call time 2000 is spoken now
-  t.equal(s.resume(), 2000 + MAX_ORIGIN_CORRECTION_MS, 'the origin was pulled back by the bound, not by 1980 ms');
-  t.equal(put(s, 100 + MAX_ORIGIN_CORRECTION_MS / 20), 'placed', 'the first frame after the bound is kept');
+  const bound = Math.ceil(MAX_ORIGIN_CORRECTION_MS / 20) * 20; // on the frame grid
+  t.equal(s.resume(), 2000 + bound, 'the origin was pulled back by the bound, not by 1980 ms');
+  t.equal(put(s, 100 + bound / 20 - 1), 'paused', 'the frame before the bound is paused');
+  t.equal(put(s, 100 + bound / 20), 'placed', 'the first frame after the bound is kept');
 });
 
 t.test('a stream closed while paused: the pause ends at the end of the file, and a later resume says so', async (t) => {
@@ -178,3 +180,58 @@ t.test('a stream closed while paused: the pause ends at the end of the file, and
   t.match(rec, { durationMs: 300, pausedIntervals: [{ from: 200, to: 300 }] }, 'not to 600: nothing after 300 ms exists');
   t.equal(s.resume(), 300, 'a resume answered after the close declares the same end as the sidecar');
 });
+
+for (const behavior of ['silence', 'skip'] as const) {
+  t.test(`${behavior}: a resume inside a frame ends the pause at that frame's end: the frame is paused whole`, async (t) => {
+    const { s, dir, clock } = await session(t, { pauseBehavior: behavior });
+    for (let i = 0; i < 10; i++) {
+      clock.now = 1000 + i * 20;
+      put(s, i);
+    }
+    t.equal(s.pause(), 200);
+    for (let i = 10; i < 25; i++) {
+      clock.now = 1000 + i * 20;
+      t.equal(put(s, i), 'paused');
+    }
+    clock.now = 1503; // call time 503 is spoken now: 3 ms into frame 25 (500..520 ms)
+    t.equal(s.resume(), 520, 'rounded up to the frame grid: frame 25 was being spoken');
+    clock.now = 1530;
+    t.equal(put(s, 25), 'paused', 'frame 25: dropped whole');
+    for (let i = 26; i < 30; i++) {
+      clock.now = 1000 + i * 20 + 30;
+      t.equal(put(s, i), 'placed', `frame ${i}`);
+    }
+    const [rec] = await s.close('stop');
+    t.match(rec, { framesMissing: 0, framesPaused: 16, framesReceived: 14, pausedIntervals: [{ from: 200, to: 520 }] });
+    const got = Buffer.from(decodeWav(await readFile(audioPathOnDisk(dir, rec!))).channel[0]!);
+    const all = trackAudio(5, 'inbound', 30);
+    const expected = behavior === 'silence'
+      ? Buffer.concat([all.subarray(0, 200 * 8), Buffer.alloc(320 * 8, MULAW_SILENCE), all.subarray(520 * 8)])
+      : Buffer.concat([all.subarray(0, 200 * 8), all.subarray(520 * 8)]);
+    t.ok(got.equals(expected), `paused exactly [200, 520) ms, the rest bit-exact (${rec!.durationMs} ms)`);
+  });
+
+  t.test(`${behavior}: a frame off the grid straddling the resume keeps only what follows it`, async (t) => {
+    const { s, dir, clock } = await session(t, { pauseBehavior: behavior });
+    for (let i = 0; i < 10; i++) {
+      clock.now = 1000 + i * 20;
+      put(s, i);
+    }
+    t.equal(s.pause(), 200);
+    clock.now = 1300;
+    t.equal(s.resume(), 300);
+    // a frame stamped 290..310 ms (a jittery timestamp): 290..300 was paused, 300..310 is kept
+    clock.now = 1310;
+    t.equal(s.media(0, 290 * 8, frame(10), FRAME), 'placed');
+    const [rec] = await s.close('stop');
+    t.match(rec, { framesMissing: 0, framesReceived: 11, pausedIntervals: [{ from: 200, to: 300 }] });
+    t.notOk(rec!.framesPaused, 'no frame paused');
+    const got = Buffer.from(decodeWav(await readFile(audioPathOnDisk(dir, rec!))).channel[0]!);
+    const head = trackAudio(5, 'inbound', 10);
+    const kept = frame(10).subarray(10 * 8);
+    const expected = behavior === 'silence'
+      ? Buffer.concat([head, Buffer.alloc(100 * 8, MULAW_SILENCE), kept])
+      : Buffer.concat([head, kept]);
+    t.ok(got.equals(expected), `paused exactly [200, 300) ms; the frame's last 10 ms kept bit-exact (${rec!.durationMs} ms)`);
+  });
+}
