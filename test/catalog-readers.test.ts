@@ -1,16 +1,18 @@
 // The importer's reader workers (reader-pool.ts, sidecar-reader.ts): sidecars are read and parsed
 // on worker threads, the catalog written on the main thread in short transactions. A real SQLite
-// file, real files, real worker threads.
+// file (and a real PostgreSQL for its import statements), real files, real worker threads.
 import t, { type Test } from 'tap';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidSidecarError, rowFields } from '../recorder/catalog/catalog.js';
 import { importSidecars, RECONCILED_AT } from '../recorder/catalog/importer.js';
+import { PgCatalog } from '../recorder/catalog/pg-catalog.js';
 import { ReaderPoolError } from '../recorder/catalog/reader-pool.js';
 import { SqliteCatalog } from '../recorder/catalog/sqlite-catalog.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { segmentPaths } from '../recorder/storage-layout.js';
+import { startPostgres } from './fixtures/postgres.js';
 
 const ACCOUNT = 'AC' + '0'.repeat(31) + '2';
 const hex32 = (n: number) => n.toString(16).padStart(32, '0');
@@ -175,4 +177,73 @@ t.test('insertRows writes in short transactions with the event loop free between
   t.equal(await catalog.insertRows(rows, Date.now()), 200, 'unchanged rows count as listed');
   on = false;
   t.ok(ticks <= 2, `one transaction: a turn before it, none in between (${ticks})`);
+});
+
+t.test('PostgreSQL insertRows: statements of a bounded size, the event loop free between them; counts, tombstones, unchanged rows, reconcile', async (t) => {
+  const server = await startPostgres(t);
+  const dir = '/r';
+  const catalog = new PgCatalog(dir, await server.createDatabase(), 2);
+  await catalog.open();
+  t.teardown(() => catalog.close());
+  const rowOf = (s: RecordingSidecar) => rowFields(dir, s, segmentPaths(dir, ACCOUNT, s.callSid, new Date(s.startedAt), s.recordingId).sidecar);
+  const rows = Array.from({ length: 200 }, (_, i) => rowOf(sidecarOf(i + 1)));
+  // tombstoned before the import: the 150th row, in a late statement
+  await catalog.remove(recId(150));
+  const putAt = async (n: number) => (await catalog.pool.query<{ put_at: number }>('SELECT put_at FROM recordings WHERE recording_id = $1', [recId(n)])).rows[0]?.put_at;
+  // the rows of every statement that marks rows seen, as PostgreSQL saw them (a statement trigger)
+  await catalog.pool.query(`CREATE TABLE stmt_rows (at serial, n int);
+    CREATE FUNCTION log_stmt() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO stmt_rows (n) SELECT count(*) FROM new_rows; RETURN NULL; END $$;
+    CREATE TRIGGER log_stmt AFTER INSERT ON import_seen REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION log_stmt()`);
+  const statements = async () => {
+    const n = (await catalog.pool.query<{ n: number }>('SELECT n FROM stmt_rows ORDER BY at')).rows.map((r) => r.n);
+    await catalog.pool.query('TRUNCATE stmt_rows, import_seen');
+    return n;
+  };
+  t.equal(await catalog.insertRows(rows, 500), 199, 'the default bounds');
+  t.same(await statements(), [200], '200 rows: one statement');
+  const many = Array.from({ length: 600 }, (_, i) => rowOf(sidecarOf(i + 1001)));
+  t.equal(await catalog.insertRows(many, 500), 600);
+  t.same(await statements(), [250, 250, 100], `statements of at most ${catalog.chunkRows} rows`);
+  await catalog.pool.query(`DELETE FROM recordings WHERE recording_id LIKE 'MZ%'`);
+
+  catalog.chunkRows = 1; // every row its own statement
+  let ticks = 0;
+  let on = true;
+  const tick = () => { ticks++; if (on) setImmediate(tick); };
+  setImmediate(tick);
+  t.equal(await catalog.insertRows(rows, 1000), 199, 'the tombstoned row is not listed');
+  on = false;
+  t.same(await statements(), rows.map(() => 1), 'every row its own statement');
+  t.ok(ticks >= 200, `the loop turned between the statements (${ticks} turns for 200 rows)`);
+  t.equal(await catalog.count(), 199, 'the kept counts (triggers) saw every statement');
+  t.equal(await catalog.get(recId(150)), undefined);
+  t.same((await catalog.get(recId(200)))!.sidecar, sidecarOf(200));
+
+  // the byte bound: one big sidecar per statement, and chunks that split at other places than
+  // before; rows unchanged since the first import are left as they are (put_at stays)
+  catalog.chunkRows = 64;
+  catalog.chunkBytes = 1;
+  const big = sidecarOf(7, { customParameters: { note: 'x'.repeat(300_000) } });
+  const again = rows.map((r, i) => (i === 6 ? rowOf(big) : r));
+  t.equal(await catalog.insertRows(again, 2000), 199);
+  t.same(await statements(), again.map(() => 1), 'a statement ends after the row that passes chunkBytes');
+  catalog.chunkBytes = 100_000;
+  t.equal(await catalog.insertRows(again.slice(0, 10), 2000), 10);
+  t.same(await statements(), [7, 3], 'the big sidecar (the 7th row) ends its statement');
+  t.equal(await putAt(6), 1000, 'an unchanged row is not rewritten');
+  t.equal(await putAt(7), 2000, 'a changed one is');
+  t.same((await catalog.get(recId(7)))!.sidecar, big);
+  catalog.chunkBytes = 256 * 1024;
+  t.equal(await catalog.insertRows(again.slice(0, 100), 3000), 100);
+  t.same(await statements(), [7, 64, 29], 'the big sidecar passes 256 KB: its statement ends there; then 64 rows at most');
+  t.equal(await putAt(50), 1000);
+
+  // reconcile: every statement marked its rows seen; rows not in this import are removed
+  await catalog.exclusive(async () => {
+    t.equal(await catalog.insertRows(again.slice(0, 130), 4000), 130);
+    t.equal(await catalog.removeUnseen(4000), 69, 'the 69 listed rows not imported this time are removed');
+  });
+  t.equal(await catalog.count(), 130);
+  t.equal((await catalog.query({ limit: 1000, count: true })).total, 130);
 });
