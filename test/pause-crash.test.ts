@@ -103,7 +103,11 @@ async function killAndRecover(t: Test, cwd: string, env: Record<string, string>,
   const second = await startProcess(t, cwd, env);
   await until(async () => (await fetch(`${second.http}/readyz`)).status === 200, 'recovery done (ready)', 30_000);
   const { body } = await getJson<{ items: RecordingSidecar[] }>(`${second.http}/v1/recordings?callSid=${s.callSid}`);
-  t.equal(body.items.length, 1, 'one recovered recording');
+  // once (1 of ~10 loaded runs) the list was empty right after /readyz: say what the second
+  // process logged of recovery and the catalog, so that failure can be read next time
+  const why = body.items.length === 1 ? '' : `; the recovering gateway logged:\n${second.stdout().split('\n')
+    .filter((l) => /recover|catalog|import|pause record|"level":(40|50|60)/.test(l)).slice(-30).join('\n')}`;
+  t.equal(body.items.length, 1, `one recovered recording${why}`);
   const rec = body.items[0]!;
   t.equal(rec.closeReason, 'recovered');
   const wav = decodeWav(Buffer.from(await (await fetch(`${second.http}/v1/recordings/${rec.recordingId}/audio`)).arrayBuffer()));
