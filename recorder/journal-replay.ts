@@ -11,8 +11,10 @@
 // and never a paused frame. Samples the partial already has (before its end at the crash) are
 // never touched: they were emitted from the ring with every frame accepted before them. Holes
 // beyond it are mu-law silence, as the ring would have emitted them.
-import { open, type FileHandle } from 'node:fs/promises';
-import { parseWavHeader } from '../codecs/wav.js';
+import { access, open, type FileHandle } from 'node:fs/promises';
+import { buildWavHeader, parseWavHeader, wavHeaderLength } from '../codecs/wav.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { segmentMetaOf } from './sidecar-builder.js';
 import { MULAW_TO_PCM16 } from '../codecs/g711.js';
 import { recordingIdFor, segmentPaths } from './storage-layout.js';
 import { HEADER_BYTES, REC_FRAME, REC_OPEN, type JournalStream } from './journal.js';
@@ -24,7 +26,7 @@ export interface ReplayResult {
   files: number;
   /** frames placed into partial files */
   frames: number;
-  /** frames whose partial file does not exist (the crash came before it was created) */
+  /** frames whose partial file does not exist (published, or the crash came before it was created) */
   orphanFrames: number;
 }
 
@@ -48,6 +50,8 @@ interface FrameRef {
 }
 
 const SILENCE_MULAW = 0xff;
+const SAMPLE_RATE = 8000;
+const SAMPLES_PER_MS = 8;
 
 export async function replayJournal(recordingsDir: string, files: readonly string[]): Promise<ReplayResult> {
   const result: ReplayResult = { files: 0, frames: 0, orphanFrames: 0 };
@@ -76,6 +80,7 @@ async function replayFile(recordingsDir: string, file: string, targets: Map<stri
       have += bytesRead;
       // whole records in buf[0 .. have)
       const frames = new Map<string, FrameRef[]>();
+      const segmentOf = new Map<string, { stream: JournalStream; index: number }>();
       let i = 0;
       while (i + HEADER_BYTES <= have) {
         const type = buf[i];
@@ -99,7 +104,10 @@ async function replayFile(recordingsDir: string, file: string, targets: Map<stri
             const n = Math.min(length - done, (seg + 1) * s.segmentSamples - at);
             const p = partialOf(recordingsDir, s, seg);
             let list = frames.get(p);
-            if (list === undefined) frames.set(p, (list = []));
+            if (list === undefined) {
+              frames.set(p, (list = []));
+              segmentOf.set(p, { stream: s, index: seg });
+            }
             list.push({ at: i + HEADER_BYTES + done, channel: buf[i + 1]!, pos: at - seg * s.segmentSamples, length: n });
             done += n;
           }
@@ -110,7 +118,7 @@ async function replayFile(recordingsDir: string, file: string, targets: Map<stri
         i += HEADER_BYTES + length;
       }
       for (const [p, list] of frames) {
-        const t = await targetOf(p, targets);
+        const t = await targetOf(recordingsDir, p, segmentOf.get(p)!, targets); // set with `frames`
         if (t === null) result.orphanFrames += list.length;
         else result.frames += await apply(t, buf, list);
       }
@@ -127,26 +135,53 @@ function partialOf(recordingsDir: string, s: JournalStream, segment: number): st
   return segmentPaths(recordingsDir, s.accountSid, s.callSid, new Date(s.startedAt), recordingIdFor(s.base, segment)).partial;
 }
 
-async function targetOf(p: string, targets: Map<string, Target | null>): Promise<Target | null> {
+/**
+ * The partial `p` (segment `seg.index` of `seg.stream`), opened for replay; null when it does not
+ * exist (published, or the crash came before it was created). A partial the crash left without
+ * its header (killed between creating and writing it) gets one, and one without its meta (the
+ * meta is written after the partial) gets the meta the journal carries: the frames are then
+ * recovered as any others.
+ */
+async function targetOf(recordingsDir: string, p: string, seg: { stream: JournalStream; index: number }, targets: Map<string, Target | null>): Promise<Target | null> {
   if (targets.has(p)) return targets.get(p) ?? null;
   let t: Target | null = null;
+  let fh: FileHandle;
   try {
-    const fh = await open(p, 'r+');
-    try {
-      const head = Buffer.alloc(128);
-      const { bytesRead } = await fh.read(head, 0, head.length, 0);
-      const info = parseWavHeader(head.subarray(0, bytesRead));
-      const raw = Math.max(0, (await fh.stat()).size - info.dataOffset);
-      const samples = Math.floor(raw / info.blockAlign);
-      t = { path: p, fh, dataOffset: info.dataOffset, channels: info.channels, pcm: info.encoding === 'pcm16', original: samples, end: samples };
-    } catch {
-      await fh.close();
+    fh = await open(p, 'r+');
+  } catch {
+    targets.set(p, null); // no partial (or unreadable): recovery handles what exists
+    return null;
+  }
+  const { stream } = seg;
+  try {
+    let size = (await fh.stat()).size;
+    if (size < wavHeaderLength(stream.encoding)) {
+      const header = buildWavHeader({ encoding: stream.encoding, channels: stream.channels, sampleRate: SAMPLE_RATE, dataBytes: 0 });
+      await fh.write(header, 0, header.length, 0);
+      size = header.length;
+    }
+    const head = Buffer.alloc(128);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    const info = parseWavHeader(head.subarray(0, bytesRead));
+    const samples = Math.floor(Math.max(0, size - info.dataOffset) / info.blockAlign);
+    t = { path: p, fh, dataOffset: info.dataOffset, channels: info.channels, pcm: info.encoding === 'pcm16', original: samples, end: samples };
+    if (stream.meta !== undefined) {
+      const recordingId = recordingIdFor(stream.base, seg.index);
+      const { partialMeta } = segmentPaths(recordingsDir, stream.accountSid, stream.callSid, new Date(stream.startedAt), recordingId);
+      if (!(await exists(partialMeta))) {
+        await writeFileAtomic(partialMeta, JSON.stringify(segmentMetaOf(stream.meta, recordingId, seg.index, stream.segmentSamples / SAMPLES_PER_MS)));
+      }
     }
   } catch {
-    t = null; // no partial (or unreadable): recovery handles what exists
+    await fh.close().catch(() => undefined);
+    t = null;
   }
   targets.set(p, t);
   return t;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(() => true, () => false);
 }
 
 /** Overlay `list` (frames in `buf`) on the file beyond its original end; returns frames used. */

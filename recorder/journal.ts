@@ -18,6 +18,7 @@
 import { open, mkdir, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { MAX_PAYLOAD_BYTES } from './ingest-limits.js';
+import type { StreamMeta } from './sidecar-builder.js';
 
 export const JOURNAL_DIR = '.journal';
 export const JOURNAL_EXT = '.jnl';
@@ -39,6 +40,12 @@ export interface JournalStream {
   channels: 1 | 2;
   encoding: 'mulaw' | 'pcm16';
   segmentSamples: number;
+  /**
+   * The stream's sidecar fields (attribution as of the stream's start): a crash before a
+   * segment's meta reached the disk is recovered with the meta made from it. Absent in journals
+   * of older versions.
+   */
+  meta?: StreamMeta;
 }
 
 /** A stream that writes to the journal: how far its audio is safe in its own segment files. */

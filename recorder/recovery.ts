@@ -39,7 +39,13 @@
 //     and the same body);
 //   - no partial, final WAV, no sidecar: died between the audio's rename and the sidecar:
 //     the sidecar is built from the final WAV (as for a partial) and the outcome runs;
-//   - nothing published: died before the partial existed: the meta goes.
+//   - nothing published: the partial was removed by a discard, or a publication finished
+//     except the meta's removal: the meta goes.
+// A segment's partial is created (with its header) before its meta is written (two fsyncs):
+// a crash between the two leaves a partial without meta. The media journal carries the stream's
+// sidecar fields, and its replay (before this) writes the missing meta (and a missing header):
+// the journaled frames are recovered with the rest. A partial left with a header, no audio and no
+// meta (nothing reached the disk or the journal) is removed.
 // A recording whose deletion is pending (deletions.ts) is left to that deletion.
 //
 // A partial whose meta is unreadable cannot be put under a call: its audio is still kept, with a
@@ -162,6 +168,12 @@ async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResul
     try {
       if (meta === null || !RECORDING_ID_RE.test(id) || meta.recordingId !== id) {
         if (deps.onlyOwn) continue; // in a cluster an unreadable partial may be another node's
+        if (meta === null && (await headerOnly(partial))) {
+          // killed after creating the partial, before its meta (written second) and before any
+          // audio reached it or the journal: nothing to keep
+          await unlink(partial).catch(() => undefined); // left: the next start finds it again
+          continue;
+        }
         await keepUnattributed(deps, partial, name);
         result.unattributed++;
         continue;
@@ -408,6 +420,22 @@ async function readJson<T>(file: string): Promise<T | null> {
     return JSON.parse(await readFile(file, 'utf8')) as T;
   } catch {
     return null;
+  }
+}
+
+/** A partial holding a WAV header and no audio. */
+async function headerOnly(file: string): Promise<boolean> {
+  try {
+    const fh = await open(file, 'r');
+    try {
+      const head = Buffer.alloc(128);
+      const { bytesRead } = await fh.read(head, 0, head.length, 0);
+      return (await fh.stat()).size <= parseWavHeader(head.subarray(0, bytesRead)).dataOffset;
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return false; // not a WAV: kept for an operator
   }
 }
 

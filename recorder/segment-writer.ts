@@ -134,12 +134,23 @@ export class SegmentWriter {
   private async openFile(): Promise<FileHandle> {
     const { paths } = this.opts;
     await mkdir(path.dirname(paths.partial), { recursive: true });
-    await writeFileAtomic(paths.partialMeta, JSON.stringify(this.opts.meta));
+    // The partial first, its meta (two fsyncs: slow on a busy disk) after: the media journal
+    // replays frames only into a partial that exists, and carries what the meta needs, so a crash
+    // before the meta is on disk is recovered whole (journal-replay.ts writes the meta).
     const fh = await openRetrying(paths.partial, 'w');
     const header = buildWavHeader({
       encoding: this.opts.encoding, channels: this.opts.channels, sampleRate: this.opts.sampleRate, dataBytes: 0,
     });
-    await fh.write(header, 0, header.length, 0);
+    try {
+      await fh.write(header, 0, header.length, 0);
+      await writeFileAtomic(paths.partialMeta, JSON.stringify(this.opts.meta));
+    } catch (err) {
+      // the writer fails (its segment is reported failed): leave no partial that recovery would
+      // later publish; the open failure is what counts
+      await fh.close().catch(() => undefined);
+      await unlink(paths.partial).catch(() => undefined);
+      throw err;
+    }
     return fh;
   }
 

@@ -12,6 +12,36 @@ export type SegmentMeta = Omit<RecordingSidecar,
   'endedAt' | 'durationMs' | 'framesReceived' | 'framesMissing' | 'framesDuplicate' | 'framesLate' |
   'framesTooLate' | 'frames' | 'closeReason' | 'audioBytes' | 'sha256'>;
 
+/**
+ * What every segment of a stream shares (`startedAt`: the stream's start). The media journal
+ * carries it, so crash recovery can write a segment's meta when the crash came before it.
+ */
+export type StreamMeta = Omit<SegmentMeta, 'recordingId' | 'segmentIndex' | 'offsetMs' | 'pausedIntervals' | 'audioFile'>;
+
+/** Segment `index`'s meta: its name, where it starts on the stream (`segmentMs` per segment). */
+export function segmentMetaOf(stream: StreamMeta, recordingId: string, index: number, segmentMs: number): SegmentMeta {
+  const offsetMs = index * segmentMs;
+  return {
+    recordingId,
+    accountSid: stream.accountSid,
+    callSid: stream.callSid,
+    streamSid: stream.streamSid,
+    ctiSessionId: stream.ctiSessionId,
+    employeeId: stream.employeeId,
+    segmentIndex: index,
+    tracks: stream.tracks,
+    channels: stream.channels,
+    encoding: stream.encoding,
+    sampleRate: stream.sampleRate,
+    startedAt: new Date(Date.parse(stream.startedAt) + offsetMs).toISOString(),
+    offsetMs,
+    pausedIntervals: [],
+    customParameters: stream.customParameters,
+    audioFile: `${recordingId}.wav`,
+    nodeId: stream.nodeId,
+  };
+}
+
 /** How a segment ended. */
 export interface SegmentEnd {
   /** per channel (0 = left/inbound), `missing` settled */

@@ -17,7 +17,7 @@ import { writePauseRecord } from './pause-record.js';
 import {
   NOMINAL_FRAME_SAMPLES, addCoverage, checkpointOf, countFrame, newSegment, settleMissing, type SegmentState,
 } from './segment-accounting.js';
-import { buildSidecar, type SegmentMeta } from './sidecar-builder.js';
+import { buildSidecar, segmentMetaOf, type SegmentMeta, type StreamMeta } from './sidecar-builder.js';
 
 export const SAMPLE_RATE = 8000;
 const SAMPLES_PER_MS = SAMPLE_RATE / 1000;
@@ -289,6 +289,7 @@ export class StreamSession implements TimelineSink, JournalClient {
       channels: this.channels,
       encoding: this.opts.encoding,
       segmentSamples: this.segmentSamples,
+      meta: this.streamMeta(),
     });
     const now = this.opts.now();
     for (const f of early ?? []) this.journalFrame(journal, f.channel, f.start, f.payload, 0, f.length, now);
@@ -538,24 +539,23 @@ export class StreamSession implements TimelineSink, JournalClient {
 
   /** The sidecar fields known when the segment opens (also the recovery record). */
   private baseSidecar(seg: SegmentState, recordingId: string): SegmentMeta {
-    const offsetMs = (seg.index * this.segmentSamples) / SAMPLES_PER_MS;
+    return segmentMetaOf(this.streamMeta(), recordingId, seg.index, this.segmentSamples / SAMPLES_PER_MS);
+  }
+
+  /** The sidecar fields every segment shares (also in the media journal, for recovery). */
+  private streamMeta(): StreamMeta {
     return {
-      recordingId,
       accountSid: this.id.accountSid,
       callSid: this.id.callSid,
       streamSid: this.id.streamSid,
       ctiSessionId: this.attribution.ctiSessionId,
       employeeId: this.attribution.employeeId,
-      segmentIndex: seg.index,
       tracks: this.id.tracks,
       channels: this.channels,
       encoding: this.opts.encoding,
       sampleRate: SAMPLE_RATE,
-      startedAt: new Date(this.startedAt.getTime() + offsetMs).toISOString(),
-      offsetMs,
-      pausedIntervals: [],
+      startedAt: this.startedAt.toISOString(),
       customParameters: this.id.customParameters,
-      audioFile: `${recordingId}.wav`,
       nodeId: this.opts.nodeId,
     };
   }
