@@ -196,26 +196,34 @@ function converted(source: ReturnType<typeof parseWavHeader>, fileSize: number, 
   const samples = Math.floor(srcData / source.blockAlign) * source.channels;
   const dataBytes = samples * dstBps;
   const header = buildWavHeader({ encoding: to, channels: source.channels, sampleRate: source.sampleRate, dataBytes });
-  const h = header.length;
+  return wavOf(header, dataBytes, etag, (fh, dStart, dEnd, prefix, suffix) => {
+    const firstSample = Math.floor(dStart / dstBps);
+    const lastSample = Math.floor(dEnd / dstBps);
+    const src = fh.createReadStream({
+      start: source.dataOffset + firstSample * srcBps,
+      end: source.dataOffset + (lastSample + 1) * srcBps - 1,
+    });
+    const slice = new TranscodeSlice(from, to, dStart - firstSample * dstBps, dEnd - dStart + 1, prefix, suffix);
+    // errors reach `slice`, which fastify is reading; a client going away destroys both
+    return pipeline(src, slice, () => {});
+  });
+}
+
+/**
+ * A WAV made on the fly (`header`, `dataBytes` of audio, a pad byte when odd): `data` streams the
+ * audio bytes dStart..dEnd (inclusive) between the header bytes and the pad byte the range asks for.
+ */
+function wavOf(header: Buffer, dataBytes: number, etag: string,
+  data: (fh: FileHandle, dStart: number, dEnd: number, prefix: Buffer, suffix: Buffer) => Readable): Representation {
   const pad = Buffer.alloc(dataBytes & 1);
   return {
-    size: h + dataBytes + pad.length,
+    size: header.length + dataBytes + pad.length,
     etag,
     body(fh, { start, end }) {
       const { prefix, suffix, dStart, dEnd } = splitWavRange(header, dataBytes, pad, start, end);
-      if (dStart > dEnd) {
-        // only header and/or pad byte requested: nothing to read
-        return Buffer.concat([prefix, suffix]);
-      }
-      const firstSample = Math.floor(dStart / dstBps);
-      const lastSample = Math.floor(dEnd / dstBps);
-      const src = fh.createReadStream({
-        start: source.dataOffset + firstSample * srcBps,
-        end: source.dataOffset + (lastSample + 1) * srcBps - 1,
-      });
-      const slice = new TranscodeSlice(from, to, dStart - firstSample * dstBps, dEnd - dStart + 1, prefix, suffix);
-      // errors reach `slice`, which fastify is reading; a client going away destroys both
-      return pipeline(src, slice, () => {});
+      // only header and/or pad byte requested: nothing to read
+      if (dStart > dEnd) return Buffer.concat([prefix, suffix]);
+      return data(fh, dStart, dEnd, prefix, suffix);
     },
   };
 }
@@ -245,21 +253,13 @@ function fromArchive(rec: IndexedRecording, to: AudioFormat, etag: string): Repr
   const dstBps = bytesPerSample(to);
   const dataBytes = frames * channels * dstBps;
   const header = buildWavHeader({ encoding: to, channels, sampleRate: 8000, dataBytes });
-  const h = header.length;
-  const pad = Buffer.alloc(dataBytes & 1);
-  return {
-    size: h + dataBytes + pad.length,
-    etag,
-    body(fh, { start, end }) {
-      const { prefix, suffix, dStart, dEnd } = splitWavRange(header, dataBytes, pad, start, end);
-      if (dStart > dEnd) return Buffer.concat([prefix, suffix]);
-      // decoded from the start (lossy frames do not allow an exact seek); bytes before the range are dropped
-      const pcm = decodedArchivePcm(rec, frames * channels * 2);
-      const slice = new TranscodeSlice('pcm16', to, dStart, dEnd - dStart + 1, prefix, suffix);
-      slice.on('close', () => { void fh.close().catch(() => undefined); }); // read-only: a failed close loses nothing
-      return pipeline(pcm, slice, () => {});
-    },
-  };
+  return wavOf(header, dataBytes, etag, (fh, dStart, dEnd, prefix, suffix) => {
+    // decoded from the start (lossy frames do not allow an exact seek); bytes before the range are dropped
+    const pcm = decodedArchivePcm(rec, frames * channels * 2);
+    const slice = new TranscodeSlice('pcm16', to, dStart, dEnd - dStart + 1, prefix, suffix);
+    slice.on('close', () => { void fh.close().catch(() => undefined); }); // read-only: a failed close loses nothing
+    return pipeline(pcm, slice, () => {});
+  });
 }
 
 async function readHead(fh: FileHandle, fileSize: number): Promise<Buffer> {
