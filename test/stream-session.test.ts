@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { StreamSession, MAX_ORIGIN_CORRECTION_MS, type StreamSessionOptions } from '../recorder/stream-session.js';
+import { StreamSession, MAX_ORIGIN_CORRECTION_MS, type MediaResult, type StreamSessionOptions } from '../recorder/stream-session.js';
 import type { PlaceResult } from '../recorder/timeline.js';
 import { frameFor, trackAudio, MULAW_SILENCE } from '../loadtest/audio-fixtures.js';
 import { audioPathOnDisk, decodeWav } from './fixtures/harness.js';
@@ -36,6 +36,15 @@ async function session(t: Test, opts: Partial<StreamSessionOptions> = {}) {
 
 const frame = (i: number) => frameFor(5, 'inbound', i);
 const put = (s: StreamSession, i: number) => s.media(0, i * FRAME, frame(i), FRAME);
+/** Frames [from, to) arriving on time (frame i at 1000 + 20 i ms: the stream clock's origin is 1000); their results. */
+const onTime = (s: StreamSession, clock: { now: number }, from: number, to: number) => {
+  const results: MediaResult[] = [];
+  for (let i = from; i < to; i++) {
+    clock.now = 1000 + i * 20;
+    results.push(put(s, i));
+  }
+  return results;
+};
 
 t.test('activity follows the injected clock: media and touch both count', async (t) => {
   const { s, clock } = await session(t);
@@ -53,16 +62,10 @@ t.test('activity follows the injected clock: media and touch both count', async 
 t.test('pause then resume: paused frames never reach the file, the pause ends at the call time spoken now', async (t) => {
   const { s, dir, clock, outcomes } = await session(t);
   // frames 0..9 (0..200 ms of call time) arrive on time: the stream clock's origin is 1000
-  for (let i = 0; i < 10; i++) {
-    clock.now = 1000 + i * 20;
-    t.equal(put(s, i), 'placed');
-  }
+  t.same(onTime(s, clock, 0, 10), Array(10).fill('placed'));
   t.equal(s.pause(), 200, 'the pause starts after the newest frame seen');
   t.equal(s.pause(), 200, 'idempotent');
-  for (let i = 10; i < 15; i++) {
-    clock.now = 1000 + i * 20;
-    t.equal(put(s, i), 'paused', `frame ${i} spoken while paused: dropped`);
-  }
+  t.same(onTime(s, clock, 10, 15), Array(5).fill('paused'), 'frames 10..14 spoken while paused: dropped');
   // the agent resumes at 1500: call time 500 ms is being spoken now, although the newest frame
   // read ends at 300 ms (frames 15..24 are still in flight)
   clock.now = 1500;
@@ -70,10 +73,7 @@ t.test('pause then resume: paused frames never reach the file, the pause ends at
   s.resume();
   t.same(s.pausedIntervals, [{ from: 200, to: 500 }], 'a second resume changes nothing');
   for (let i = 15; i < 25; i++) t.equal(put(s, i), 'paused', `frame ${i}, spoken before the resume and read after it: dropped`);
-  for (let i = 25; i < 50; i++) {
-    clock.now = 1000 + i * 20;
-    t.equal(put(s, i), 'placed');
-  }
+  t.same(onTime(s, clock, 25, 50), Array(25).fill('placed'));
   t.same(s.pausedIntervals, [{ from: 200, to: 500 }]);
   t.equal(s.framesPaused, 15);
   t.notOk(outcomes.includes('paused' as PlaceResult), 'paused frames are not counted as placed');
@@ -89,17 +89,11 @@ t.test('pause then resume: paused frames never reach the file, the pause ends at
 
 t.test('skip mode: the paused span is cut out of the file', async (t) => {
   const { s, dir, clock } = await session(t, { pauseBehavior: 'skip' });
-  for (let i = 0; i < 10; i++) {
-    clock.now = 1000 + i * 20;
-    put(s, i);
-  }
+  onTime(s, clock, 0, 10);
   s.pause();
   clock.now = 1400; // resumes at call time 400 ms (nothing arrived meanwhile)
   t.equal(s.resume(), 400);
-  for (let i = 20; i < 30; i++) {
-    clock.now = 1000 + i * 20;
-    t.equal(put(s, i), 'placed');
-  }
+  t.same(onTime(s, clock, 20, 30), Array(10).fill('placed'));
   const [rec] = await s.close('stop');
   t.match(rec, { framesReceived: 20, durationMs: 400 });
   const got = Buffer.from(decodeWav(await readFile(audioPathOnDisk(dir, rec!))).channel[0]!);
@@ -129,10 +123,7 @@ t.test('a first frame read late does not end a pause early: the least-delayed fr
   // are read with it; frames 8..9 on time. The origin must come out 1000, not 1150.
   clock.now = 1150;
   for (let i = 0; i < 8; i++) put(s, i);
-  for (let i = 8; i < 10; i++) {
-    clock.now = 1000 + i * 20;
-    put(s, i);
-  }
+  onTime(s, clock, 8, 10);
   t.equal(s.pause(), 200);
   for (let i = 10; i < 19; i++) {
     clock.now = 1000 + i * 20 + 120; // paused frames, 120 ms on the network
@@ -166,15 +157,9 @@ t.test('a client sending ahead of real time moves a resume by MAX_ORIGIN_CORRECT
 
 t.test('a stream closed while paused: the pause ends at the end of the file, and a later resume says so', async (t) => {
   const { s, clock } = await session(t);
-  for (let i = 0; i < 10; i++) {
-    clock.now = 1000 + i * 20;
-    put(s, i);
-  }
+  onTime(s, clock, 0, 10);
   t.equal(s.pause(), 200);
-  for (let i = 10; i < 15; i++) {
-    clock.now = 1000 + i * 20;
-    t.equal(put(s, i), 'paused');
-  }
+  t.same(onTime(s, clock, 10, 15), Array(5).fill('paused'));
   clock.now = 1600; // the stop comes 300 ms after the last frame: call time 600 is "spoken now"
   const [rec] = await s.close('stop');
   t.match(rec, { durationMs: 300, pausedIntervals: [{ from: 200, to: 300 }] }, 'not to 600: nothing after 300 ms exists');
@@ -184,15 +169,9 @@ t.test('a stream closed while paused: the pause ends at the end of the file, and
 for (const behavior of ['silence', 'skip'] as const) {
   t.test(`${behavior}: a resume inside a frame ends the pause at that frame's end: the frame is paused whole`, async (t) => {
     const { s, dir, clock } = await session(t, { pauseBehavior: behavior });
-    for (let i = 0; i < 10; i++) {
-      clock.now = 1000 + i * 20;
-      put(s, i);
-    }
+    onTime(s, clock, 0, 10);
     t.equal(s.pause(), 200);
-    for (let i = 10; i < 25; i++) {
-      clock.now = 1000 + i * 20;
-      t.equal(put(s, i), 'paused');
-    }
+    t.same(onTime(s, clock, 10, 25), Array(15).fill('paused'));
     clock.now = 1503; // call time 503 is spoken now: 3 ms into frame 25 (500..520 ms)
     t.equal(s.resume(), 520, 'rounded up to the frame grid: frame 25 was being spoken');
     clock.now = 1530;
@@ -213,10 +192,7 @@ for (const behavior of ['silence', 'skip'] as const) {
 
   t.test(`${behavior}: a frame off the grid straddling the resume keeps only what follows it`, async (t) => {
     const { s, dir, clock } = await session(t, { pauseBehavior: behavior });
-    for (let i = 0; i < 10; i++) {
-      clock.now = 1000 + i * 20;
-      put(s, i);
-    }
+    onTime(s, clock, 0, 10);
     t.equal(s.pause(), 200);
     clock.now = 1300;
     t.equal(s.resume(), 300);
