@@ -41,7 +41,12 @@ for i in $(seq "$RUNS"); do
   putter=$!
   for _ in $(seq 100); do [ -s "$COPY/kenv" ] && break; sleep 0.2; done
   # the consumer's view during the gateway's half of the run (the ceiling half takes ~35 s)
-  ( sleep 50; curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | grep -E '^gateway_kinesis_(records_total.*applied|millis_behind|worker_cpu|apply_lag_seconds_(count|bucket\{le="1"))' ) &
+  # and where the reader runs: the gateway's child processes, their nice, class and allowed CPUs
+  ( sleep 50; curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | grep -E '^gateway_kinesis_(records_total.*applied|millis_behind|worker_cpu|apply_lag_seconds_(count|bucket\{le="1"))'
+    gw=$(ss -ltnpH "sport = :$((PORT + 1))" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+    for c in $(ps --ppid "${gw:-0}" -o pid= 2>/dev/null); do
+      echo "gateway $gw child $(ps -o pid=,ni=,cls=,args= -p "$c" | cut -c1-120) $(grep Cpus_allowed_list "/proc/$c/status" | tr -s '\t' ' ')"
+    done ) &
   scr=$!
   (set +u; source "$COPY/kenv" && cd "$COPY" && node perf-ratio.mjs --project "$WT" --streams 300 --duration 20 --port "$PORT" 2>&1 | summary) || true
   wait $scr || true
