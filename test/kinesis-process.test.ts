@@ -1,6 +1,7 @@
 // Kinesis with real gateway processes: role assumption through an STS stand-in, and cluster
 // mode, where each shard has one reader and a SIGKILLed reader's shards are taken over.
 import t from 'tap';
+import { existsSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { randomSid } from '../loadtest/sids.js';
 import { startProcess, tempDir } from './fixtures/gateway-process.js';
@@ -10,6 +11,17 @@ import { cloudEvent, keyForShard, startKinesalite, startStsStandIn, TEST_CREDENT
 
 t.setTimeout(240_000);
 const ACCOUNT = randomSid('AC');
+
+/** the Kinesis reader processes among a gateway's children */
+function readerPids(pid: number): number[] {
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return kids.filter((c) => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('kinesis-worker'));
+}
+/** nice of a process, from /proc/<pid>/stat (field 19) */
+function niceOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
 
 async function applied(http: string): Promise<number> {
   const text = await (await fetch(`${http}/metrics`)).text();
@@ -81,11 +93,16 @@ t.test('cluster: one reader per shard, taken over within 15 s when its node is S
   const victim = nodes[victimId];
   const survivor = victimId === 'kin-a' ? b : a;
   const survivorBefore = await applied(survivor.http);
+  // the victim's Kinesis reader: its child process, at nice 10 (kinesis-consumer.ts)
+  const readers = readerPids(victim.child.pid!);
+  t.equal(readers.length, 1, 'the node reads in one child process');
+  t.equal(niceOf(readers[0]!), 10, 'at nice 10');
   await victim.kill('SIGKILL');
   const killedAt = Date.now();
   await put(3, 'after');
   await until(async () => (await applied(survivor.http)) === survivorBefore + 6, 'the survivor applies every new event', 30_000);
   const took = Date.now() - killedAt;
+  await until(() => !existsSync(`/proc/${readers[0]!}`), 'the dead node\'s reader exited with it', 5000);
   t.ok(took < 15_000, `shards taken over and read within 15 s (${took} ms)`);
   const after = await holders();
   t.same(Object.values(after), [survivor.nodeId, survivor.nodeId], 'the survivor holds both leases');
