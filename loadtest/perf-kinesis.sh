@@ -45,7 +45,7 @@ for i in $(seq "$RUNS"); do
   ( sleep 50; curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | grep -E '^gateway_kinesis_(records_total.*applied|millis_behind|worker_cpu|apply_lag_seconds_(count|bucket\{le="1"))'
     gw=$(ss -ltnpH "sport = :$((PORT + 1))" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
     for c in $(ps --ppid "${gw:-0}" -o pid= 2>/dev/null); do
-      echo "gateway $gw child $(ps -o pid=,ni=,cls=,args= -p "$c" | cut -c1-120) $(grep Cpus_allowed_list "/proc/$c/status" | tr -s '\t' ' ')"
+      echo "gateway $gw child $(ps -o pid=,ni=,cls=,rss=,args= -p "$c" | cut -c1-120) $(grep Cpus_allowed_list "/proc/$c/status" | tr -s '\t' ' ')"
     done ) &
   scr=$!
   (set +u; source "$COPY/kenv" && cd "$COPY" && node perf-ratio.mjs --project "$WT" --streams 300 --duration 20 --port "$PORT" 2>&1 | summary) || true
