@@ -18,7 +18,11 @@ PORT=$((20000 + RANDOM % 10000))
 (cd "$WT" && TWILIO_ACCOUNT_SID=$ACC PORT=$PORT HOST=127.0.0.1 RECORDINGS_DIR=$OUT/rec LOG_LEVEL=warn exec node ${PROF:+--cpu-prof --cpu-prof-dir="$OUT/prof"} dist/gateway/main.js) > "$OUT/gw.log" 2>&1 &
 gw=$!
 sleep 5
-threads() { for d in /proc/$gw/task/*; do echo "$(basename $d) $(cat $d/comm | tr ' ' _) $(awk '{print $14+$15}' $d/stat)"; done; }
+# the gateway's threads, and its child processes (the Kinesis reader) as a whole
+threads() {
+  for d in /proc/$gw/task/*; do echo "$(basename $d) $(cat $d/comm | tr ' ' _) $(awk '{print $14+$15}' $d/stat)"; done
+  for c in $(cat /proc/$gw/task/*/children 2>/dev/null); do echo "$c child:$(cat /proc/$c/comm | tr ' ' _) $(awk '{print $14+$15}' /proc/$c/stat)"; done
+}
 t0=$(awk '{print $14+$15}' /proc/$gw/stat); threads > "$OUT/th0"
 sleep "$SECS"
 t1=$(awk '{print $14+$15}' /proc/$gw/stat); threads > "$OUT/th1"
