@@ -2,8 +2,8 @@
 # Where a node spends CPU per Kinesis event: the built gateway (dist/, `npx tsc -b
 # tsconfig.build.json` first) reads 1000 events/s (kinesis-bench.ts --load-only: kinesalite and
 # the putter in their own processes), no media. Prints the applied count, the whole process's
-# and each thread's CPU ticks (1/100 s) over SECS seconds from /proc; with PROF=1 also writes a
-# V8 CPU profile per thread (main, kinesis worker) into OUT/prof (read with cpuprofile-top.mjs).
+# each thread's and each child process's (the Kinesis reader) CPU ticks (1/100 s) over SECS seconds from /proc; with PROF=1 also writes a
+# V8 CPU profile per thread and per process (main, the reader) into OUT/prof (read with cpuprofile-top.mjs).
 # Run it under the bench lock:
 #   flock /work/bench.lock loadtest/kinesis-profile.sh <project dir> <out dir>
 set -eu
