@@ -1,7 +1,7 @@
 #!/bin/bash
 # Where a node spends CPU per Kinesis event: the built gateway (dist/, `npx tsc -b
 # tsconfig.build.json` first) reads 1000 events/s (kinesis-bench.ts --load-only: kinesalite and
-# the putter in their own processes), no media. Prints the applied count, the whole process's
+# the putter in their own processes), no media. Prints the applied count, the whole process's,
 # each thread's and each child process's (the Kinesis reader) CPU ticks (1/100 s) over SECS seconds from /proc; with PROF=1 also writes a
 # V8 CPU profile per thread and per process (main, the reader) into OUT/prof (read with cpuprofile-top.mjs).
 # Run it under the bench lock:
