@@ -89,7 +89,7 @@ t.test('node dist/gateway/main.js records a call bit-exact and drains on SIGTERM
   t.equal(exit.stderr, '', 'nothing on stderr');
 });
 
-t.test('the compiled gateway reads Kinesis in its worker thread (dist/gateway/kinesis/kinesis-worker.js)', async (t) => {
+t.test('the compiled gateway reads Kinesis in its child process (dist/gateway/kinesis/kinesis-worker.js)', async (t) => {
   const k = await startKinesalite(t);
   await k.createStream('dist-events', 1);
   const cwd = await tempDir(t, 'gw-dist-kinesis-');
@@ -106,5 +106,5 @@ t.test('the compiled gateway reads Kinesis in its worker thread (dist/gateway/ki
   const [rec] = await waitForRecordings(gw.http, callSid, 1);
   t.equal(rec.employeeId, 'E-dist', 'attributed from the stream');
   gw.child.kill('SIGTERM');
-  t.equal((await gw.exited).code, 0, 'the worker stops with the node (SIGTERM, exit 0)');
+  t.equal((await gw.exited).code, 0, 'the reader stops with the node (SIGTERM, exit 0)');
 });

@@ -1,8 +1,10 @@
 // Kinesis with real gateway processes: role assumption through an STS stand-in, and cluster
 // mode, where each shard has one reader and a SIGKILLed reader's shards are taken over.
 import t from 'tap';
+import { existsSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { randomSid } from '../loadtest/sids.js';
+import { parseCpuList } from '../recorder/archive/ffmpeg.js';
 import { startProcess, tempDir } from './fixtures/gateway-process.js';
 import { startNode, startRedis } from './fixtures/cluster-procs.js';
 import { until } from './fixtures/calls.js';
@@ -10,6 +12,17 @@ import { cloudEvent, keyForShard, startKinesalite, startStsStandIn, TEST_CREDENT
 
 t.setTimeout(240_000);
 const ACCOUNT = randomSid('AC');
+
+/** the Kinesis reader processes among a gateway's children */
+function readerPids(pid: number): number[] {
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return kids.filter((c) => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('kinesis-worker'));
+}
+/** nice of a process, from /proc/<pid>/stat (field 19) */
+function niceOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
 
 async function applied(http: string): Promise<number> {
   const text = await (await fetch(`${http}/metrics`)).text();
@@ -40,6 +53,31 @@ t.test('a role is assumed through STS with RoleArn, ExternalId and RoleSessionNa
   const log = g.stdout();
   t.match(log, /"msg":"configuration"/);
   t.notMatch(log, /ext-id-secret-42|sekrit-kinesis-key-123/, 'neither the secret key nor the external id is logged');
+});
+
+t.test('a gateway pinned to CPU 0 (as perf-ratio pins it) reads Kinesis in a child process on the other CPUs, at nice 10', async (t) => {
+  const k = await startKinesalite(t);
+  await k.createStream('pinned', 1);
+  const dir = await tempDir(t, 'gw-kinesis-pinned-');
+  const g = await startProcess(t, process.cwd(), {
+    RECORDINGS_DIR: dir, TWILIO_ACCOUNT_SID: ACCOUNT, KINESIS_STREAM: 'pinned', KINESIS_REGION: 'us-east-1',
+    KINESIS_ENDPOINT: k.endpoint, KINESIS_START: 'TRIM_HORIZON', ...TEST_CREDENTIALS,
+  }, { cpus: '0' });
+  await k.put('pinned', cloudEvent({ eventType: 'reservation.created', accountSid: ACCOUNT, callSid: randomSid('CA') }));
+  await until(async () => (await applied(g.http)) === 1, 'the event applied', 20_000);
+  const readers = readerPids(g.child.pid!);
+  t.equal(readers.length, 1, 'one reader process');
+  const allowed = (pid: number) => /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  t.equal(allowed(g.child.pid!), '0', 'the gateway is on CPU 0');
+  const online = parseCpuList(readFileSync('/sys/devices/system/cpu/online', 'utf8'));
+  const others = online.filter((c) => c !== 0);
+  // on a one-CPU machine there is nowhere else: the reader stays where the gateway is
+  t.equal(allowed(readers[0]!), others.length > 0 ? others.join(',') : '0', 'the reader is on the other CPUs');
+  t.equal(niceOf(readers[0]!), 10, 'at nice 10');
+  g.child.kill('SIGTERM');
+  const e = await g.exited;
+  t.equal(e.code, 0, 'the gateway stops cleanly');
+  t.notOk(existsSync(`/proc/${readers[0]!}`), 'its reader with it');
 });
 
 t.test('cluster: one reader per shard, taken over within 15 s when its node is SIGKILLed', { timeout: 180_000 }, async (t) => {
@@ -81,11 +119,16 @@ t.test('cluster: one reader per shard, taken over within 15 s when its node is S
   const victim = nodes[victimId];
   const survivor = victimId === 'kin-a' ? b : a;
   const survivorBefore = await applied(survivor.http);
+  // the victim's Kinesis reader: its child process, at nice 10 (kinesis-consumer.ts)
+  const readers = readerPids(victim.child.pid!);
+  t.equal(readers.length, 1, 'the node reads in one child process');
+  t.equal(niceOf(readers[0]!), 10, 'at nice 10');
   await victim.kill('SIGKILL');
   const killedAt = Date.now();
   await put(3, 'after');
   await until(async () => (await applied(survivor.http)) === survivorBefore + 6, 'the survivor applies every new event', 30_000);
   const took = Date.now() - killedAt;
+  await until(() => !existsSync(`/proc/${readers[0]!}`), 'the dead node\'s reader exited with it', 5000);
   t.ok(took < 15_000, `shards taken over and read within 15 s (${took} ms)`);
   const after = await holders();
   t.same(Object.values(after), [survivor.nodeId, survivor.nodeId], 'the survivor holds both leases');

@@ -211,7 +211,7 @@ t.test('a Kinesis worker that throws is started again with back-off and raises a
     return body.items.length > 0 ? body.items : null;
   }, 'an alarm for the dead worker');
   t.match(alarms[0], { details: { op: 'worker', accountSid: ACCOUNT } });
-  t.match(alarms[0]?.message, /worker thread\) stopped.*started again in 300 ms/);
+  t.match(alarms[0]?.message, /child process\) stopped.*started again in 300 ms/);
   t.equal((await fetch(`${g.http}/readyz`)).status, 200, 'still ready');
   await record(g, callSid, 6);
   const [rec] = await waitForRecordings(g.http, callSid, 1);

@@ -1,11 +1,14 @@
-// Agent events from Amazon Kinesis (contract section 9). The reading runs in a worker thread
-// (kinesis-worker.ts), off the media thread; this side applies the CTI events the worker mapped
+// Agent events from Amazon Kinesis (contract section 9). The reading runs in a child process
+// (kinesis-worker.ts), out of the media path's way: nice 10 and, when the gateway is pinned to
+// some of the machine's CPUs, on the others (as the archive's ffmpeg); this side applies the CTI events the worker mapped
 // (they touch the calls, which live here), answers each batch so that the worker checkpoints
 // after the apply, and owns the metrics, log lines and alarms. A worker that dies is started
 // again with back-off and raises an alarm; recording never depends on it. server.ts loads this
 // module only when a source has a stream.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { DataSource } from '../config-types.js';
@@ -17,6 +20,7 @@ import { ApiError } from '../api/errors.js';
 import { DEFAULT_TIMING, type SourceTiming } from './kinesis-source.js';
 import type { KinesisSettings } from './kinesis-config.js';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
+import { ffmpegLaunch } from '../../recorder/archive/ffmpeg.js';
 
 export interface KinesisOptions extends Partial<SourceTiming> {
   leaseTtlMs?: number;
@@ -74,18 +78,37 @@ function classified(dispatch: (ev: CtiEvent) => Promise<void>): (ev: CtiEvent) =
 }
 
 /**
- * The worker's module: compiled, dist/gateway/kinesis/kinesis-worker.js beside this file; from
- * the sources (tests, tsx), the .ts file, with tsx registered in the worker first (a worker does
- * not inherit the loader hooks of its parent).
+ * The reader's priority: nice 10 (never above the gateway's own), normal class. Not SCHED_IDLE
+ * as the archive's jobs: someone waits for these events (applied within 1 s), and a SCHED_IDLE
+ * task gets almost nothing while other work wants its CPU (BENCHMARKS.md, "Out of the media
+ * path's way": autogroups); at nice 10 it weighs about a tenth of the media thread where both
+ * want one CPU, a few percent of one CPU being what it needs at 1 000 events/s.
  */
-function spawnWorker(init: WorkerInit): Worker {
+const READER_NICE = 10;
+
+/**
+ * The reader's process: `node` on kinesis-worker.js beside this file (compiled), or from the
+ * sources (tests, tsx) on the .ts file with tsx; under `taskset -c` on the CPUs the gateway is
+ * not pinned to when it is pinned to some of them only (ffmpegLaunch: decided once, at start-up;
+ * the launcher execs node in the same process). An IPC channel with `advanced` serialization (the
+ * structured clone, as a worker thread's messages); its output goes to the gateway's.
+ */
+function spawnReader(): ChildProcess {
   const fromSource = import.meta.url.endsWith('.ts');
-  const url = new URL(fromSource ? './kinesis-worker.ts' : './kinesis-worker.js', import.meta.url);
-  const opts = { workerData: init, name: 'kinesis' };
-  if (!fromSource) return new Worker(url, opts);
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const code = `import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
-  return new Worker(code, { ...opts, eval: true });
+  const file = fileURLToPath(new URL(fromSource ? './kinesis-worker.ts' : './kinesis-worker.js', import.meta.url));
+  // the gateway's node flags (--enable-source-maps, a --cpu-prof of a benchmark) but no debugger port
+  const flags = fromSource ? ['--import', import.meta.resolve('tsx')] : process.execArgv.filter((a) => !a.startsWith('--inspect'));
+  const { cpus } = ffmpegLaunch();
+  const argv = [...(cpus !== null ? ['taskset', '-c', cpus] : []), process.execPath, ...flags, file];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+  if (child.pid !== undefined) {
+    try {
+      os.setPriority(child.pid, Math.max(READER_NICE, os.getPriority()));
+    } catch {
+      // not allowed here: it runs at the gateway's priority
+    }
+  }
+  return child;
 }
 
 const MAX_RESTART_MS = 60_000;
@@ -121,7 +144,7 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
   };
   const restartMs = opts.restartMs ?? 1000;
 
-  let worker: Worker | null = null;
+  let worker: ChildProcess | null = null;
   let starts = 0;
   let backoff = restartMs;
   let stopping = false;
@@ -132,13 +155,19 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
     restartTimer = null;
     if (stopping) return;
     const startedAt = Date.now();
-    const w = spawnWorker(starts === 0 && opts.crashAfterAcks !== undefined ? { ...init, crashAfterAcks: opts.crashAfterAcks } : init);
+    const w = spawnReader();
+    const wInit = starts === 0 && opts.crashAfterAcks !== undefined ? { ...init, crashAfterAcks: opts.crashAfterAcks } : init;
     starts++;
     worker = w;
-    const post = (m: ToWorker): void => { if (worker === w) w.postMessage(m); };
-    w.on('message', (m: FromWorker) => onMessage(m, post));
-    w.on('error', (err) => log.error({ err }, 'Kinesis worker failed'));
-    w.on('exit', (code) => {
+    const post = (m: ToWorker): void => { if (worker === w && w.connected) w.send(m); };
+    w.on('message', (m: FromWorker) => {
+      if (m.t === 'hello') post({ t: 'init', init: wInit });
+      else onMessage(m, post);
+    });
+    let ended = false;
+    const onEnd = (code: number | null, signal: NodeJS.Signals | null): void => {
+      if (ended) return;
+      ended = true;
       if (worker === w) worker = null;
       if (stopping) {
         stopped?.();
@@ -148,14 +177,21 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
       const wait = backoff;
       backoff = Math.min(MAX_RESTART_MS, backoff * 2);
       // events it had read but not checkpointed are read again by the next one (at least once)
-      const message = `Kinesis reader (worker thread) stopped with exit code ${code}: started again in ${wait} ms; agent events are not applied meanwhile`;
-      log.error({ code, restartInMs: wait }, 'Kinesis worker exited: starting it again');
+      const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
+      const message = `Kinesis reader (child process) stopped with ${how}: started again in ${wait} ms; agent events are not applied meanwhile`;
+      log.error({ code, signal, restartInMs: wait }, 'Kinesis reader exited: starting it again');
       for (const src of configured) {
         deps.raiseUnreadable(message, { accountSid: src.accountSid, stream: src.kinesis.stream, region: src.kinesis.region, op: 'worker', exitCode: code });
       }
       restartTimer = setTimeout(start, wait);
       restartTimer.unref();
+    };
+    w.on('error', (err) => {
+      log.error({ err }, 'Kinesis reader failed');
+      if (w.pid === undefined) onEnd(null, null); // not started at all: no 'exit' comes
     });
+    // 'close', not 'exit': after the last of its messages too
+    w.on('close', onEnd);
   };
 
   function onMessage(m: FromWorker, post: (m: ToWorker) => void): void {
@@ -182,10 +218,8 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
       case 'alarm':
         deps.raiseUnreadable(m.message, m.details);
         break;
-      case 'stopped':
-        // everything is written and released: nothing left to wait for (an open socket of the
-        // SDK's would keep the thread alive)
-        void worker?.terminate();
+      case 'hello': // answered in start()
+      case 'stopped': // everything is written and released: the reader exits by itself
         break;
     }
   }
@@ -199,11 +233,12 @@ export function startKinesis(deps: KinesisDeps, opts: KinesisOptions = {}): Kine
       const w = worker;
       if (w === null) return;
       const exited = new Promise<void>((resolve) => { stopped = resolve; });
-      // the worker stops its readers (checkpoints written, leases released) and exits
-      w.postMessage({ t: 'stop' } satisfies ToWorker);
+      // the reader stops its shard readers (checkpoints written, leases released) and exits
+      if (w.connected) w.send({ t: 'stop' } satisfies ToWorker);
+      else w.kill('SIGKILL');
       const timer = setTimeout(() => {
-        log.warn('Kinesis worker did not stop in time: terminating it');
-        void w.terminate();
+        log.warn('Kinesis reader did not stop in time: killing it');
+        w.kill('SIGKILL');
       }, STOP_TIMEOUT_MS);
       await exited;
       clearTimeout(timer);

@@ -10,7 +10,7 @@ export interface KinesisMetrics {
   shardDone(account: string, shard: string): void;
   /** put -> applied, from the record's ApproximateArrivalTimestamp */
   applyLag(ms: number): void;
-  /** CPU time of the reading thread so far (s); a new thread starts from 0 */
+  /** CPU time of the reader process so far (s); a new process starts from 0 */
   workerCpu(seconds: number): void;
 }
 
@@ -43,7 +43,7 @@ export function createKinesisMetrics(registry: Registry, accounts: readonly stri
   let cpuBase = 0;
   let cpuLast = 0;
   new Counter({
-    name: 'gateway_kinesis_worker_cpu_seconds_total', help: 'CPU time of the Kinesis reading thread (worker), across its restarts',
+    name: 'gateway_kinesis_worker_cpu_seconds_total', help: 'CPU time of the Kinesis reader (a child process, every thread of it), across its restarts',
     registers: [registry],
     collect() {
       this.reset();

@@ -1,4 +1,4 @@
-// Worker thread: the records of one GetRecords in, the CTI events to apply out. Decodes each
+// The reader process (kinesis-worker.ts): the records of one GetRecords in, the CTI events to apply out. Decodes each
 // record, skips what is not ours or not usable (counted), skips CloudEvent ids applied before,
 // maps by the TaskRouter table, and hands the mapped events to the main thread in one batch
 // (`send`); its answer says which were applied, and how far, for the checkpoint.

@@ -1,5 +1,6 @@
-// The messages between the Kinesis worker thread (kinesis-worker.ts: AWS SDK calls, records
-// decoded and mapped, de-duplication, checkpoints, shard leases) and the main thread
+// The messages between the Kinesis reader (kinesis-worker.ts, a child process: AWS SDK calls,
+// records decoded and mapped, de-duplication, checkpoints, shard leases; over its IPC channel,
+// `serialization: 'advanced'`, the structured clone of a worker thread's messages) and the main thread
 // (kinesis-consumer.ts: applies the mapped CTI events to the calls, owns metrics, logs and
 // alarms). One `batch` per GetRecords that has something to apply, answered by one `ack`; the
 // worker checkpoints a batch only after its ack (contract section 9: checkpoint after apply).
@@ -38,7 +39,7 @@ export interface WorkerSource {
   settings: KinesisSettings;
 }
 
-/** workerData: plain values only (structured clone). Holds the sources' secrets: never logged. */
+/** The first message to the reader: plain values only (structured clone). Holds the sources' secrets: never logged. */
 export interface WorkerInit {
   sources: WorkerSource[];
   nodeId: string;
@@ -60,16 +61,20 @@ export type GaugeOp =
   | ['done', string, string];
 
 export type FromWorker =
+  /** first, once: listening; answered by `init` */
+  | { t: 'hello' }
   | { t: 'batch'; id: number; source: number; batch: MappedBatch }
   /** what the worker decided since the last one (per account: events by result; gauges in order) */
   | { t: 'metrics'; results: [string, EventResult, number][]; gauges: GaugeOp[] }
   | { t: 'log'; line: string }
-  /** CPU time of the worker thread so far (s), from /proc/thread-self/stat; Linux only */
+  /** CPU time of the reader process so far (s), all its threads (process.cpuUsage) */
   | { t: 'cpu'; seconds: number }
   | { t: 'alarm'; message: string; details: Record<string, unknown> }
   | { t: 'stopped' };
 
 export type ToWorker =
+  /** once, the answer to `hello`: what to read */
+  | { t: 'init'; init: WorkerInit }
   /** `done`: events of the batch handled in order (fewer than sent: apply the rest later);
    * `applied`: indices of those applied (remembered as seen with the checkpoint) */
   | { t: 'ack'; id: number; done: number; applied: number[] }
