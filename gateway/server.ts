@@ -241,6 +241,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       keepWav: config.archiveKeepWav,
       formatFor: (s) => settingsFor(s.accountSid).archiveFormat,
       lookup: (id) => index.get(id),
+      untilIndexed: () => catalogSync.idle(),
       rewriteSidecar: (id, change) => control.outcomes.rewriteSidecar(id, change),
       onArchived: outbox === null ? undefined : (s) => outbox.enqueue(`${s.recordingId}.archived`, { event: 'archived', ...s }),
       onFailed: (recordingId, err) => alarms.raise('archive_failed', {

@@ -140,6 +140,7 @@ async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number,
     });
     const exited = once(gw, 'exit');
     let listening = 0;
+    let archived = 0;
     let drained = 0;
     let m: Map<string, number> | null = null;
     let cpu = { own: 0, kids: 0 };
@@ -157,7 +158,10 @@ async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number,
           cpu0 = await procCpuS(gw.pid!);
         }
         if ((m.get('gateway_archive_failures_total') ?? 0) > 0) throw new Error('an archive failed');
-        if ((m.get('gateway_archive_recordings_total') ?? 0) >= calls) {
+        archived = m.get('gateway_archive_recordings_total') ?? 0;
+        // queue empty short of `calls`: jobs were dropped (a gateway before the catalog-import
+        // wait, archiver.ts untilIndexed): stop there and say so rather than wait forever
+        if (archived >= calls || m.get('gateway_archive_queue_length') === 0) {
           drained = performance.now();
           break;
         }
@@ -170,9 +174,9 @@ async function keepUp(format: ArchiveFormat, calls: number, callMinutes: number,
       await exited;
     }
     const drainS = (drained - listening) / 1000;
-    const audioH = (calls * seconds) / 3600;
+    const audioH = (archived * seconds) / 3600;
     const cpuS = cpu.own + cpu.kids;
-    console.log(`| ${format} | ${calls} x ${callMinutes} min (${audioH.toFixed(1)} audio h), WAV ${keepWav ? 'kept' : 'removed'} | ${((listening - t0) / 1000).toFixed(1)} | ${drainS.toFixed(0)} | ${(drainS / audioH).toFixed(1)} | ${cpuS.toFixed(0)} (${cpu.kids.toFixed(0)} + ${cpu.own.toFixed(0)}) | ${(cpuS / audioH).toFixed(1)} | ${drainS <= seconds ? 'yes' : 'no'} (${((100 * drainS) / seconds).toFixed(0)} % of ${seconds} s) | ${waited.waitS.toFixed(0)} s (${waited.children} ffmpeg, ${waited.runS.toFixed(0)} s on a CPU) | ${(drainS - waited.waitS).toFixed(0)} |`);
+    console.log(`| ${format} | ${calls} x ${callMinutes} min (${audioH.toFixed(1)} audio h)${archived < calls ? ` **only ${archived} archived, ${calls - archived} jobs dropped**` : ''}, WAV ${keepWav ? 'kept' : 'removed'} | ${((listening - t0) / 1000).toFixed(1)} | ${drainS.toFixed(0)} | ${(drainS / audioH).toFixed(1)} | ${cpuS.toFixed(0)} (${cpu.kids.toFixed(0)} + ${cpu.own.toFixed(0)}) | ${(cpuS / audioH).toFixed(1)} | ${drainS <= seconds ? 'yes' : 'no'} (${((100 * drainS) / seconds).toFixed(0)} % of ${seconds} s) | ${waited.waitS.toFixed(0)} s (${waited.children} ffmpeg, ${waited.runS.toFixed(0)} s on a CPU) | ${(drainS - waited.waitS).toFixed(0)} |`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The media path's perf ratio with the archive pool working vs idle (BENCHMARKS.md, issue 13),
-# interleaved, 3 rounds, with the shared tool: run it under the bench lock.
-#   flock /work/bench.lock loadtest/perf-archive.sh [BASE_WORKTREE]   (BENCH_DIR=/work/shared/bench)
+# interleaved, $ROUNDS rounds (default 3), with the shared tool: run it under the bench lock.
+#   flock /work/bench.lock loadtest/perf-archive.sh [BASE_WORKTREE]   (BENCH_DIR=/work/shared/bench, ROUNDS=3)
 # perf-ratio.mjs starts `npm start` in --project (passing its own environment through): a
 # stand-in project whose start seeds perf-ratio's RECORDINGS_DIR with 300 five-minute recordings
 # waiting for their Opus archive (loadtest/archive-backlog.ts) and then runs this gateway, so the
@@ -24,7 +24,7 @@ shim "$SHIM/this" "$WT"
 [ -n "$BASE" ] && shim "$SHIM/base" "$(cd "$BASE" && pwd)"
 cd "$BENCH"
 [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null
-for i in 1 2 3; do
+for i in $(seq "${ROUNDS:-3}"); do
   for run in none:this opus:this ${BASE:+opus:base}; do
     fmt=${run%%:*} tree=${run##*:}
     : > "$REPORT"

@@ -90,3 +90,44 @@ t.test('ARCHIVE_CONCURRENCY=1: the next encode runs while a finished job waits o
   t.same(failures, [], 'no failures');
   t.equal(archiver.counters.archived, 3);
 });
+
+t.test('a job whose recording the catalog has not imported yet waits for the import instead of being dropped', async (t) => {
+  // the gateway starts this pool while the catalog still fills from RECORDINGS_DIR in the
+  // background: a lookup miss with the sidecar on disk is "not indexed yet", not "deleted"
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'archive-pool-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const id = `MZ${randomBytes(16).toString('hex')}-0000`;
+  const callDir = path.join(dir, 'call');
+  await mkdir(callDir);
+  const sidecar = { recordingId: id, accountSid: `AC${'a'.repeat(32)}`, channels: 2, audioFile: `${id}.wav` } as RecordingSidecar;
+  await writeFile(path.join(callDir, `${id}.wav`), stereoWav(50));
+  await writeFile(path.join(callDir, `${id}.json`), JSON.stringify(sidecar));
+  const rec: IndexedRecording = { sidecar, sidecarPath: path.join(callDir, `${id}.json`), audioPath: path.join(callDir, `${id}.wav`) };
+  let indexed = false;
+  const imported = deferred();
+  let lookups = 0;
+  const failures: string[] = [];
+  const archiver = new Archiver({
+    recordingsDir: dir, nodeId: 'n1', concurrency: 1, keepWav: true,
+    formatFor: () => 'opus',
+    lookup: async () => { lookups++; return indexed ? rec : undefined; },
+    untilIndexed: () => imported.promise,
+    rewriteSidecar: async (_id, change) => change(sidecar),
+    onFailed: (i, err) => failures.push(`${i}: ${err.message}`),
+    log: pino({ level: 'silent' }),
+  });
+  t.teardown(() => archiver.stop());
+  // the job as a previous run left it in the durable queue
+  await archiver.queue.add({ recordingId: id, format: 'opus', sidecar: path.relative(dir, rec.sidecarPath), enqueuedAt: new Date().toISOString() });
+  t.equal(await archiver.start(), 1, 'one job found at start');
+  await until(() => lookups === 1, 'the job looked its recording up', 10_000);
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(archiver.queueLength, 1, 'not imported yet: the job waits, still queued');
+  t.same(await readdir(archiver.queue.dir), [`${id}.json`], 'its job file kept');
+  indexed = true;
+  imported.resolve();
+  await until(() => archiver.queueLength === 0, 'the job done once imported', 60_000);
+  t.ok((await stat(path.join(callDir, `${id}.opus`))).size > 0, 'archived');
+  t.equal(archiver.counters.archived, 1);
+  t.same(failures, []);
+});

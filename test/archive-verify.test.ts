@@ -72,6 +72,43 @@ t.test('opus: a damaged page (bad CRC) and a cut file are refused by the packets
   await t.rejects(checkArchive(out, 'opus', wav, { verify: 'packets' }), Error, 'empty file');
 });
 
+// Ogg's CRC-32 (polynomial 0x04c11db7, not reflected, initial 0), to forge a page that passes it
+function oggCrc(page: Buffer): number {
+  let c = 0;
+  for (const byte of page) {
+    c ^= byte << 24;
+    for (let b = 0; b < 8; b++) c = c & 0x80000000 ? (c << 1) ^ 0x04c11db7 : c << 1;
+    c >>>= 0;
+  }
+  return c;
+}
+
+t.test('opus: a page intact for Ogg but holding packets that do not decode: only the decode refuses it', async (t) => {
+  const { dir, wav } = await setup(t);
+  const out = path.join(dir, 'a.opus');
+  await makeArchive(wav, 'opus', out, { verify: 'decode' });
+  const good = await readFile(out);
+  const pageStarts: number[] = [];
+  for (let i = good.indexOf('OggS'); i >= 0; i = good.indexOf('OggS', i + 1)) pageStarts.push(i);
+  const mid = pageStarts.length >> 1;
+  const at = pageStarts[mid]!;
+  const end = pageStarts[mid + 1]!;
+  const bad = Buffer.from(good);
+  const bodyAt = at + 27 + bad[at + 26]!;
+  bad.fill(0xff, bodyAt, end); // every packet: TOC code 3 claiming 63 frames (longer than Opus allows)
+  bad.writeUInt32LE(0, at + 22);
+  bad.writeUInt32LE(oggCrc(bad.subarray(at, end)), at + 22);
+  await writeFile(out, bad);
+  const got = await checkArchive(out, 'opus', wav, { verify: 'packets' });
+  t.equal(got.frames, FRAMES * 160, 'the pages (CRC, sequence, granule positions) are all in order');
+  await t.rejects(checkArchive(out, 'opus', wav, { verify: 'decode' }), /failed verification: it does not decode/, 'the decode refuses it');
+
+  // a page left out: the decode's length may still come out whole (timestamps from the granule
+  // positions), the page check in the same pass sees the hole
+  await writeFile(out, Buffer.concat([good.subarray(0, pageStarts[mid]), good.subarray(pageStarts[mid + 1])]));
+  await t.rejects(checkArchive(out, 'opus', wav, { verify: 'decode' }), /failed verification: .*page \d+ is missing/, 'a page left out: decode');
+});
+
 t.test('flac: packets mode still decodes and compares every sample; other samples are refused', async (t) => {
   const { dir, wav } = await setup(t);
   const out = path.join(dir, 'a.flac');

@@ -28,6 +28,12 @@ export interface ArchiverOptions {
   /** ARCHIVE_FORMAT of the recording's data source */
   formatFor: (sidecar: RecordingSidecar) => ArchiveFormatSetting;
   lookup: (recordingId: string) => Promise<IndexedRecording | undefined>;
+  /**
+   * Resolves when the catalog's background import of RECORDINGS_DIR is not running (it starts
+   * with the gateway, beside this pool). A job whose recording `lookup` does not find while its
+   * sidecar is on disk waits for it: not indexed yet is not deleted.
+   */
+  untilIndexed?: () => Promise<void>;
   /** the sidecar rewrite path (one writer per recording); null when the recording is gone */
   rewriteSidecar: (recordingId: string, change: (cur: RecordingSidecar) => RecordingSidecar) => Promise<RecordingSidecar | null>;
   /** the webhook (`archived`), at least once per archive */
@@ -145,7 +151,15 @@ export class Archiver {
   async #run(job: ArchiveJob, signal: AbortSignal, release: () => void): Promise<void> {
     const id = job.recordingId;
     try {
-      const rec = await this.#o.lookup(id);
+      let rec = await this.#o.lookup(id);
+      if (!rec && this.#o.untilIndexed && (await sizeOf(path.join(this.#o.recordingsDir, job.sidecar))) !== null) {
+        // the sidecar is there but the catalog has not imported it yet (a start on a folder the
+        // catalog is still filling from): wait for the import rather than drop the job
+        const aborted = new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+        await Promise.race([this.#o.untilIndexed(), aborted]);
+        if (signal.aborted) return; // shutdown: the job stays queued
+        rec = await this.#o.lookup(id);
+      }
       if (!rec) {
         // deleted (a CTI rule) since it was queued: leave no audio of it behind
         await this.#removeLeftovers(path.join(this.#o.recordingsDir, path.dirname(job.sidecar)), id);

@@ -281,6 +281,24 @@ export function decodePcm(file: string, channels: number): FfmpegRun {
 }
 
 /**
+ * Decode all of `file` at 48 kHz (no resampling: the Opus decoder's own rate) to /dev/null and
+ * report how many bytes of PCM16 came out (ffmpeg's `-progress` total_size): an archive's full
+ * decode before its WAV is removed, without piping the samples to the gateway. `-xerror`: a
+ * packet that does not decode stops ffmpeg with an error instead of being skipped. `idle`.
+ */
+export async function decodedPcm48kBytes(file: string, signal?: AbortSignal): Promise<number> {
+  const run = runFfmpeg(['-xerror', '-i', file, '-ar', '48000', '-c:a', 'pcm_s16le', '-f', 's16le', '-y', '/dev/null', '-progress'], null, 'idle');
+  let text = '';
+  run.output.on('data', (d: Buffer) => { text = (text + d.toString('latin1')).slice(-4096); });
+  run.output.on('error', () => undefined); // the same error rejects run.done
+  await untilDone(run, signal);
+  const sizes = [...text.matchAll(/^total_size=(\d+)$/gm)];
+  const last = sizes[sizes.length - 1];
+  if (!/^progress=end$/m.test(text) || last === undefined) throw new Error('ffmpeg reported no final size of the decode');
+  return Number(last[1]);
+}
+
+/**
  * Decode a compressed file to a PCM16 8 kHz WAV stream in its own channel count (44-byte header):
  * `idle` for an archive's verification, `low` for playback.
  */

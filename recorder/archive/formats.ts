@@ -25,9 +25,9 @@ interface FormatSpec {
   /**
    * The container states the exact length (Ogg Opus: the last granule position less the
    * pre-skip), so reading its pages (no decode) proves the file complete. Used while the WAV is kept; an
-   * archive that replaces the WAV is always decoded. Opus only: decoding it is the costly part
-   * (the decoder outputs 48 kHz, resampled to 8 kHz: a third of the encode's CPU), while FLAC
-   * and MP3 decode cheaply and MP3's packets include the encoder delay and padding.
+   * archive that replaces the WAV is also decoded in full (at the decoder's 48 kHz into /dev/null:
+   * make-archive.ts). Opus only: decoding it is the costly part (a third of the encode's CPU),
+   * while FLAC and MP3 decode cheaply and MP3's packets include the encoder delay and padding.
    */
   packetsGiveLength: boolean;
 }

@@ -4,7 +4,7 @@ import { createHash, webcrypto } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parseWavHeader } from '../../codecs/wav.js';
-import { decodeWav, encodeWavFile, untilDone } from './ffmpeg.js';
+import { decodedPcm48kBytes, decodeWav, encodeWavFile, untilDone } from './ffmpeg.js';
 import { checkOggOpusBuffer, OggCheckError } from './ogg-opus-check.js';
 import { openWavPcm, wavLayout } from './pcm-source.js';
 import { formatSpec, type ArchiveFormat } from './formats.js';
@@ -82,11 +82,15 @@ export async function hashFile(file: string): Promise<{ bytes: number; sha256: s
 
 /**
  * How an archive is proved good before anyone relies on it:
- * - `decode`: ffmpeg decodes all of it (channels, duration within 20 ms; FLAC: the very samples
+ * - `decode`: all of it is decoded (channels, duration within 20 ms; FLAC: the very samples
  *   of the WAV's G.711 decode). Always when the archive replaces the WAV (ARCHIVE_KEEP_WAV=false).
  * - `packets`: while the WAV is kept, for formats whose packets state the exact length (Ogg
  *   Opus): every page is read without decoding (ogg-opus-check.ts: CRCs, sequence, a cut file,
  *   channels, duration within 20 ms). An archive that would not decode is then never the only copy.
+ * Ogg Opus pages are checked in both modes; with `decode` ffmpeg also decodes every packet
+ * (`-xerror`) at the decoder's own 48 kHz into /dev/null and reports the bytes of PCM made
+ * (decodedPcm48kBytes): no resampling to 8 kHz and no samples through a pipe into the gateway,
+ * which cost as much again as the decode itself (BENCHMARKS.md, issue 13).
  */
 export type ArchiveVerify = 'decode' | 'packets';
 
@@ -96,23 +100,63 @@ export interface FileHash {
   sha256: string;
 }
 
+interface OggPages {
+  channels: number;
+  /** at 8 kHz, from the last granule position less the pre-skip */
+  frames: number;
+  file: FileHash;
+}
+
 /**
  * frames at 8 kHz and channels of an Ogg Opus `file`, from its pages (no decode), and the file's
  * sha256: one read of the file; the digest runs in libuv's thread pool (WebCrypto) while the
- * pages are checked here, so the gateway's thread does no hashing for it.
+ * pages are checked here, so the gateway's thread does no hashing for it. Throws OggCheckError.
  */
-async function lengthFromPages(file: string, format: ArchiveFormat): Promise<{ channels: number; frames: number; file: FileHash }> {
+async function lengthFromPages(file: string): Promise<OggPages> {
   const buf = await readFile(file);
   const digest = webcrypto.subtle.digest('SHA-256', buf);
   digest.catch(() => undefined); // awaited below unless the check throws first
-  try {
-    const o = await checkOggOpusBuffer(buf);
-    const sha256 = Buffer.from(await digest).toString('hex');
-    return { channels: o.channels, frames: Math.round(o.samples48k / 6), file: { bytes: buf.length, sha256 } };
-  } catch (err) {
-    if (err instanceof OggCheckError) throw new ArchiveVerifyError(`the ${format} archive failed verification: ${err.message}`);
-    throw err;
+  const o = await checkOggOpusBuffer(buf);
+  const sha256 = Buffer.from(await digest).toString('hex');
+  return { channels: o.channels, frames: Math.round(o.samples48k / 6), file: { bytes: buf.length, sha256 } };
+}
+
+/**
+ * Ogg Opus: the pages always (lengthFromPages); with `decode` also every packet decoded by ffmpeg
+ * (at the same time: ffmpeg is another process). Problems go in `problems`, the decode's first.
+ */
+async function checkOggOpusArchive(
+  file: string, src: { channels: number; frames: number }, decode: boolean, problems: string[], signal?: AbortSignal,
+): Promise<{ frames: number; file: FileHash | null }> {
+  const pagesP = lengthFromPages(file);
+  pagesP.catch(() => undefined); // awaited below
+  let decodedBytes: number | null = null;
+  if (decode) {
+    try {
+      decodedBytes = await decodedPcm48kBytes(file, signal);
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      problems.push(`it does not decode (${(err as Error).message})`);
+    }
   }
+  let pages: OggPages | null = null;
+  let pagesProblem: string | null = null;
+  try {
+    pages = await pagesP;
+  } catch (err) {
+    if (!(err instanceof OggCheckError)) throw err;
+    pagesProblem = err.message;
+  }
+  let frames = pages?.frames ?? 0;
+  if (decodedBytes !== null) {
+    // ffmpeg decodes Ogg Opus to the OpusHead's channel count; 48 kHz is 6 samples per 8 kHz one
+    frames = Math.round(decodedBytes / (2 * (pages?.channels ?? src.channels)) / 6);
+  }
+  const diffMs = (Math.abs(frames - src.frames) * 1000) / RATE;
+  if ((decodedBytes !== null || pages !== null) && diffMs > DURATION_TOLERANCE_MS) problems.push(`decodes to ${frames / 8} ms instead of ${src.frames / 8} ms`);
+  if (pagesProblem !== null) problems.push(pagesProblem);
+  else if (pages !== null && pages.channels !== src.channels) problems.push(`${pages.channels} channels instead of ${src.channels}`);
+  return { frames, file: pages?.file ?? null };
 }
 
 /** sha256 of the WAV's samples as PCM16 (codecs/g711.ts decode). */
@@ -131,20 +175,24 @@ export async function checkArchive(
   file: string, format: ArchiveFormat, wavPath: string, o: { verify: ArchiveVerify; signal?: AbortSignal },
 ): Promise<{ channels: number; sourceFrames: number; frames: number; file: FileHash | null }> {
   const src = await wavLayout(wavPath);
-  const byPackets = o.verify === 'packets' && formatSpec(format).packetsGiveLength;
-  const lossless = format === 'flac';
-  const got = byPackets
-    ? { ...(await lengthFromPages(file, format)), pcmSha256: '' }
-    : { ...(await inspectArchive(file, { hash: lossless, signal: o.signal })), file: null };
   const problems: string[] = [];
-  if (got.channels !== src.channels) problems.push(`${got.channels} channels instead of ${src.channels}`);
-  const diffMs = (Math.abs(got.frames - src.frames) * 1000) / RATE;
-  if (diffMs > DURATION_TOLERANCE_MS) problems.push(`decodes to ${got.frames / 8} ms instead of ${src.frames / 8} ms`);
-  if (lossless && !byPackets && (got.frames !== src.frames || got.pcmSha256 !== (await wavPcmSha256(wavPath)))) {
-    problems.push('its samples differ from the WAV (FLAC must be lossless)');
+  let frames: number;
+  let hashed: FileHash | null = null;
+  if (formatSpec(format).packetsGiveLength) {
+    ({ frames, file: hashed } = await checkOggOpusArchive(file, src, o.verify === 'decode', problems, o.signal));
+  } else {
+    const lossless = format === 'flac';
+    const got = await inspectArchive(file, { hash: lossless, signal: o.signal });
+    frames = got.frames;
+    if (got.channels !== src.channels) problems.push(`${got.channels} channels instead of ${src.channels}`);
+    const diffMs = (Math.abs(got.frames - src.frames) * 1000) / RATE;
+    if (diffMs > DURATION_TOLERANCE_MS) problems.push(`decodes to ${got.frames / 8} ms instead of ${src.frames / 8} ms`);
+    if (lossless && (got.frames !== src.frames || got.pcmSha256 !== (await wavPcmSha256(wavPath)))) {
+      problems.push('its samples differ from the WAV (FLAC must be lossless)');
+    }
   }
   if (problems.length > 0) throw new ArchiveVerifyError(`the ${format} archive failed verification: ${problems.join('; ')}`);
-  return { channels: src.channels, sourceFrames: src.frames, frames: got.frames, file: got.file };
+  return { channels: src.channels, sourceFrames: src.frames, frames, file: hashed };
 }
 
 /**
@@ -157,7 +205,7 @@ export async function makeArchive(
   const { channels } = await wavLayout(wavPath);
   await encodeWavFile(wavPath, channels, format, outPath, o.signal);
   const got = await checkArchive(outPath, format, wavPath, o);
-  // the packets check read the file already and hashed it on the way
+  // the Ogg page check read the file already and hashed it on the way
   const { bytes, sha256 } = got.file ?? (await hashFile(outPath));
   return { channels: got.channels, sourceFrames: got.sourceFrames, durationMs: (got.frames * 1000) / RATE, bytes, sha256 };
 }
