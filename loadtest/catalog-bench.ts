@@ -1,4 +1,4 @@
-// npm run bench:catalog [-- --counts 100000,1000000 --pg --queries 300]
+// npm run bench:catalog [-- --counts 100000,1000000 --pg --queries 300 --data DIR --steps first,second,rebuild,pg]
 //
 // Catalog figures (BENCHMARKS.md, issue 10). For each count N: N synthetic recordings (a real
 // sidecar, recorded here through a gateway, cloned with new SIDs over 28 days) are written to a
@@ -53,6 +53,13 @@ const ACCOUNTS = ['AC' + 'a'.repeat(32), 'AC' + 'b'.repeat(32), 'AC' + 'c'.repea
 const DATA = process.argv.includes('--data') ? path.resolve(arg('data', '')) : null;
 /** with --data: write the recordings and stop (no figures) */
 const GENERATE_ONLY = process.argv.includes('--generate-only');
+/**
+ * `--steps first,second,rebuild,pg` (default all): a subset of the measurements, so that a 1 M run
+ * fits in several short holds of the bench lock. `first` starts from an empty catalog (its files
+ * removed); `second` and `rebuild` use the SQLite catalog the `first` step of an earlier run left
+ * in `--data`.
+ */
+const STEPS = new Set(arg('steps', 'first,second,rebuild,pg').split(','));
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -271,10 +278,9 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
     const marker = path.join(dir, '.generated');
     if (await exists(marker)) {
       say(`  reusing the ${count} recordings in ${dir}`);
-      await rm(path.join(dir, '.catalog.sqlite'), { force: true });
-      await rm(path.join(dir, '.catalog.sqlite-wal'), { force: true });
-      await rm(path.join(dir, '.catalog.sqlite-shm'), { force: true });
-      await rm(path.join(dir, '.catalog'), { recursive: true, force: true });
+      if (STEPS.has('first')) {
+        for (const f of ['.catalog.sqlite', '.catalog.sqlite-wal', '.catalog.sqlite-shm', '.catalog']) await rm(path.join(dir, f), { recursive: true, force: true });
+      }
     } else {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
@@ -285,37 +291,49 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
     }
     if (GENERATE_ONLY) return;
 
-    // first start: empty catalog, every sidecar imported in the background
-    const n1 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
-    const healthz1 = (await untilOk(`${n1.http}/healthz`, 60_000)) - n1.spawnedAt;
-    const imp = await waitImported(n1, count);
-    const done = reconciled(n1);
-    const mem1 = await memory(n1);
-    say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${rate(done)} sidecars/s; ready after ${(imp.readyMs / 1000).toFixed(1)} s; slowest /healthz during the import ${imp.healthzMaxMs.toFixed(0)} ms; ${imp.lag.describe()}; ${mem1}`);
-    const q = await queryFigures(n1.http, synth);
-    say(`  SQLite, list/search over HTTP (${QUERIES} requests per filter, one at a time):`);
-    printQueries(q);
-    say(`  after queries: ${await memory(n1)}`);
-    await stopNode(n1);
+    if (STEPS.has('first')) {
+      // first start: empty catalog, every sidecar imported in the background
+      const n1 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
+      const healthz1 = (await untilOk(`${n1.http}/healthz`, 60_000)) - n1.spawnedAt;
+      const imp = await waitImported(n1, count);
+      const done = reconciled(n1);
+      const mem1 = await memory(n1);
+      say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${rate(done)} sidecars/s; ready after ${(imp.readyMs / 1000).toFixed(1)} s; slowest /healthz during the import ${imp.healthzMaxMs.toFixed(0)} ms; ${imp.lag.describe()}; ${mem1}`);
+      const q = await queryFigures(n1.http, synth);
+      say(`  SQLite, list/search over HTTP (${QUERIES} requests per filter, one at a time):`);
+      printQueries(q);
+      say(`  after queries: ${await memory(n1)}`);
+      await stopNode(n1);
+    }
 
-    // second start on the filled catalog: ready at once, the reconcile runs behind
-    const n2 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
-    const healthz2 = (await untilOk(`${n2.http}/healthz`, 60_000)) - n2.spawnedAt;
-    const ready2 = (await untilOk(`${n2.http}/readyz`, 600_000, 50)) - n2.spawnedAt;
-    const rec = await waitReconciled(n2);
-    const d2 = reconciled(n2);
-    const mem2 = await memory(n2);
-    await queryFigures(n2.http, { ...synth }).then(() => undefined);
-    say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms; reconcile of ${d2?.found} sidecars in ${d2?.seconds} s, slowest /healthz meanwhile ${rec.slowest.toFixed(0)} ms, ${rec.lag.describe()}; ${mem2}; after queries: ${await memory(n2)}`);
-    await stopNode(n2);
+    if (STEPS.has('second')) {
+      // second start on the filled catalog: ready at once, the reconcile runs behind
+      const n2 = await startNode({ RECORDINGS_DIR: dir, NODE_ID: 'bench' });
+      const healthz2 = (await untilOk(`${n2.http}/healthz`, 60_000)) - n2.spawnedAt;
+      const ready2 = (await untilOk(`${n2.http}/readyz`, 600_000, 50)) - n2.spawnedAt;
+      const rec = await waitReconciled(n2);
+      const d2 = reconciled(n2);
+      const mem2 = await memory(n2);
+      say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms; reconcile of ${d2?.found} sidecars (${(d2 as { imported?: number } | null)?.imported} of them imported) in ${d2?.seconds} s, slowest /healthz meanwhile ${rec.slowest.toFixed(0)} ms, ${rec.lag.describe()}; ${mem2}`);
+      const q2 = await queryFigures(n2.http, { ...synth });
+      // without the first step (its catalog filled by an earlier run), these are the SQLite query figures
+      if (!STEPS.has('first')) {
+        say(`  SQLite, list/search over HTTP after the second start:`);
+        printQueries(q2);
+      }
+      say(`  second start, after queries: ${await memory(n2)}`);
+      await stopNode(n2);
+    }
 
-    // npm run catalog:rebuild: every sidecar read again
-    const rb = await run(process.execPath, [REBUILD], {
-      env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir }, maxBuffer: 64 * 1024 * 1024,
-    });
-    say(`  catalog:rebuild: ${rb.stdout.trim()}`);
+    if (STEPS.has('rebuild')) {
+      // npm run catalog:rebuild: every sidecar read again
+      const rb = await run(process.execPath, [REBUILD], {
+        env: { PATH: process.env.PATH ?? '', RECORDINGS_DIR: dir }, maxBuffer: 64 * 1024 * 1024,
+      });
+      say(`  catalog:rebuild: ${rb.stdout.trim()}`);
+    }
 
-    if (WITH_PG) {
+    if (WITH_PG && STEPS.has('pg')) {
       const admin = new pg.Client({ connectionString: PGURL });
       await admin.connect();
       const db = `catbench_${process.pid}_${count}`;

@@ -5,10 +5,11 @@ import t, { type Test } from 'tap';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { InvalidSidecarError, rowFields } from '../recorder/catalog/catalog.js';
-import { importSidecars, RECONCILED_AT } from '../recorder/catalog/importer.js';
+import { DEFAULT_BATCH, importSidecars, RECONCILED_AT } from '../recorder/catalog/importer.js';
 import { PgCatalog } from '../recorder/catalog/pg-catalog.js';
-import { ReaderPoolError } from '../recorder/catalog/reader-pool.js';
+import { READER_RESOURCE_LIMITS, ReaderPoolError } from '../recorder/catalog/reader-pool.js';
 import { SqliteCatalog } from '../recorder/catalog/sqlite-catalog.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { segmentPaths } from '../recorder/storage-layout.js';
@@ -246,4 +247,25 @@ t.test('PostgreSQL insertRows: statements of a bounded size, the event loop free
   });
   t.equal(await catalog.count(), 130);
   t.equal((await catalog.query({ limit: 1000, count: true })).total, 130);
+});
+
+t.test('memory bounds: batches of DEFAULT_BATCH sidecars by default, reader workers on a capped heap', async (t) => {
+  const { dir, catalog } = await setup(t);
+  t.equal(DEFAULT_BATCH, 1000);
+  const n = 2 * DEFAULT_BATCH + 500;
+  const all = Array.from({ length: n }, (_, i) => sidecarOf(i + 1));
+  for (const s of all) await writeRecording(dir, s);
+  const limits: (Worker['resourceLimits'] | undefined)[] = [];
+  const done: number[] = [];
+  const r = await importSidecars({
+    catalog, recordingsDir: dir, readers: 1,
+    onReader: (w) => { limits.push(w.resourceLimits); },
+    onProgress: (p) => { if (done.at(-1) !== p.done) done.push(p.done); },
+  });
+  t.match(r, { found: n, done: n, imported: n, bad: 0 });
+  t.same(done, [DEFAULT_BATCH, 2 * DEFAULT_BATCH, n], 'one batch of at most DEFAULT_BATCH sidecars at a time');
+  t.equal(limits.length, 1);
+  t.match(limits[0], { maxYoungGenerationSizeMb: READER_RESOURCE_LIMITS.maxYoungGenerationSizeMb, maxOldGenerationSizeMb: READER_RESOURCE_LIMITS.maxOldGenerationSizeMb });
+  t.equal(READER_RESOURCE_LIMITS.maxYoungGenerationSizeMb, 8);
+  t.equal(await catalog.count(), n);
 });
