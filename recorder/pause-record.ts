@@ -87,9 +87,11 @@ export interface RecoveredPauses {
  * pause still open at the crash ends at the end of what was recorded (nothing after it reached
  * the file, nor could: paused frames never reach the journal): the segment's file end in call
  * time, never before the pause began. It belongs to the segment where it began, or, when the
- * crash cost the audio just before it, to the stream's last segment (`last`).
+ * crash cost the audio just before it, to the stream's last segment (`last`). `soundAfterOpen`
+ * (silence mode, call ms): where the file holds sound after the open pause began: a resume
+ * whose record the crash kept from the disk; the pause ends there.
  */
-export function recoveredPauses(record: PauseRecord, offsetMs: number, durationMs: number, last: boolean): RecoveredPauses {
+export function recoveredPauses(record: PauseRecord, offsetMs: number, durationMs: number, last: boolean, soundAfterOpen: number | null = null): RecoveredPauses {
   const skip = record.behavior === 'skip';
   const all = record.intervals.map((p) => ({ ...p }));
   let open: PausedInterval | null = null;
@@ -97,7 +99,8 @@ export function recoveredPauses(record: PauseRecord, offsetMs: number, durationM
   if (record.openFrom !== null) {
     // with skip, file time t is call time t + every cut before it (all closed pauses precede the open one)
     const cutMs = skip ? all.reduce((n, p) => n + p.to - p.from, 0) : 0;
-    open = { from: record.openFrom, to: Math.max(record.openFrom, offsetMs + durationMs + cutMs) };
+    const end = offsetMs + durationMs + cutMs;
+    open = { from: record.openFrom, to: Math.max(record.openFrom, soundAfterOpen === null ? end : Math.min(end, soundAfterOpen)) };
     openAt = open.from - cutMs;
     all.push(open);
   }

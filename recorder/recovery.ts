@@ -292,7 +292,17 @@ async function sidecarFromAudio(file: string, meta: Meta, ckpt: Checkpoint | nul
   // The pauses as the live publish would place them: from the stream's pause record (written at
   // each pause and resume, before the API answered), with the pause behaviour, so paused silence
   // is not missing audio and a skip cut sits where it was made.
-  const recovered = pauses.record === null ? null : recoveredPauses(pauses.record, meta.offsetMs, durationMs, pauses.last);
+  const record = pauses.record;
+  // Silence mode: a pause left open in the record whose file holds sound after it start was
+  // resumed, and the crash came before the resume's record reached the disk (its 200 was never
+  // sent): the audio after it is the call's, so the pause ends before the first sound.
+  let soundAfterOpen: number | null = null;
+  if (record !== null && record.openFrom !== null && record.behavior === 'silence' && record.openFrom < meta.offsetMs + durationMs) {
+    const fromSample = Math.max(0, Math.ceil((record.openFrom - meta.offsetMs) * SAMPLES_PER_MS));
+    const at = await firstSound(partial, info, fromSample * bps, dataBytes);
+    if (at !== null) soundAfterOpen = meta.offsetMs + Math.floor(at / bps / SAMPLES_PER_MS);
+  }
+  const recovered = record === null ? null : recoveredPauses(record, meta.offsetMs, durationMs, pauses.last, soundAfterOpen);
 
   // Frame counts: checkpoint for what it covers, the audio itself for the tail after it.
   // A checkpoint is only used if it has an entry per channel (it comes from disk; the `!`s below rely on it).
@@ -401,6 +411,32 @@ async function nonSilentBlocks(file: string, info: WavInfo, from: number, to: nu
       pos += frames * info.blockAlign;
     }
     return counts;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Byte offset (in the data) of the first block-aligned sample in [from, to) that is not silence on some channel, or null. */
+async function firstSound(file: string, info: WavInfo, from: number, to: number): Promise<number | null> {
+  if (to <= from) return null;
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(Math.min(to - from, SCAN_BLOCKS * FRAME_SAMPLES * info.blockAlign));
+    const bytesPerSample = info.blockAlign / info.channels;
+    const pcm = info.encoding === 'pcm16';
+    for (let pos = from; pos < to;) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), info.dataOffset + pos);
+      const frames = Math.floor(bytesRead / info.blockAlign);
+      if (frames === 0) return null;
+      for (let i = 0; i < frames; i++) {
+        for (let c = 0; c < info.channels; c++) {
+          const o = i * info.blockAlign + c * bytesPerSample;
+          if (pcm ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff) return pos + i * info.blockAlign;
+        }
+      }
+      pos += frames * info.blockAlign;
+    }
+    return null;
   } finally {
     await fh.close();
   }

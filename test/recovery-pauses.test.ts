@@ -96,6 +96,23 @@ t.test('silence: paused silence is not missing, an open pause ends at the end of
   t.same(await readdir(path.join(s.dir, '.inprogress')), [], 'the pause record went with the stream\'s last partial');
 });
 
+t.test('silence: a pause open in the record with sound after it (resumed, the crash came before the resume\'s record) ends before the sound', async (t) => {
+  const s = await newStream(t);
+  // 0..1 s sound, paused at 1 s (silence), resumed live at 2.2 s: the resume's record never reached the disk
+  await segment(s, 0, audio(3000, [[0, 1000], [2200, 3000]]));
+  await writePauseRecord(pauseRecordPath(s.dir, s.base), record({ openFrom: 1000, framesPaused: 60 }));
+  const { result, sidecars: [rec] } = await recover(s.dir);
+  t.same(result, { recovered: 1, unattributed: 0, failed: 0 });
+  t.same(rec!.pausedIntervals, [{ from: 1000, to: 2200 }], 'the pause ends where the call\'s audio resumes, not at the end of the file');
+  t.equal(rec!.durationMs, 3000, 'the audio after the resume is kept');
+  // a pause open to the end (no sound after it) still ends at the end of what was recorded
+  const q = await newStream(t);
+  await segment(q, 0, audio(3000, [[0, 1000]]));
+  await writePauseRecord(pauseRecordPath(q.dir, q.base), record({ openFrom: 1000 }));
+  const { sidecars: [r2] } = await recover(q.dir);
+  t.same(r2!.pausedIntervals, [{ from: 1000, to: 3000 }]);
+});
+
 t.test('skip: each segment lists the cuts in its file, as the live publish does; a published WAV without sidecar too', async (t) => {
   const s = await newStream(t);
   const spans = new PauseSpans();
