@@ -133,6 +133,17 @@ t.test('two nodes: registry, calls from any node, routing, CTI queue, recordings
   t.ok(ctiSeen.some((e) => e.nodeId === 'node-b' && (e.body as { type: string }).type === 'hold'), 'a CTI event for a live call reaches its owner');
   t.notOk(ctiSeen.some((e) => e.nodeId === 'node-a' && (e.body as { type: string }).type === 'hold'), 'and is not applied on a');
 
+  // a second fork of the call on a node that is alive but not listening for commands (a node in
+  // its restart): 503, and the answer says the command was applied by b, which holds it too
+  const muteFork = `MZ${'2'.repeat(32)}`;
+  await redis.hset(`${prefix}call::${c.callSid}`, muteFork, 'node-mute');
+  await redis.set(`${prefix}node:node-mute:alive`, '{}', 'PX', 30_000);
+  const split = await post(`${a.http}/v1/calls/${c.callSid}/ping`);
+  t.equal(split.status, 503, 'one holder unreachable: not a 200');
+  t.match(split.body, { error: 'owner_unreachable', message: /node-mute holds the call but is not listening for commands; the command was not applied there; node node-b, which also holds the call, applied it/ });
+  await redis.hdel(`${prefix}call::${c.callSid}`, muteFork);
+  await redis.del(`${prefix}node:node-mute:alive`);
+
   const unknown = await post(`${a.http}/v1/calls/CA${'0'.repeat(32)}/ping`);
   t.equal(unknown.status, 404, 'a call held nowhere: the local route answers 404');
 

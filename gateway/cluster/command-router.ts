@@ -203,7 +203,20 @@ export class CommandRouter {
     }
     if (owners.alive.length === 1 && owners.alive[0] === this.o.nodeId) return;
     // Several forks of one call may live on several nodes: every holder gets the command.
-    const replies = await Promise.all(owners.alive.map((n) => this.sendTo(n, req)));
+    const settled = await Promise.allSettled(owners.alive.map((n) => this.sendTo(n, req)));
+    const unreached = settled.findIndex((r) => r.status === 'rejected');
+    if (unreached >= 0) {
+      // a holder that could not be reached: 503, and it must say which holders did apply the
+      // command (a pause applied by one fork and answered "not applied" would be retried forever)
+      const err = (settled[unreached] as PromiseRejectedResult).reason as Error;
+      const applied = owners.alive.filter((_, i) => {
+        const r = settled[i]!;
+        return r.status === 'fulfilled' && r.value.status >= 200 && r.value.status < 300;
+      });
+      if (applied.length === 0 || !(err instanceof ApiError)) throw err;
+      throw new ApiError(err.status, err.code, `${err.message}; node ${applied.join(', ')}, which also holds the call, applied it`);
+    }
+    const replies = settled.map((r) => (r as PromiseFulfilledResult<CommandReply>).value);
     const answer = replies.find((r) => r.status < 200 || r.status >= 300) ?? replies[0]!; // alive is not empty (checked above)
     // returning the sent reply tells fastify to skip the local handler
     return reply.code(answer.status).header('content-type', answer.contentType).header(FORWARDED_HEADER, owners.alive.join(',')).send(answer.body);
@@ -250,11 +263,11 @@ export class CommandRouter {
     }
     if (receivers === 0) {
       this.waiting.get(msg.id)?.({ id: msg.id, status: 0, contentType: '', body: '' });
-      throw new ApiError(503, 'owner_unreachable', `node ${nodeId} holds the call but is not listening for commands; the command was not applied`);
+      throw new ApiError(503, 'owner_unreachable', `node ${nodeId} holds the call but is not listening for commands; the command was not applied there`);
     }
     const r = await answer;
     if (r === null) {
-      throw new ApiError(503, 'owner_unreachable', `node ${nodeId} holds the call but did not answer within ${FORWARD_TIMEOUT_MS} ms; the command may not have been applied`);
+      throw new ApiError(503, 'owner_unreachable', `node ${nodeId} holds the call but did not answer within ${FORWARD_TIMEOUT_MS} ms; the command may not have been applied there`);
     }
     return r;
   }
