@@ -128,6 +128,8 @@ export function settingsResolver(config: GatewayConfig): (accountSid: string) =>
 }
 
 export async function buildGateway(config: GatewayConfig, opts: GatewayOptions = {}): Promise<Gateway> {
+  // files born from now on are this gateway's own streams' (recovery leaves them alone)
+  const builtAt = Date.now();
   // A configured archive format this ffmpeg cannot make stops start-up like any bad setting.
   const archiveFormats = new Set([config.defaults, ...config.sources].map((s) => s.archiveFormat).filter(isArchiveFormat));
   for (const f of archiveFormats) {
@@ -330,6 +332,8 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
     nodeId: config.nodeId,
     journal: { dir: journalDirOf(config.recordingsDir, config.nodeId), ownToken: rec.journal?.fileToken },
     onlyOwn: config.redisUrl !== null,
+    // streams are taken while recovery runs: their files are born after this gateway was built
+    ownSince: builtAt,
     raise: (kind, input) => alarms.raise(kind, input),
     // the same path as any finished recording: rules, index, cluster announcement, webhooks
     onRecovered: (s) => published(s, [s]),

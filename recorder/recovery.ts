@@ -51,7 +51,7 @@
 // A partial whose meta is unreadable cannot be put under a call: its audio is still kept, with a
 // valid header, in RECORDINGS_DIR/.unattributed/ (not indexed, kept for an operator), and a
 // warning is logged; a `recovery_failed` alarm is raised when a partial cannot be kept at all.
-import { open, readdir, readFile, unlink, mkdir } from 'node:fs/promises';
+import { open, readdir, readFile, unlink, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { buildWavHeader, parseWavHeader, wavHeaderLength, type WavInfo } from '../codecs/wav.js';
 import { publishFile, writeFileAtomic } from './atomic-file.js';
@@ -77,6 +77,11 @@ export interface RecoveryDeps {
   nodeId: string;
   /** cluster mode: only this node's partials are ours to recover */
   onlyOwn: boolean;
+  /**
+   * Files created after this instant (epoch ms) belong to this gateway's own streams (it takes
+   * streams while it recovers): never recovered. Unset: every file is a leftover.
+   */
+  ownSince?: number;
   raise: (kind: AlarmKind, input: AlarmInput) => void;
   /** a recovered recording's outcome (rules, index, webhook); awaited before its meta goes */
   onRecovered: (sidecar: RecordingSidecar) => void | Promise<void>;
@@ -154,10 +159,12 @@ async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResul
     }
     return { record: await rec, last: meta.segmentIndex >= (lastIndex.get(base) ?? -1) };
   };
+  const ownSince = deps.ownSince ?? Number.POSITIVE_INFINITY;
   const wavs = names.filter((n) => n.endsWith('.wav'));
   for (const name of wavs) {
     const id = name.slice(0, -4);
     const partial = path.join(dir, name);
+    if (await bornSince(partial, ownSince)) continue; // a live stream of this process
     const meta = await readJson<Meta>(path.join(dir, `${id}.json`));
     if (meta !== null && deps.onlyOwn && meta.nodeId !== deps.nodeId) continue;
     if (await isEmpty(partial)) {
@@ -195,6 +202,7 @@ async function recoverAll(deps: RecoveryDeps, dir: string, result: RecoveryResul
     if (!n.endsWith('.json') || n.startsWith('.')) continue;
     const id = n.slice(0, -5);
     if (await exists(path.join(dir, `${id}.wav`))) continue; // handled above (or kept for its node)
+    if (await bornSince(path.join(dir, n), ownSince)) continue; // a live stream's published segment, its outcome under way
     const meta = await readJson<Meta>(path.join(dir, n));
     if (meta !== null && deps.onlyOwn && meta.nodeId !== deps.nodeId) continue;
     try {
@@ -456,6 +464,16 @@ async function readJson<T>(file: string): Promise<T | null> {
     return JSON.parse(await readFile(file, 'utf8')) as T;
   } catch {
     return null;
+  }
+}
+
+/** Whether `file` was created after `since` (epoch ms); false when it cannot be told (no birth time). */
+async function bornSince(file: string, since: number): Promise<boolean> {
+  try {
+    const { birthtimeMs } = await stat(file);
+    return birthtimeMs > 0 && birthtimeMs > since + 1; // ms clocks: a file of the same millisecond is not newer
+  } catch {
+    return false;
   }
 }
 

@@ -147,3 +147,28 @@ t.test('a published segment is never re-created from the journal (its frames hav
   t.equal(await access(pathsOf(s, 0).audio).then(() => 'exists', () => 'none'), 'none', 'segment 0 not re-created');
   t.equal(await access(pathsOf(s, 0).partialMeta).then(() => 'exists', () => 'none'), 'none', 'nor its meta');
 });
+
+t.test('files born after the gateway was built are its own live streams (it takes streams while recovering): left alone', async (t) => {
+  const s = await setup(t);
+  const left = pathsOf(s, 0);
+  await writeFile(left.partial, Buffer.concat([header, Buffer.alloc(160 * 2 * 50, 0x55)])); // the dead process's
+  await writeFile(left.partialMeta, JSON.stringify(segmentMetaOf(s.meta, recordingIdFor(s.stream.base, 0), 0, SEGMENT_SAMPLES / 8)));
+  await new Promise((r) => setTimeout(r, 20));
+  const builtAt = Date.now();
+  await new Promise((r) => setTimeout(r, 20));
+  // a stream that started while recovery ran: its partial (header only: the meta is written after
+  // it), and a second one whose segment 0 was published and awaits its outcome (meta, no partial)
+  const live = segmentPaths(s.dir, s.meta.accountSid, s.meta.callSid, new Date(STARTED), recordingIdFor(randomSid('MZ'), 0));
+  await writeFile(live.partial, header);
+  const published = segmentPaths(s.dir, s.meta.accountSid, s.meta.callSid, new Date(STARTED), recordingIdFor(randomSid('MZ'), 0));
+  await writeFile(published.partialMeta, '{}');
+  const sidecars: RecordingSidecar[] = [];
+  const result = await recoverPartials({
+    recordingsDir: s.dir, nodeId: 'n1', onlyOwn: false, ownSince: builtAt,
+    raise: () => undefined, onRecovered: (sc) => { sidecars.push(sc); }, log: { info: () => undefined, warn: () => undefined },
+  });
+  t.same(result, { recovered: 1, unattributed: 0, failed: 0 }, 'only the dead process\'s partial');
+  t.same(sidecars.map((x) => x.recordingId), [recordingIdFor(s.stream.base, 0)]);
+  t.same((await readdir(path.join(s.dir, '.inprogress'))).sort(), [path.basename(published.partialMeta), path.basename(live.partial)].sort(),
+    'the live partial (no meta yet) and the live meta are untouched');
+});
