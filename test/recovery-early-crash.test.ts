@@ -156,7 +156,7 @@ t.test('files born after the gateway was built are its own live streams (it take
   await new Promise((r) => setTimeout(r, 20));
   const builtAt = Date.now();
   await new Promise((r) => setTimeout(r, 20));
-  // a stream that started while recovery ran: its partial (header only: the meta is written after
+  // a stream that started while recovery ran: its partial (a header and nothing else, the meta comes after
   // it), and a second one whose segment 0 was published and awaits its outcome (meta, no partial)
   const live = segmentPaths(s.dir, s.meta.accountSid, s.meta.callSid, new Date(STARTED), recordingIdFor(randomSid('MZ'), 0));
   await writeFile(live.partial, header);
