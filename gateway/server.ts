@@ -13,7 +13,7 @@ import type { GatewayConfig } from './config-types.js';
 import type { SourceSettings } from '../recorder/source-settings.js';
 import { Recorder } from '../recorder/recorder.js';
 import type { Catalog } from '../recorder/catalog/catalog.js';
-import { openCatalog } from '../recorder/catalog/open-catalog.js';
+import { openCatalog, type CatalogSettings } from '../recorder/catalog/open-catalog.js';
 import { CatalogSync } from '../recorder/catalog/catalog-sync.js';
 import { registerCatalogMetrics } from '../recorder/catalog/catalog-metrics.js';
 import { Retention } from '../recorder/retention.js';
@@ -162,11 +162,12 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   registerArchiveMetrics(metrics.registry, () => archiver);
   // Opening runs the schema migrations; the sidecars are imported in the background (below), so
   // start-up does not grow with the number of recordings.
-  const index = await openCatalog({
+  const catalogSettings: CatalogSettings = {
     recordingsDir: config.recordingsDir,
     databaseUrl: config.databaseUrl,
     clusterNodeId: config.redisUrl !== null && config.databaseUrl === null ? config.nodeId : null,
-  }).catch((err: Error) => {
+  };
+  const index = await openCatalog(catalogSettings).catch((err: Error) => {
     throw new Error(`the recording catalog could not be opened (${config.databaseUrl === null ? 'SQLite under RECORDINGS_DIR' : 'DATABASE_URL'}): ${err.message}`);
   });
   log.info({ backend: index.backend, dir: config.recordingsDir }, 'recording catalog open');
@@ -182,7 +183,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
   });
   for (const id of await deletions.pendingIds()) await index.remove(id);
   const catalogSync = new CatalogSync({
-    catalog: index, recordingsDir: config.recordingsDir, pendingDeletions: () => deletions.pendingIds(),
+    catalog: index, settings: catalogSettings, pendingDeletions: () => deletions.pendingIds(),
     log: log.child({ component: 'catalog' }),
   });
   await catalogSync.init();

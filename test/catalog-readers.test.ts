@@ -14,32 +14,7 @@ import { SqliteCatalog } from '../recorder/catalog/sqlite-catalog.js';
 import type { RecordingSidecar } from '../recorder/sidecar.js';
 import { segmentPaths } from '../recorder/storage-layout.js';
 import { startPostgres } from './fixtures/postgres.js';
-
-const ACCOUNT = 'AC' + '0'.repeat(31) + '2';
-const hex32 = (n: number) => n.toString(16).padStart(32, '0');
-const recId = (n: number) => `MZ${hex32(n)}-0000`;
-
-function sidecarOf(n: number, extra: Record<string, unknown> = {}): RecordingSidecar {
-  const id = recId(n);
-  const startedAt = new Date(Date.UTC(2024, 2, 1 + (n % 5), 0, 0, n)).toISOString();
-  return {
-    recordingId: id, accountSid: ACCOUNT, callSid: `CA${hex32(n)}`, streamSid: `MZ${hex32(n)}`,
-    ctiSessionId: `cti-${n}`, employeeId: `emp-${n % 3}`, segmentIndex: 0, tracks: ['inbound'], channels: 1,
-    encoding: 'mulaw', sampleRate: 8000, startedAt, endedAt: new Date(Date.parse(startedAt) + 1000).toISOString(),
-    durationMs: 1000, offsetMs: 0, framesReceived: 50, framesMissing: 0, framesDuplicate: 0, framesLate: 0,
-    framesTooLate: 0, frames: { inbound: { received: 50, missing: 0, duplicate: 0, late: 0, tooLate: 0 } },
-    pausedIntervals: [], closeReason: 'stop', customParameters: {}, audioFile: `${id}.wav`, audioBytes: 66,
-    sha256: 'ab'.repeat(32), nodeId: 'test-node', ...extra,
-  };
-}
-
-async function writeRecording(dir: string, sc: RecordingSidecar, text = JSON.stringify(sc)): Promise<string> {
-  const p = segmentPaths(dir, sc.accountSid, sc.callSid, new Date(sc.startedAt), sc.recordingId);
-  await mkdir(path.dirname(p.audio), { recursive: true });
-  await writeFile(p.audio, Buffer.alloc(66));
-  await writeFile(p.sidecar, text);
-  return p.sidecar;
-}
+import { ACCOUNT, hex32, recId, sidecarOf, writeRecording } from './fixtures/catalog-sidecars.js';
 
 async function setup(t: Test): Promise<{ dir: string; catalog: SqliteCatalog }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'catalog-readers-'));
@@ -268,4 +243,17 @@ t.test('memory bounds: batches of DEFAULT_BATCH sidecars by default, reader work
   t.match(limits[0], { maxYoungGenerationSizeMb: READER_RESOURCE_LIMITS.maxYoungGenerationSizeMb, maxOldGenerationSizeMb: READER_RESOURCE_LIMITS.maxOldGenerationSizeMb });
   t.equal(READER_RESOURCE_LIMITS.maxYoungGenerationSizeMb, 8);
   t.equal(await catalog.count(), n);
+});
+
+t.test('a run stopped before its first batch (the walk ends early on the stop) removes nothing and is no reconcile', async (t) => {
+  const { dir, catalog } = await setup(t);
+  for (let i = 1; i <= 5; i++) await writeRecording(dir, sidecarOf(i));
+  const listedBefore = sidecarOf(6); // its sidecar is not on disk: only a whole run may unlist it
+  await catalog.put(listedBefore, path.join(dir, 'elsewhere.json'));
+  const stop = new AbortController();
+  stop.abort();
+  const r = await importSidecars({ catalog, recordingsDir: dir, signal: stop.signal });
+  t.match(r, { ran: true, imported: 0, removed: 0 });
+  t.same(await listed(catalog), [listedBefore.recordingId]);
+  t.equal(await catalog.getMeta(RECONCILED_AT), null);
 });

@@ -2,16 +2,22 @@
 // after each Redis reconnect (embedded catalogs in a cluster), and the figures /readyz, /metrics
 // and the log show meanwhile. Runs never overlap: a reconcile asked for during a run makes one
 // more run after it.
+import type { Worker } from 'node:worker_threads';
 import type { Catalog } from './catalog.js';
-import { importSidecars, RECONCILED_AT, type ImportProgress, type ImportResult } from './importer.js';
+import { RECONCILED_AT, type ImportProgress, type ImportResult } from './importer.js';
+import { importInThread } from './import-thread.js';
+import type { CatalogSettings } from './open-catalog.js';
 
 export interface CatalogSyncOptions {
   catalog: Catalog;
-  recordingsDir: string;
+  /** where the import thread opens its own connection to the same catalog */
+  settings: CatalogSettings;
   pendingDeletions: () => Promise<Iterable<string>>;
   log: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void; error: (o: object, m: string) => void };
   /** how often a running import logs its progress */
   logEveryMs?: number;
+  /** each import thread started (tests end one to show that its death is survived) */
+  onWorker?: (w: Worker) => void;
 }
 
 export class CatalogSync {
@@ -82,12 +88,12 @@ export class CatalogSync {
   async #once(): Promise<void> {
     const every = this.o.logEveryMs ?? 5000;
     try {
-      const r = await importSidecars({
-        catalog: this.o.catalog,
-        recordingsDir: this.o.recordingsDir,
-        pendingDeletions: this.o.pendingDeletions,
+      const r = await importInThread({
+        settings: this.o.settings,
+        pending: [...await this.o.pendingDeletions()],
         signal: this.#abort.signal,
-        onBadFile: (file, err) => this.o.log.warn({ file, err: err.message }, 'skipping unreadable sidecar'),
+        onWorker: this.o.onWorker,
+        onBadFile: (file, message) => this.o.log.warn({ file, err: message }, 'skipping unreadable sidecar'),
         onProgress: (p) => {
           this.#progress = p;
           const now = Date.now();
@@ -106,7 +112,7 @@ export class CatalogSync {
       }
       if (r.walked && !this.#abort.signal.aborted) this.#complete = true;
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message }, 'catalog import failed; the next reconcile tries again');
+      this.o.log.error({ err }, 'catalog import failed; the next reconcile tries again');
     }
   }
 }

@@ -244,7 +244,9 @@ export async function importSidecars(o: ImportOptions): Promise<ImportResult> {
       await pool.close();
     }
     await walking;
-    if (!walkFailed && !readFailed) {
+    // a stopped run has not seen the whole disk, even when no batch came after the stop (the walk
+    // ends early on it): removing what it did not see would unlist recordings that are there
+    if (!walkFailed && !readFailed && !o.signal?.aborted) {
       progress.removed = await catalog.removeUnseen(mark);
       await catalog.setMeta(RECONCILED_AT, String(mark));
       // a catalog that changed by a tenth or more: fresh statistics for the query planner

@@ -5,33 +5,19 @@
 // A worker that dies (a crash, out of memory on a monstrous file, terminated) is replaced and its
 // batch is given to the new one; a batch that kills two workers fails (the importer reports its
 // sidecars as unreadable and skips the reconcile's removal: nothing is lost, the next run tries again).
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startCatalogWorker } from './start-worker.js';
 import type { ReadRequest, ReadResult } from './sidecar-reader.js';
 
 /** tries per batch: the first worker that dies on it, and one more */
 const ATTEMPTS = 2;
 
-const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const WORKER_URL = new URL(FROM_SOURCE ? './read-worker.ts' : './read-worker.js', import.meta.url);
-
-/**
- * The compiled worker as it is; run from TypeScript source (tests, tsx), the worker registers tsx
- * first: `node --import tsx` does not reach worker threads on Node 20.
- */
 /**
  * A reader's heap. Old generation: a runaway file kills the worker, not the node. Young
  * generation: V8's default (semi-spaces of 16 MB) held ~30 MB more RSS than a batch needs (its
  * objects all die young); capped, the node's RSS peak during a 100 k import fell 262 -> 233 MB.
  */
 export const READER_RESOURCE_LIMITS = { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 8 } as const;
-
-function startWorker(): Worker {
-  const resourceLimits = { ...READER_RESOURCE_LIMITS };
-  if (!FROM_SOURCE) return new Worker(WORKER_URL, { resourceLimits });
-  const api = import.meta.resolve('tsx/esm/api');
-  const boot = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(WORKER_URL.href)}); })`;
-  return new Worker(boot, { eval: true, resourceLimits });
-}
 
 interface Job {
   req: ReadRequest;
@@ -94,7 +80,7 @@ export class ReaderPool {
 
   #spawn(): Slot {
     // a bounded heap: a worker holds a batch at a time (a few MB); a runaway file kills it, not the node
-    const worker = startWorker();
+    const worker = startCatalogWorker('read-worker', { ...READER_RESOURCE_LIMITS });
     const slot: Slot = { worker, job: null, error: null };
     this.#slots.add(slot);
     worker.on('message', (r: ReadResult) => {
