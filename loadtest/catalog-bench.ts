@@ -90,6 +90,21 @@ function rssMb(pid: number): { rss: number; hwm: number } {
   return { rss: Math.round(kb('VmRSS') / 1024), hwm: Math.round(kb('VmHWM') / 1024) };
 }
 
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+/**
+ * CPU seconds the node has used (all its threads: user + system), from /proc/<pid>/stat: what an
+ * import costs whatever else the machine runs, where its rate and loop delay depend on the load.
+ */
+function cpuSeconds(pid: number): number {
+  const stat = execFileSync('cat', [`/proc/${pid}/stat`]).toString();
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd (state) on
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime: the 14th and 15th fields
+}
+const cpuOf = (n: Node, found: number | undefined) => {
+  const s = cpuSeconds(n.child.pid!);
+  return `node CPU ${s.toFixed(1)} s since spawn (${found ? ((s * 1e6) / found).toFixed(0) : '?'} µs per sidecar)`;
+};
+
 async function startNode(env: Record<string, string>): Promise<Node> {
   const port = await freePort();
   const spawnedAt = performance.now();
@@ -297,8 +312,9 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
       const healthz1 = (await untilOk(`${n1.http}/healthz`, 60_000)) - n1.spawnedAt;
       const imp = await waitImported(n1, count);
       const done = reconciled(n1);
+      const cpu1 = cpuOf(n1, done?.found);
       const mem1 = await memory(n1);
-      say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${rate(done)} sidecars/s; ready after ${(imp.readyMs / 1000).toFixed(1)} s; slowest /healthz during the import ${imp.healthzMaxMs.toFixed(0)} ms; ${imp.lag.describe()}; ${mem1}`);
+      say(`  first start: /healthz after ${healthz1.toFixed(0)} ms; import of ${done?.found} sidecars in ${done?.seconds} s = ${rate(done)} sidecars/s; ${cpu1}; ready after ${(imp.readyMs / 1000).toFixed(1)} s; slowest /healthz during the import ${imp.healthzMaxMs.toFixed(0)} ms; ${imp.lag.describe()}; ${mem1}`);
       const q = await queryFigures(n1.http, synth);
       say(`  SQLite, list/search over HTTP (${QUERIES} requests per filter, one at a time):`);
       printQueries(q);
@@ -313,8 +329,9 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
       const ready2 = (await untilOk(`${n2.http}/readyz`, 600_000, 50)) - n2.spawnedAt;
       const rec = await waitReconciled(n2);
       const d2 = reconciled(n2);
+      const cpu2 = cpuOf(n2, d2?.found);
       const mem2 = await memory(n2);
-      say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms; reconcile of ${d2?.found} sidecars (${(d2 as { imported?: number } | null)?.imported} of them imported) in ${d2?.seconds} s, slowest /healthz meanwhile ${rec.slowest.toFixed(0)} ms, ${rec.lag.describe()}; ${mem2}`);
+      say(`  second start (catalog filled): /healthz after ${healthz2.toFixed(0)} ms, ready after ${ready2.toFixed(0)} ms; reconcile of ${d2?.found} sidecars (${(d2 as { imported?: number } | null)?.imported} of them imported) in ${d2?.seconds} s, ${cpu2}, slowest /healthz meanwhile ${rec.slowest.toFixed(0)} ms, ${rec.lag.describe()}; ${mem2}`);
       const q2 = await queryFigures(n2.http, { ...synth });
       // without the first step (its catalog filled by an earlier run), these are the SQLite query figures
       if (!STEPS.has('first')) {
@@ -345,7 +362,7 @@ async function benchCount(template: RecordingSidecar, count: number): Promise<vo
         const healthz3 = (await untilOk(`${n3.http}/healthz`, 60_000)) - n3.spawnedAt;
         const imp3 = await waitImported(n3, count);
         const d3 = reconciled(n3);
-        say(`  PostgreSQL: /healthz after ${healthz3.toFixed(0)} ms; import ${d3?.found} sidecars in ${d3?.seconds} s = ${rate(d3)} sidecars/s; slowest /healthz during the import ${imp3.healthzMaxMs.toFixed(0)} ms; ${imp3.lag.describe()}; ${await memory(n3)}`);
+        say(`  PostgreSQL: /healthz after ${healthz3.toFixed(0)} ms; import ${d3?.found} sidecars in ${d3?.seconds} s = ${rate(d3)} sidecars/s; ${cpuOf(n3, d3?.found)}; slowest /healthz during the import ${imp3.healthzMaxMs.toFixed(0)} ms; ${imp3.lag.describe()}; ${await memory(n3)}`);
         const qp = await queryFigures(n3.http, synth);
         say(`  PostgreSQL, list/search over HTTP:`);
         printQueries(qp);

@@ -176,3 +176,24 @@ t.test('PostgreSQL: the import thread opens its own pool on DATABASE_URL', async
   t.same(await listed(catalog), all.slice(0, 24).map((s) => s.recordingId).sort(), 'a pending deletion is not listed');
   t.match(sync.lastResult, { imported: 24 });
 });
+
+t.test('nothing on disk and nothing listed: complete at once without a thread; a listed recording with no sidecar takes a run', async (t) => {
+  const { dir, settings, catalog } = await setup(t);
+  const workers: Worker[] = [];
+  const { log } = logCollector();
+  const sync = new CatalogSync({ catalog, settings, pendingDeletions: async () => [], log, onWorker: (w) => { workers.push(w); } });
+  await sync.init();
+  await sync.reconcile();
+  t.equal(workers.length, 0, 'no thread for an empty RECORDINGS_DIR and an empty catalog');
+  t.equal(sync.complete, true);
+  t.match(sync.lastResult, { ran: true, found: 0, imported: 0, removed: 0 });
+  t.not(await catalog.getMeta(RECONCILED_AT), null, 'it counts as a reconcile');
+  // a recording listed whose files are gone (removed by hand): the disk is still empty, but the
+  // catalog is not in step with it
+  const gone = sidecarOf(1);
+  await catalog.put(gone, path.join(dir, 'gone.json'));
+  await sync.reconcile();
+  t.equal(workers.length, 1, 'a run on the thread');
+  t.match(sync.lastResult, { found: 0, removed: 1 });
+  t.equal(await catalog.count(), 0);
+});

@@ -2,6 +2,7 @@
 // after each Redis reconnect (embedded catalogs in a cluster), and the figures /readyz, /metrics
 // and the log show meanwhile. Runs never overlap: a reconcile asked for during a run makes one
 // more run after it.
+import { readdir } from 'node:fs/promises';
 import type { Worker } from 'node:worker_threads';
 import type { Catalog } from './catalog.js';
 import { RECONCILED_AT, type ImportProgress, type ImportResult } from './importer.js';
@@ -85,10 +86,28 @@ export class CatalogSync {
     } while (this.#again);
   }
 
+  /**
+   * No recording on disk and none listed (a new node, a test): the catalog is in step with the disk
+   * without a run, and the node is ready at once instead of after the import thread has started.
+   */
+  async #nothingToImport(): Promise<ImportResult | null> {
+    const started = performance.now();
+    let names: string[] = [];
+    try {
+      names = await readdir(this.o.settings.recordingsDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return null; // the run reports it
+    }
+    // dot-names are never recordings (.inprogress, .deletions, the catalog itself)
+    if (names.some((n) => !n.startsWith('.')) || await this.o.catalog.count() > 0) return null;
+    await this.o.catalog.setMeta(RECONCILED_AT, String(await this.o.catalog.clock()));
+    return { found: 0, done: 0, imported: 0, bad: 0, removed: 0, walked: true, startedAt: Date.now(), ran: true, elapsedMs: performance.now() - started };
+  }
+
   async #once(): Promise<void> {
     const every = this.o.logEveryMs ?? 5000;
     try {
-      const r = await importInThread({
+      const r = await this.#nothingToImport() ?? await importInThread({
         settings: this.o.settings,
         pending: [...await this.o.pendingDeletions()],
         signal: this.#abort.signal,

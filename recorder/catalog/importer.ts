@@ -3,8 +3,9 @@
 // only marked seen (not read again, unless `reread`: catalog:rebuild); a listed recording whose
 // sidecar is gone from disk is unlisted at the end. Memory stays flat: the walk (walk.ts) feeds a
 // bounded queue; batches of sidecars are read and parsed on reader worker threads (reader-pool.ts,
-// sidecar-reader.ts) while the main thread writes the batches read before (the SQLite catalog in
-// transactions of ~5 ms, so the event loop is never held long).
+// sidecar-reader.ts) while this thread writes the batches read before (the SQLite catalog in
+// transactions of ~5 ms, so its event loop is never held long). A node runs it on a thread of its
+// own (import-thread.ts); catalog:rebuild in its process.
 import os from 'node:os';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -35,7 +36,7 @@ export interface ImportOptions {
   recordingsDir: string;
   /**
    * reader worker threads (reading and parsing the sidecars off the main thread); default
-   * `defaultReaders()`: one core is left to the main thread (the catalog writes, the media path)
+   * `defaultReaders()`: one core is left to the thread that writes the catalog and to the media path
    */
   readers?: number;
   /** each reader worker started (tests end one to show that a worker's death is survived) */

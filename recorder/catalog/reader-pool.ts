@@ -1,5 +1,5 @@
 // The importer's reader workers (read-worker.ts): batches of sidecars are read and parsed on
-// worker threads while the main thread writes the previous batches to the catalog. Workers start
+// worker threads while the importer's thread writes the previous batches to the catalog. Workers start
 // on the first batch (a reconcile with nothing new to read starts none) and end with the run.
 //
 // A worker that dies (a crash, out of memory on a monstrous file, terminated) is replaced and its
