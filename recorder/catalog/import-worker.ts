@@ -16,7 +16,8 @@ port.on('message', (m: unknown) => {
 const say = (m: ImportMessage) => port.postMessage(m);
 
 try {
-  const catalog = await openCatalog(job.settings);
+  // PostgreSQL: the run's advisory lock holds one connection, a batch's transaction another
+  const catalog = await openCatalog({ ...job.settings, poolSize: 4 });
   let result: ImportResult;
   try {
     result = await importSidecars({

@@ -8,6 +8,8 @@ export interface CatalogSettings {
   databaseUrl: string | null;
   /** cluster mode: this node's id (its own SQLite file); null on a single node */
   clusterNodeId: string | null;
+  /** PostgreSQL: the pool's connections at most (default 10; the import thread needs a few) */
+  poolSize?: number;
 }
 
 export async function openCatalog(s: CatalogSettings): Promise<Catalog> {
@@ -15,7 +17,7 @@ export async function openCatalog(s: CatalogSettings): Promise<Catalog> {
   if (s.databaseUrl !== null) {
     // loaded only when used: the embedded default needs no PostgreSQL client
     const { PgCatalog } = await import('./pg-catalog.js');
-    catalog = new PgCatalog(s.recordingsDir, s.databaseUrl);
+    catalog = new PgCatalog(s.recordingsDir, s.databaseUrl, s.poolSize);
   } else {
     catalog = new SqliteCatalog(s.recordingsDir, catalogFileFor(s.recordingsDir, s.clusterNodeId));
   }
