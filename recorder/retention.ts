@@ -77,7 +77,7 @@ export class Retention {
           await this.d.deleteRecording(s);
         } catch (err) {
           // unlisted already; its files stay until the tombstone expires and a reconcile lists it again
-          this.d.log.error({ recordingId: s.recordingId, err: (err as Error).message }, 'retention: deletion failed');
+          this.d.log.error({ recordingId: s.recordingId, err }, 'retention: deletion failed');
         }
         n++;
       }

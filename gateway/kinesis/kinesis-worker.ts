@@ -129,6 +129,7 @@ process.on('message', (m: ToWorker) => {
       clearInterval(cpuTimer);
       await Promise.all(sources.map((s) => s.stop()));
       metrics.flush();
+      // leaving: a Redis that cannot take QUIT is disconnected below all the same
       await redis?.quit().catch(() => undefined);
       redis?.disconnect();
       // everything is written and released; an open socket of the SDK's would keep the process up

@@ -61,6 +61,7 @@ export async function migratePg(pool: pg.Pool, migrations: readonly Migration[] 
     }
     return applied;
   } finally {
+    // a session lock: it also ends with the connection, so a failed unlock leaves nothing held
     await c.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK]).catch(() => undefined);
     c.release();
   }
@@ -200,6 +201,7 @@ export class PgCatalog implements Catalog {
    */
   async insertRows(rows: readonly RowFields[], mark: number): Promise<number> {
     const c = await this.pool.connect();
+    let broken: Error | undefined;
     try {
       await c.query('BEGIN');
       let tombstoned = 0;
@@ -222,10 +224,12 @@ export class PgCatalog implements Catalog {
       await c.query('COMMIT');
       return rows.length - tombstoned;
     } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
+      // the statement's error is the one to report; a connection that cannot roll back is
+      // destroyed (release with an error), never handed back to the pool mid-transaction
+      await c.query('ROLLBACK').catch((e: unknown) => { broken = e instanceof Error ? e : new Error(String(e)); });
       throw err;
     } finally {
-      c.release();
+      c.release(broken);
     }
   }
 
