@@ -42,7 +42,8 @@ import { INTERNAL_ACTOR_HEADER } from './api/api-auth.js';
 import { localLease, type LeaseRunner } from './cluster/lease.js';
 import { Archiver } from '../recorder/archive/archiver.js';
 import { registerArchiveMetrics } from '../recorder/archive/archive-metrics.js';
-import { cannotEncode, ffmpegLaunch } from '../recorder/archive/ffmpeg.js';
+import { cannotEncode } from '../recorder/archive/ffmpeg.js';
+import { backgroundLaunch } from '../recorder/background-launch.js';
 import { isArchiveFormat } from '../recorder/archive/formats.js';
 import { ConfigError } from './config.js';
 import type { KinesisConsumer, KinesisOptions } from './kinesis/kinesis-consumer.js';
@@ -255,7 +256,7 @@ export async function buildGateway(config: GatewayConfig, opts: GatewayOptions =
       wallNow,
     });
     // the launch probes (chrt, taskset) run now, at start-up, not at the first job
-    const how = ffmpegLaunch();
+    const how = backgroundLaunch();
     log.info({ schedIdle: how.schedIdle, cpus: how.cpus ?? 'inherited' }, 'archive ffmpeg: SCHED_IDLE and nice 19, playback nice 10');
     const left = await archiver.start();
     if (left > 0) log.info({ jobs: left }, 'archive jobs left from the last run: finishing them');

@@ -15,6 +15,7 @@ import { access, open, type FileHandle } from 'node:fs/promises';
 import { buildWavHeader, parseWavHeader, wavHeaderLength } from '../codecs/wav.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { segmentMetaOf } from './sidecar-builder.js';
+import { SAMPLE_RATE, SAMPLES_PER_MS } from './media-clock.js';
 import { MULAW_TO_PCM16 } from '../codecs/g711.js';
 import { recordingIdFor, segmentPaths } from './storage-layout.js';
 import { HEADER_BYTES, REC_FRAME, REC_OPEN, type JournalStream } from './journal.js';
@@ -50,8 +51,6 @@ interface FrameRef {
 }
 
 const SILENCE_MULAW = 0xff;
-const SAMPLE_RATE = 8000;
-const SAMPLES_PER_MS = 8;
 
 export async function replayJournal(recordingsDir: string, files: readonly string[]): Promise<ReplayResult> {
   const result: ReplayResult = { files: 0, frames: 0, orphanFrames: 0 };

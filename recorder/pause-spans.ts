@@ -3,8 +3,7 @@
 // sidecar (its pausedIntervals, the paused silence that is not missing audio). Pure bookkeeping:
 // the stream session decides when a pause starts and ends (from the frames seen and its clock).
 import type { PausedInterval } from './sidecar.js';
-
-const SAMPLES_PER_MS = 8;
+import { SAMPLES_PER_MS } from './media-clock.js';
 
 export class PauseSpans {
   /** closed pauses in call-time ms, in order (the sidecars' and the checkpoints' pausedIntervals) */

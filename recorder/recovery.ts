@@ -68,9 +68,9 @@ import { readPauseRecord, recoveredPauses, type PauseRecord } from './pause-reco
 import type { AlarmInput, AlarmKind } from './alarms.js';
 import { leftoverJournalFiles } from './journal.js';
 import { replayJournal } from './journal-replay.js';
+import { SAMPLES_PER_MS } from './media-clock.js';
 
 export const UNATTRIBUTED_DIR = '.unattributed';
-const SAMPLES_PER_MS = 8;
 
 export interface RecoveryDeps {
   recordingsDir: string;
@@ -387,67 +387,68 @@ async function sealPartial(file: string, expected?: Encoding): Promise<{ info: W
 const SCAN_BLOCKS = 400;
 
 /**
- * Per channel, 20 ms blocks in data [from, to) that are not entirely silence. Read in pieces of
- * whole blocks, so an hour of audio costs one piece of memory, not the hour.
+ * Reads the data bytes [from, to) of `file` in chunks of whole samples (all channels) and hands each
+ * to `visit` (`buf` holds `frames` samples starting at data byte `pos`); `visit` returning true
+ * stops the scan. One buffer for the whole scan.
  */
-async function nonSilentBlocks(file: string, info: WavInfo, from: number, to: number): Promise<number[]> {
-  const counts = new Array<number>(info.channels).fill(0);
-  if (to <= from) return counts;
+async function scanData(file: string, info: WavInfo, from: number, to: number,
+  visit: (buf: Buffer, frames: number, pos: number) => boolean): Promise<void> {
+  if (to <= from) return;
   const fh = await open(file, 'r');
   try {
-    const blockBytes = FRAME_SAMPLES * info.blockAlign;
-    const buf = Buffer.alloc(Math.min(to - from, SCAN_BLOCKS * blockBytes));
-    const bytesPerSample = info.blockAlign / info.channels;
-    const pcm = info.encoding === 'pcm16';
+    const buf = Buffer.alloc(Math.min(to - from, SCAN_BLOCKS * FRAME_SAMPLES * info.blockAlign));
     for (let pos = from; pos < to;) {
-      const want = Math.min(buf.length, to - pos);
-      const { bytesRead } = await fh.read(buf, 0, want, info.dataOffset + pos);
-      if (bytesRead <= 0) break;
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), info.dataOffset + pos);
       const frames = Math.floor(bytesRead / info.blockAlign);
-      if (frames === 0) break;
-      for (let c = 0; c < info.channels; c++) {
-        for (let b = 0; b < frames; b += FRAME_SAMPLES) {
-          const end = Math.min(frames, b + FRAME_SAMPLES);
-          let sound = false;
-          for (let i = b; i < end && !sound; i++) {
-            const o = i * info.blockAlign + c * bytesPerSample;
-            sound = pcm ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff;
-          }
-          if (sound) counts[c]!++;
-        }
-      }
+      if (frames === 0 || visit(buf, frames, pos)) return;
       pos += frames * info.blockAlign;
     }
-    return counts;
   } finally {
     await fh.close();
   }
 }
 
+/** Whether sample `i` of channel `c` in a chunk of `scanData` is not silence. */
+function soundAt(buf: Buffer, info: WavInfo, i: number, c: number): boolean {
+  const o = i * info.blockAlign + c * (info.blockAlign / info.channels);
+  return info.encoding === 'pcm16' ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff;
+}
+
+/**
+ * Per channel, 20 ms blocks in data [from, to) that are not entirely silence. Read in pieces of
+ * whole blocks, so an hour of audio costs one piece of memory, not the hour.
+ */
+async function nonSilentBlocks(file: string, info: WavInfo, from: number, to: number): Promise<number[]> {
+  const counts = new Array<number>(info.channels).fill(0);
+  await scanData(file, info, from, to, (buf, frames) => {
+    for (let c = 0; c < info.channels; c++) {
+      for (let b = 0; b < frames; b += FRAME_SAMPLES) {
+        const end = Math.min(frames, b + FRAME_SAMPLES);
+        let sound = false;
+        for (let i = b; i < end && !sound; i++) sound = soundAt(buf, info, i, c);
+        if (sound) counts[c]!++;
+      }
+    }
+    return false;
+  });
+  return counts;
+}
+
 /** Byte offset (in the data) of the first block-aligned sample in [from, to) that is not silence on some channel, or null. */
 async function firstSound(file: string, info: WavInfo, from: number, to: number): Promise<number | null> {
-  if (to <= from) return null;
-  const fh = await open(file, 'r');
-  try {
-    const buf = Buffer.alloc(Math.min(to - from, SCAN_BLOCKS * FRAME_SAMPLES * info.blockAlign));
-    const bytesPerSample = info.blockAlign / info.channels;
-    const pcm = info.encoding === 'pcm16';
-    for (let pos = from; pos < to;) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), info.dataOffset + pos);
-      const frames = Math.floor(bytesRead / info.blockAlign);
-      if (frames === 0) return null;
-      for (let i = 0; i < frames; i++) {
-        for (let c = 0; c < info.channels; c++) {
-          const o = i * info.blockAlign + c * bytesPerSample;
-          if (pcm ? buf.readInt16LE(o) !== 0 : buf[o] !== 0xff) return pos + i * info.blockAlign;
+  let found: number | null = null;
+  await scanData(file, info, from, to, (buf, frames, pos) => {
+    for (let i = 0; i < frames; i++) {
+      for (let c = 0; c < info.channels; c++) {
+        if (soundAt(buf, info, i, c)) {
+          found = pos + i * info.blockAlign;
+          return true;
         }
       }
-      pos += frames * info.blockAlign;
     }
-    return null;
-  } finally {
-    await fh.close();
-  }
+    return false;
+  });
+  return found;
 }
 
 async function keepUnattributed(deps: RecoveryDeps, partial: string, name: string): Promise<void> {

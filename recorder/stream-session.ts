@@ -18,9 +18,8 @@ import {
   NOMINAL_FRAME_SAMPLES, addCoverage, checkpointOf, countFrame, newSegment, settleMissing, type SegmentState,
 } from './segment-accounting.js';
 import { buildSidecar, segmentMetaOf, type SegmentMeta, type StreamMeta } from './sidecar-builder.js';
+import { SAMPLE_RATE, SAMPLES_PER_MS } from './media-clock.js';
 
-export const SAMPLE_RATE = 8000;
-const SAMPLES_PER_MS = SAMPLE_RATE / 1000;
 
 export interface StreamIdentity {
   accountSid: string;

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { cpusAwayFromPin, parseCpuList } from '../recorder/archive/ffmpeg.js';
+import { cpusAwayFromPin, parseCpuList } from '../recorder/background-launch.js';
 import { ffmpegScheds, SCHED_IDLE, SCHED_OTHER, type FfmpegScheds } from './fixtures/ffmpeg-sched.js';
 
 const run = promisify(execFile);

@@ -4,7 +4,7 @@ import t from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { randomSid } from '../loadtest/sids.js';
-import { parseCpuList } from '../recorder/archive/ffmpeg.js';
+import { parseCpuList } from '../recorder/background-launch.js';
 import { startProcess, tempDir } from './fixtures/gateway-process.js';
 import { startNode, startRedis } from './fixtures/cluster-procs.js';
 import { until } from './fixtures/calls.js';

@@ -20,7 +20,7 @@ import { ApiError } from '../api/errors.js';
 import { DEFAULT_TIMING, type SourceTiming } from './kinesis-source.js';
 import type { KinesisSettings } from './kinesis-config.js';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
-import { ffmpegLaunch } from '../../recorder/archive/ffmpeg.js';
+import { backgroundLaunch } from '../../recorder/background-launch.js';
 
 export interface KinesisOptions extends Partial<SourceTiming> {
   leaseTtlMs?: number;
@@ -89,7 +89,7 @@ const READER_NICE = 10;
 /**
  * The reader's process: `node` on kinesis-worker.js beside this file (compiled), or from the
  * sources (tests, tsx) on the .ts file with tsx; under `taskset -c` on the CPUs the gateway is
- * not pinned to when it is pinned to some of them only (ffmpegLaunch: decided once, at start-up;
+ * not pinned to when it is pinned to some of them only (backgroundLaunch: decided once, at start-up;
  * the launcher execs node in the same process). An IPC channel with `advanced` serialization (the
  * structured clone, as a worker thread's messages); its output goes to the gateway's.
  */
@@ -98,7 +98,7 @@ function spawnReader(): ChildProcess {
   const file = fileURLToPath(new URL(fromSource ? './kinesis-worker.ts' : './kinesis-worker.js', import.meta.url));
   // the gateway's node flags (--enable-source-maps, a --cpu-prof of a benchmark) but no debugger port
   const flags = fromSource ? ['--import', import.meta.resolve('tsx')] : process.execArgv.filter((a) => !a.startsWith('--inspect'));
-  const { cpus } = ffmpegLaunch();
+  const { cpus } = backgroundLaunch();
   const argv = [...(cpus !== null ? ['taskset', '-c', cpus] : []), process.execPath, ...flags, file];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
   if (child.pid !== undefined) {

@@ -5,12 +5,11 @@
 // delay and FLAC would not know its length. The transform's readable side then carries
 // ffmpeg's `-progress` lines. Playback conversions stream through the pipe both ways.
 import prism from 'prism-media';
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
 import os from 'node:os';
 import { formatSpec, type ArchiveFormat } from './formats.js';
+import { backgroundLaunch } from '../background-launch.js';
 
 export class FfmpegUnavailableError extends Error {
   override name = 'FfmpegUnavailableError';
@@ -38,85 +37,13 @@ let found: { output: string } | null | undefined;
 export type FfmpegPriority = 'idle' | 'low';
 const NICE: Record<FfmpegPriority, number> = { idle: 19, low: 10 };
 
-/** What the launch of ffmpeg does here (decided once, at the first use: see ffmpegLaunch). */
-export interface FfmpegLaunch {
-  /** archive jobs run under SCHED_IDLE (`chrt` exists and the kernel allows it) */
-  schedIdle: boolean;
-  /** the CPU list ffmpeg is confined to (`taskset -c`), or null: the gateway's own affinity */
-  cpus: string | null;
-}
-
-/** "0-2,5" -> [0, 1, 2, 5] (the kernel's list format: /proc/self/status, /sys/devices/system/cpu/online) */
-export function parseCpuList(list: string): number[] {
-  const out: number[] = [];
-  for (const part of list.trim().split(',')) {
-    if (part === '') continue;
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
-    if (!m) throw new Error(`not a CPU list: ${JSON.stringify(list)}`);
-    const a = Number(m[1]);
-    const b = m[2] === undefined ? a : Number(m[2]);
-    for (let c = a; c <= b; c++) out.push(c);
-  }
-  return out;
-}
-
-/**
- * The CPUs ffmpeg may use given the gateway's affinity (`own`) and the machine's online CPUs:
- * the online CPUs the gateway is not pinned to, when it is pinned to some of them only and others
- * are left; otherwise null (inherit: unpinned, or nowhere else to go).
- */
-export function cpusAwayFromPin(own: readonly number[], online: readonly number[]): string | null {
-  const mine = new Set(own);
-  const others = online.filter((c) => !mine.has(c));
-  if (others.length === 0 || others.length === online.length) return null;
-  return others.join(',');
-}
-
-function readList(file: string, field?: string): number[] | null {
-  try {
-    const text = readFileSync(file, 'utf8');
-    if (field === undefined) return parseCpuList(text);
-    const m = new RegExp(`^${field}:\\s*(\\S+)$`, 'm').exec(text);
-    return m ? parseCpuList(m[1]!) : null; // the group is mandatory in the pattern
-  } catch {
-    return null; // not Linux, or not readable: leave the affinity alone
-  }
-}
-
-/** true when `cmd args... true` runs and exits 0 here (the tool exists and the kernel allows it) */
-function works(cmd: string, args: string[]): boolean {
-  const r = spawnSync(cmd, [...args, 'true'], { stdio: 'ignore', timeout: 5000 });
-  return r.error === undefined && r.status === 0;
-}
-
-let launch: FfmpegLaunch | undefined;
-
-/**
- * Decides once per process (synchronously, at start-up: two short probe processes) how ffmpeg is
- * launched: whether `chrt -i 0` works (SCHED_IDLE needs no privilege on Linux, but a seccomp
- * profile may refuse it) and which CPUs `taskset` confines it to (see FfmpegPriority).
- */
-export function ffmpegLaunch(): FfmpegLaunch {
-  if (launch === undefined) {
-    const own = readList('/proc/self/status', 'Cpus_allowed_list');
-    const online = readList('/sys/devices/system/cpu/online');
-    const away = own && online ? cpusAwayFromPin(own, online) : null;
-    launch = {
-      schedIdle: works('chrt', ['-i', '0']),
-      // the kernel intersects the list with a cpuset cgroup's CPUs; refused (empty, no taskset): inherit
-      cpus: away !== null && works('taskset', ['-c', away]) ? away : null,
-    };
-  }
-  return launch;
-}
-
 /**
  * prism-media spawns `getInfo().command` with the arguments it is given; the launchers (chrt,
  * taskset) exec ffmpeg in the same process, so the pid, the pipes and a kill stay ffmpeg's. The
  * command is swapped for the synchronous constructor only (prism reads it there and nowhere else).
  */
 function spawnFfmpeg(args: string[], priority: FfmpegPriority): prism.FFmpeg {
-  const how = ffmpegLaunch();
+  const how = backgroundLaunch();
   const prefix = [
     ...(priority === 'idle' && how.schedIdle ? ['chrt', '-i', '0'] : []),
     ...(how.cpus !== null ? ['taskset', '-c', how.cpus] : []),
