@@ -183,6 +183,36 @@ t.test('a pause answered 200 holds everywhere: a stream that starts later on ano
   t.equal(await redis.exists(`${prefix}paused:${SID_B}:${late}`), 0, 'resume clears the stored pause');
 });
 
+t.test('a resume answered 503 (its holder lost) leaves the stored pause: the call reconnecting elsewhere starts paused', async (t) => {
+  const n1 = await node(t, 'rz-1');
+  const callSid = randomSid('CA');
+  t.equal((await post(`${n1.http}/v1/cti/events`, { type: 'ringing', callSid, accountSid: SID_A })).status, 200);
+  t.equal((await post(`${n1.http}/v1/calls/${callSid}/pause?accountSid=${SID_A}`)).status, 200);
+  // the call's stream is registered by a node that then died (SIGKILL: its entry stays, its
+  // liveness key is gone)
+  await redis.hset(`${prefix}call:${SID_A}:${callSid}`, `MZ${'7'.repeat(32)}`, 'rz-dead');
+  const r = await post(`${n1.http}/v1/calls/${callSid}/resume?accountSid=${SID_A}`);
+  t.equal(r.status, 503);
+  t.match(r.body, { error: 'owner_lost', message: /the command was not applied/ });
+  t.equal(await redis.exists(`${prefix}paused:${SID_A}:${callSid}`), 1, 'still paused in Redis, as the 503 says');
+  t.ok(await redis.pttl(`${prefix}paused:${SID_A}:${callSid}`) > 0, 'with a TTL');
+  // the call reconnects to a live node: its stream starts paused
+  await redis.hdel(`${prefix}call:${SID_A}:${callSid}`, `MZ${'7'.repeat(32)}`);
+  const c = await connect(n1, SID_A, callSid);
+  const s = n1.gw.recorder.streamsOfCall(callSid)[0]!;
+  await until('paused at registration', () => s.paused);
+  c.sendStop();
+  await c.closed;
+
+  // a call that was not paused: a failed resume does not pause it
+  const other = randomSid('CA');
+  t.equal((await post(`${n1.http}/v1/cti/events`, { type: 'ringing', callSid: other, accountSid: SID_A })).status, 200);
+  await redis.hset(`${prefix}call:${SID_A}:${other}`, `MZ${'8'.repeat(32)}`, 'rz-dead');
+  t.equal((await post(`${n1.http}/v1/calls/${other}/resume?accountSid=${SID_A}`)).status, 503);
+  t.equal(await redis.exists(`${prefix}paused:${SID_A}:${other}`), 0, 'no pause made up');
+  await redis.del(`${prefix}call:${SID_A}:${other}`);
+});
+
 t.test('queued CTI events are applied when Redis was away at stream start, in the order they happened', async (t) => {
   const n1 = await node(t, 'q-1');
   const n2 = await node(t, 'q-2');

@@ -76,18 +76,19 @@ function kindOf(req: FastifyRequest): Kind {
 /**
  * Store or clear the pause of a call and read its holders, atomically.
  * KEYS: call, paused, cti-pending. ARGV: '1' pause / '0' resume, TTL ms, '1' if the receiving
- * node knows the call. Returns { known (0/1), holders }.
+ * node knows the call. Returns { known (0/1), holders, paused before (0/1) }.
  */
 const SET_PAUSE = `
 local holders = redis.call('HVALS', KEYS[1])
-local known = #holders > 0 or ARGV[3] == '1' or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1
+local was = redis.call('EXISTS', KEYS[2])
+local known = #holders > 0 or ARGV[3] == '1' or was == 1 or redis.call('EXISTS', KEYS[3]) == 1
 if ARGV[1] == '1' then
   if known then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
 else
   redis.call('DEL', KEYS[2])
 end
-if known then return {1, holders} end
-return {0, holders}
+if known then return {1, holders, was} end
+return {0, holders, was}
 `;
 
 export interface PauseNotice {
@@ -164,6 +165,8 @@ export class CommandRouter {
     }
     if ((kind === 'pause' || kind === 'resume') && !this.o.pauseEnabled(scope, callSid)) return; // the route answers 409
     let holders: string[];
+    /** a resume cleared a stored pause: put back if the resume is answered "not applied" */
+    let unpaused = false;
     try {
       if (kind === 'cti') {
         holders = await this.o.pendingCti.pushUnlessOwned(scope, callSid, {
@@ -174,9 +177,10 @@ export class CommandRouter {
         });
       } else if (kind === 'pause' || kind === 'resume') {
         const k = this.o.keys;
-        const [known, list] = await this.o.link.cmd.eval(SET_PAUSE, 3, k.call(scope, callSid), k.paused(scope, callSid), k.ctiPending(scope, callSid),
-          kind === 'pause' ? '1' : '0', String(CALL_KEY_TTL_MS), this.o.knowsLocally(scope, callSid) ? '1' : '0') as [number, string[]];
+        const [known, list, was] = await this.o.link.cmd.eval(SET_PAUSE, 3, k.call(scope, callSid), k.paused(scope, callSid), k.ctiPending(scope, callSid),
+          kind === 'pause' ? '1' : '0', String(CALL_KEY_TTL_MS), this.o.knowsLocally(scope, callSid) ? '1' : '0') as [number, string[], number];
         holders = list;
+        unpaused = kind === 'resume' && was === 1;
         if (holders.length === 0 && known === 1) {
           // no stream anywhere yet: remember it here (the route answers 200) and tell every node
           knownInCluster.set(req.raw, true);
@@ -192,6 +196,22 @@ export class CommandRouter {
     }
     // no stream anywhere: the local route answers (404 for an unknown call; CTI: queued, local state)
     if (holders.length === 0) return;
+    try {
+      return await this.deliver(req, reply, callSid, holders);
+    } catch (err) {
+      // A resume answered "not applied" (a holder lost or unreachable) must leave the call paused
+      // in Redis: the client still holds its pause, and a stream the call starts later (the same
+      // call reconnecting to another node) must start paused, not record what it is told is not.
+      if (unpaused) {
+        await this.o.link.cmd.set(this.o.keys.paused(scope, callSid), '1', 'PX', CALL_KEY_TTL_MS).catch((e: unknown) =>
+          this.o.log.error({ err: e, callSid }, 'cluster: a resume answered 503 could not put the call\'s pause back in Redis'));
+      }
+      throw err;
+    }
+  }
+
+  /** The command to every node holding the call; the answer, or 503 naming who applied it. */
+  private async deliver(req: FastifyRequest, reply: FastifyReply, callSid: string, holders: string[]): Promise<FastifyReply | undefined> {
     let owners: Awaited<ReturnType<ClusterView['classify']>>;
     try {
       owners = await this.o.view.classify(holders);
